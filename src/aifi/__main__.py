@@ -1,0 +1,5 @@
+"""``python -m aifi`` is the ``aifi`` command."""
+
+from aifi.cli import app
+
+app()

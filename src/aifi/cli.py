@@ -1,0 +1,74 @@
+"""The ``aifi`` command-line tool.
+
+Verbs: ``serve`` (run the hub), ``demo`` (the whole chain on the embedded default),
+``bench`` (benchmarks against a peer). Every verb has ``--help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import aifi
+
+app = typer.Typer(
+    name="aifi",
+    help="aifi-hub: standards-based integration hub for radiology AI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bench_app = typer.Typer(
+    help="Benchmarks, run against a peer on the same machine.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder for the embedded database and DICOM files "
+        "[env AIFI_DATA_DIR; default ./aifi-data].",
+    ),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
+        "[env AIFI_DATABASE_URL; default SQLite in the data folder].",
+    ),
+]
+
+
+@app.command()
+def version() -> None:
+    """Print the aifi-hub version."""
+    typer.echo(aifi.__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (needs PostgreSQL for >1 to scale writes).")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the hub: DICOMweb under /dicomweb, OpenAPI docs at /docs."""
+    from aifi.hub.serve import build_settings, run_server
+
+    settings = build_settings(data_dir=data_dir, database_url=database_url)
+    typer.echo(
+        f"aifi-hub {aifi.__version__}: data in {settings.data_dir.resolve()}, "
+        f"DICOMweb at http://{host}:{port}/dicomweb, docs at http://{host}:{port}/docs"
+    )
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,5 @@
+"""PLACEHOLDER: capabilities router — being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""PLACEHOLDER: qido router — being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,104 @@
+"""What the DICOMweb routers need from storage, as a :class:`typing.Protocol`.
+
+The hub implements it over SQL + a folder (``aifi.hub.repository``); tests may use any
+other implementation. All methods are synchronous (routers call them in a worker thread)
+and every one takes the tenant: an implementation must never return another tenant's data.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from aifi.dicomweb.matching import QidoQuery, QueryResult
+
+DicomJson = dict[str, Any]
+"""A DICOM JSON object (PS3.18 Annex F): ``{"0020000D": {"vr": "UI", "Value": [...]}}``."""
+
+
+@dataclass(slots=True)
+class IncomingInstance:
+    """One received, parsed and checked instance, staged as a complete Part 10 file.
+
+    ``header`` is the data set read up to (not including) Pixel Data; ``metadata`` its
+    DICOM JSON with bulk data as *relative* BulkDataURIs (see :mod:`aifi.dicomweb.dicomjson`).
+    """
+
+    staged_path: Path
+    size: int
+    sha256: str
+    transfer_syntax_uid: str
+    header: Dataset
+    metadata: DicomJson
+
+
+class StoreStatus(enum.Enum):
+    STORED = "stored"
+    """Newly stored."""
+    ALREADY_STORED = "already-stored"
+    """An identical instance (same bytes) was stored before; nothing changed."""
+    CONFLICT = "conflict"
+    """A different instance with this SOP Instance UID is stored; it was kept, this one refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    status: StoreStatus
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """Where a stored instance lives, and what WADO-RS needs to know to serve it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    size: int
+    number_of_frames: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DicomStore(Protocol):
+    def staging_dir(self) -> Path:
+        """A folder on the same file system as the stored files, for atomic renames."""
+        ...
+
+    def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
+        """Store each instance atomically (file fsync'd and renamed, then its index row
+        committed), one outcome per instance, in order. Staged files are consumed."""
+        ...
+
+    def find_instances(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[StoredInstance]:
+        """The stored instances under a study/series/instance, in a stable order (series
+        number, instance number, UID). Empty when nothing matches."""
+        ...
+
+    def instance_metadata(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[DicomJson]:
+        """The stored DICOM JSON (relative BulkDataURIs) of each instance, same order."""
+        ...
+
+    def query(self, tenant: str, query: QidoQuery) -> QueryResult:
+        """Run a QIDO-RS query (PS3.18 §10.6) for the tenant."""
+        ...

@@ -1,0 +1,5 @@
+"""PLACEHOLDER: stow router — being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

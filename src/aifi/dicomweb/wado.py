@@ -1,0 +1,5 @@
+"""PLACEHOLDER: wado router — being written."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,67 @@
+"""One exception tree for aifi-hub.
+
+::
+
+    HubError
+    ├── InvalidRequest          400  the request cannot be understood (bad parameter, bad body)
+    │   └── UnsupportedMediaType 415  the request body's media type is not accepted
+    ├── NotAcceptable           406  no representation the client accepts can be produced
+    ├── NotFound                404  the addressed resource does not exist (for this tenant)
+    ├── Conflict                409  the request conflicts with the stored state
+    ├── PayloadTooLarge         413  the request or the result set is too large
+    ├── Forbidden               403  the principal may not do this
+    └── UpstreamError           502  a peer (PACS, EPD, AI product) failed
+        └── UpstreamTimeout     504  a peer did not answer in time
+
+Third-party exceptions are translated once, where they are met (``raise X(...) from exc``).
+The HTTP mapping lives with each API surface: DICOMweb answers with the status and a
+``Warning: 299`` header (PS3.18 §8.7.2), FHIR with an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base of every error aifi-hub raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidRequest(HubError):
+    status_code = 400
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status_code = 415
+
+
+class NotAcceptable(HubError):
+    status_code = 406
+
+
+class NotFound(HubError):
+    status_code = 404
+
+
+class Conflict(HubError):
+    status_code = 409
+
+
+class PayloadTooLarge(HubError):
+    status_code = 413
+
+
+class Forbidden(HubError):
+    status_code = 403
+
+
+class UpstreamError(HubError):
+    status_code = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504

@@ -1,0 +1,87 @@
+"""The app factory: builds one FastAPI application from :class:`~aifi.hub.settings.Settings`.
+
+Composition only: persistence (:class:`~aifi.hub.db.Database`), the DICOM store
+(:class:`~aifi.hub.repository.SqlDicomStore`), the principal resolver, and the error
+mapping (DICOMweb paths answer with a status and ``Warning: 299``; PS3.18 §8.7.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+import aifi
+from aifi.dicomweb.deps import DicomwebConfig
+from aifi.dicomweb.errors import dicomweb_error_response
+from aifi.dicomweb.router import build_router
+from aifi.errors import HubError, InvalidRequest
+from aifi.hub.db import Database
+from aifi.hub.repository import SqlDicomStore
+from aifi.hub.settings import Settings
+from aifi.hub.tenants import default_tenant_resolver
+
+log = logging.getLogger(__name__)
+
+DICOMWEB_PREFIX = "/dicomweb"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    store = SqlDicomStore(db, settings.dicom_dir, fsync=settings.fsync)
+    swept = store.sweep_staging()
+    if swept:
+        log.warning("removed %d staging files left by an interrupted upload", swept)
+    store.ensure_tenant(settings.default_tenant)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="aifi-hub",
+        version=aifi.__version__,
+        summary="Standards-based integration hub for radiology AI",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.dicom_store = store
+    app.state.dicomweb_config = DicomwebConfig(
+        prefix=DICOMWEB_PREFIX,
+        public_url=settings.public_url,
+        qido_default_limit=settings.qido_default_limit,
+        qido_max_limit=settings.qido_max_limit,
+        qido_max_offset=settings.qido_max_offset,
+    )
+    app.state.principal_resolver = default_tenant_resolver(settings.default_tenant)
+    app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": aifi.__version__}
+
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, error: HubError) -> Response:
+        if request.url.path.startswith(DICOMWEB_PREFIX):
+            return dicomweb_error_response(request, error)
+        return JSONResponse({"detail": error.reason}, status_code=error.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> Response:
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in error.errors()
+        )
+        if request.url.path.startswith(DICOMWEB_PREFIX):
+            return dicomweb_error_response(request, InvalidRequest(reason))
+        return JSONResponse({"detail": reason}, status_code=400)
+
+    return app

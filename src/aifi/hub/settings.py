@@ -1,0 +1,56 @@
+"""One pydantic-settings :class:`Settings`, built by the app factory or the CLI and
+injected; never created at import time. Every field can be set as ``AIFI_<NAME>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aifi.hub.tenants import validate_tenant_id
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIFI_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("aifi-data"),
+        description="Folder for the embedded database and the DICOM files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite (WAL) at <data_dir>/aifi.db. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db",
+    )
+    default_tenant: str = Field(
+        default="default",
+        description="Tenant (hospital) every request resolves to until OAuth2 is configured.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients reach the hub at (for Retrieve URLs); default: "
+        "taken from each request.",
+    )
+    qido_default_limit: int = Field(default=1000, ge=1)
+    qido_max_limit: int = Field(default=10000, ge=1)
+    qido_max_offset: int = Field(default=1_000_000, ge=0)
+    fsync: bool = Field(
+        default=True,
+        description="fsync each stored file and its folder before acknowledging it.",
+    )
+
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        return validate_tenant_id(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'aifi.db').resolve()}"
+
+    @property
+    def dicom_dir(self) -> Path:
+        return self.data_dir / "dicom"

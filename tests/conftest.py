@@ -1,0 +1,149 @@
+"""Shared fixtures: settings on a temporary data folder, the real app, a real uvicorn server,
+and the database backends (SQLite always; PostgreSQL when it answers at 127.0.0.1:5432)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from aifi.dicomweb.dicomjson import configure_pydicom
+from aifi.hub.app import create_app
+from aifi.hub.settings import Settings
+
+configure_pydicom()
+
+PG_HOST = os.environ.get("AIFI_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("AIFI_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("AIFI_TEST_PG_USER", "postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else the reason it does not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=3
+        ):
+            return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test scope; dropped afterwards."""
+    import psycopg
+
+    name = f"aifi_test_{uuid.uuid4().hex[:12]}"
+    admin = dict(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+    with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """Run the test once on SQLite (None = embedded default) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield None
+        return
+    reason = postgres_available()
+    if reason:
+        if os.environ.get("CI") and not os.environ.get("AIFI_ALLOW_PG_SKIP"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    """SQLite only, for tests that are not about the database."""
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    application.state.db.dispose()
+
+
+@dataclass
+class LiveServer:
+    url: str
+    """Base URL, e.g. http://127.0.0.1:54321"""
+    app: FastAPI
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicomweb"
+
+
+@contextlib.contextmanager
+def run_live_server(application: FastAPI) -> Iterator[LiveServer]:
+    """A real uvicorn server in a thread, on a free loopback port."""
+    port = free_port()
+    config = uvicorn.Config(
+        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    else:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield LiveServer(url=url, app=application)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    with run_live_server(app) as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_live_server(sqlite_settings: Settings) -> Iterator[LiveServer]:
+    application = create_app(sqlite_settings)
+    with run_live_server(application) as server:
+        yield server
+    application.state.db.dispose()

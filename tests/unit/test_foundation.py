@@ -1,0 +1,88 @@
+"""The foundation: package layout, settings, migrations on both databases, the repository."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from typer.testing import CliRunner
+
+from aifi.cli import app as cli_app
+from aifi.dicomweb.dicomjson import dataset_to_metadata
+from aifi.dicomweb.store import IncomingInstance, StoreStatus
+from aifi.hub.db import Database
+from aifi.hub.repository import SqlDicomStore
+from aifi.hub.settings import Settings
+from tests.support.dicom import make_ct, to_bytes
+
+SUBPACKAGES = ["dicomweb", "ihe_profiles", "fhir", "vendors", "hub", "gateway", "conformance"]
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_subpackages_exist_and_say_what_they_are_for(name: str) -> None:
+    module = importlib.import_module(f"aifi.{name}")
+    assert module.__doc__ and len(module.__doc__.split()) > 5
+
+
+def test_cli_help_on_every_verb() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli_app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ["serve", "demo", "bench", "version"]:
+        assert verb in result.output
+        sub = runner.invoke(cli_app, [verb, "--help"])
+        assert sub.exit_code == 0, sub.output
+
+
+def test_invalid_tenant_is_refused() -> None:
+    with pytest.raises(ValueError, match="tenant"):
+        Settings(default_tenant="../etc")
+
+
+def _incoming(store: SqlDicomStore, data: bytes) -> IncomingInstance:
+    staged = store.staging_dir() / hashlib.sha256(data).hexdigest()
+    staged.write_bytes(data)
+    ds = dcmread(staged, defer_size=1024)
+    return IncomingInstance(
+        staged_path=staged,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        header=ds,
+        metadata=dataset_to_metadata(ds),
+    )
+
+
+def test_repository_stores_atomically_and_applies_duplicate_policy(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    db.migrate()  # idempotent
+    store = SqlDicomStore(db, settings.dicom_dir)
+    store.ensure_tenant("default")
+    store.ensure_tenant("other")
+    ds = make_ct()
+    data = to_bytes(ds)
+    [first] = store.put("default", [_incoming(store, data)])
+    assert first.status is StoreStatus.STORED
+    [again] = store.put("default", [_incoming(store, data)])
+    assert again.status is StoreStatus.ALREADY_STORED
+    changed = make_ct(
+        sop_uid=ds.SOPInstanceUID,
+        study_uid=ds.StudyInstanceUID,
+        series_uid=ds.SeriesInstanceUID,
+        patient_name="Other^Name",
+    )
+    [conflict] = store.put("default", [_incoming(store, to_bytes(changed))])
+    assert conflict.status is StoreStatus.CONFLICT
+    found = store.find_instances("default", ds.StudyInstanceUID)
+    assert len(found) == 1
+    assert found[0].path.read_bytes() == data  # the first instance was kept, byte for byte
+    assert store.find_instances("other", ds.StudyInstanceUID) == []  # tenant isolation
+    assert not list(store.staging_dir().iterdir())  # staged files consumed
+    db.dispose()

@@ -124,3 +124,32 @@ def multipart_related(
     chunks.append(f"--{boundary}--\r\n".encode())
     header = f'multipart/related; type="{content_type}"; boundary={boundary}'
     return b"".join(chunks), header
+
+
+def ingest(store: object, datasets: Iterable[Dataset], tenant: str = "default") -> list[object]:
+    """Put datasets straight into a DicomStore (bypassing STOW-RS), for QIDO/WADO tests."""
+    import hashlib
+
+    from pydicom import dcmread
+
+    from aifi.dicomweb.dicomjson import dataset_to_metadata
+    from aifi.dicomweb.store import IncomingInstance
+
+    items = []
+    for ds in datasets:
+        data = to_bytes(ds) if not isinstance(ds, bytes) else ds
+        digest = hashlib.sha256(data).hexdigest()
+        staged = store.staging_dir() / f"test-{digest}"  # type: ignore[attr-defined]
+        staged.write_bytes(data)
+        header = dcmread(staged, defer_size=1024)
+        items.append(
+            IncomingInstance(
+                staged_path=staged,
+                size=len(data),
+                sha256=digest,
+                transfer_syntax_uid=str(header.file_meta.TransferSyntaxUID),
+                header=header,
+                metadata=dataset_to_metadata(header),
+            )
+        )
+    return list(store.put(tenant, items))  # type: ignore[attr-defined]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from typer.testing import CliRunner
 
 from aifi.cli import app as cli_app
-from aifi.dicomweb.dicomjson import dataset_to_metadata
-from aifi.dicomweb.store import IncomingInstance, StoreStatus
+from aifi.dicomweb.store import StoreStatus
 from aifi.hub.db import Database
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.settings import Settings
-from tests.support.dicom import make_ct, to_bytes
+from tests.support.dicom import ingest, make_ct, to_bytes
 
 SUBPACKAGES = ["dicomweb", "ihe_profiles", "fhir", "vendors", "hub", "gateway", "conformance"]
 
@@ -42,20 +39,6 @@ def test_invalid_tenant_is_refused() -> None:
         Settings(default_tenant="../etc")
 
 
-def _incoming(store: SqlDicomStore, data: bytes) -> IncomingInstance:
-    staged = store.staging_dir() / hashlib.sha256(data).hexdigest()
-    staged.write_bytes(data)
-    ds = dcmread(staged, defer_size=1024)
-    return IncomingInstance(
-        staged_path=staged,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        header=ds,
-        metadata=dataset_to_metadata(ds),
-    )
-
-
 def test_repository_stores_atomically_and_applies_duplicate_policy(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -68,9 +51,9 @@ def test_repository_stores_atomically_and_applies_duplicate_policy(
     store.ensure_tenant("other")
     ds = make_ct()
     data = to_bytes(ds)
-    [first] = store.put("default", [_incoming(store, data)])
+    [first] = ingest(store, [data])
     assert first.status is StoreStatus.STORED
-    [again] = store.put("default", [_incoming(store, data)])
+    [again] = ingest(store, [data])
     assert again.status is StoreStatus.ALREADY_STORED
     changed = make_ct(
         sop_uid=ds.SOPInstanceUID,
@@ -78,7 +61,7 @@ def test_repository_stores_atomically_and_applies_duplicate_policy(
         series_uid=ds.SeriesInstanceUID,
         patient_name="Other^Name",
     )
-    [conflict] = store.put("default", [_incoming(store, to_bytes(changed))])
+    [conflict] = ingest(store, [changed])
     assert conflict.status is StoreStatus.CONFLICT
     found = store.find_instances("default", ds.StudyInstanceUID)
     assert len(found) == 1

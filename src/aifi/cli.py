@@ -70,5 +70,25 @@ def serve(
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
 
 
+@app.command()
+def demo(
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    port: Annotated[int, typer.Option(help="Port for the demo hub (0: any free port).")] = 0,
+    slices: Annotated[int, typer.Option(help="CT slices per series (512x512, ~0.5 MB).")] = 24,
+    series: Annotated[int, typer.Option(help="Series in the generated study.")] = 2,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep the hub running afterwards.")
+    ] = False,
+) -> None:
+    """Run the whole chain on the embedded default: store, find and retrieve a study."""
+    from aifi.hub.demo import run_demo
+    from aifi.hub.serve import build_settings
+
+    settings = build_settings(data_dir=data_dir, database_url=database_url)
+    result = run_demo(settings, port=port, slices=slices, series=series, keep_serving=serve)
+    raise typer.Exit(0 if result.ok else 1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -1,0 +1,156 @@
+"""Synthetic DICOM studies made by code, for the demo, benchmarks and conformance kits.
+
+Never patient data: names and identifiers are invented, pixels are a drawn phantom.
+CT-like: 512×512, 16-bit signed-ish (12 bits stored) axial slices of a cylinder phantom
+(~0.5 MB each); DX-like: 2500×2048 16-bit (~10 MB) with a gradient and a "bone" block.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    name: str = "Demo^Anna"
+    patient_id: str = "AIFI-DEMO-0001"
+    birth_date: str = "19800101"
+    sex: str = "F"
+
+
+def _base(sop_class: str, patient: Patient, study_uid: str, accession: str) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.StudyInstanceUID = study_uid
+    ds.PatientName = patient.name
+    ds.PatientID = patient.patient_id
+    ds.PatientBirthDate = patient.birth_date
+    ds.PatientSex = patient.sex
+    ds.StudyDate = "20260115"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = accession
+    ds.ReferringPhysicianName = "Verwijzer^Jan"
+    ds.StudyID = "1"
+    ds.InstitutionName = "aifi-hub demo hospital"
+    ds.Manufacturer = "aifi-hub synthetic"
+    return ds
+
+
+def _finish(ds: Dataset) -> bytes:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def ct_study(
+    slices: int,
+    *,
+    series: int = 1,
+    size: int = 512,
+    patient: Patient | None = None,
+    study_uid: str | None = None,
+    accession: str = "DEMO-CT-1",
+) -> Iterator[bytes]:
+    """Part 10 files of one CT study: ``series`` series of ``slices`` slices each."""
+    patient = patient or Patient()
+    study_uid = study_uid or generate_uid()
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = np.hypot(yy - size / 2, xx - size / 2)
+    body = radius < size * 0.42
+    for s in range(series):
+        series_uid = generate_uid()
+        frame_uid = generate_uid()
+        for i in range(slices):
+            ds = _base(CTImageStorage, patient, study_uid, accession)
+            ds.SOPInstanceUID = generate_uid()
+            ds.SeriesInstanceUID = series_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.Modality = "CT"
+            ds.SeriesNumber = s + 1
+            ds.SeriesDescription = f"Synthetic CT series {s + 1}"
+            ds.BodyPartExamined = "CHEST"
+            ds.InstanceNumber = i + 1
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.ImagePositionPatient = [-128.0, -128.0, float(i)]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing = [0.5, 0.5]
+            ds.SliceThickness = 1.0
+            ds.KVP = 120
+            ds.RescaleIntercept = -1024
+            ds.RescaleSlope = 1
+            ds.WindowCenter = 40
+            ds.WindowWidth = 400
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows = size
+            ds.Columns = size
+            ds.BitsAllocated = 16
+            ds.BitsStored = 12
+            ds.HighBit = 11
+            ds.PixelRepresentation = 0
+            lesion = np.hypot(yy - size * 0.4, xx - size * (0.35 + 0.001 * i)) < size * 0.05
+            pixels = np.where(body, 1024 + 40, 24).astype(np.uint16)
+            pixels[lesion] = 1024 + 300
+            ds.PixelData = pixels.tobytes()
+            yield _finish(ds)
+
+
+def dx_study(
+    images: int = 1,
+    *,
+    patient: Patient | None = None,
+    study_uid: str | None = None,
+    accession: str = "DEMO-DX-1",
+) -> Iterator[bytes]:
+    """Part 10 files of a DX study of ~10 MB images (2500×2048, 16-bit)."""
+    patient = patient or Patient()
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    rows, columns = 2500, 2048
+    gradient = (
+        np.linspace(200, 3000, columns, dtype=np.float32)[None, :] * np.ones((rows, 1), np.float32)
+    ).astype(np.uint16)
+    for i in range(images):
+        ds = _base(DigitalXRayImageStorageForPresentation, patient, study_uid, accession)
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.Modality = "DX"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = i + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.BodyPartExamined = "HAND"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = columns
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.WindowCenter = 1600
+        ds.WindowWidth = 3000
+        pixels = gradient.copy()
+        pixels[800 + 10 * i : 1600, 700:1300] = 3900
+        ds.PixelData = pixels.tobytes()
+        yield _finish(ds)

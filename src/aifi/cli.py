@@ -90,5 +90,35 @@ def demo(
     raise typer.Exit(0 if result.ok else 1)
 
 
+@bench_app.command("dicomweb")
+def bench_dicomweb(
+    ct_per_config: Annotated[int, typer.Option(help="CT instances per STOW configuration.")] = 120,
+    dx_per_config: Annotated[int, typer.Option(help="DX (~10 MB) instances per STOW run.")] = 8,
+    qido_instances: Annotated[int, typer.Option(help="Instances indexed for QIDO.")] = 100_000,
+    qido_repeats: Annotated[int, typer.Option(help="Rounds of the QIDO query mix.")] = 60,
+    rss_gigabytes: Annotated[float, typer.Option(help="Size of the one-request study.")] = 1.0,
+    orthanc: Annotated[bool, typer.Option(help="Run the same against Orthanc.")] = True,
+    workdir: Annotated[Path | None, typer.Option(help="Keep servers' data here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """STOW/QIDO/WADO throughput and latency and peak RSS, against Orthanc in the same run."""
+    from aifi.hub.bench import BenchConfig, report, run, to_json
+
+    results = run(
+        BenchConfig(
+            ct_per_config=ct_per_config,
+            dx_per_config=dx_per_config,
+            qido_instances=qido_instances,
+            qido_repeats=qido_repeats,
+            rss_gigabytes=rss_gigabytes,
+            with_orthanc=orthanc,
+            workdir=workdir,
+        )
+    )
+    typer.echo(report(results))
+    if json_out:
+        json_out.write_text(to_json(results))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -154,3 +154,36 @@ def dx_study(
         pixels[800 + 10 * i : 1600, 700:1300] = 3900
         ds.PixelData = pixels.tobytes()
         yield _finish(ds)
+
+
+def small_instance(
+    study: dict[str, str], *, series: int = 2, per_series: int = 5, size: int = 8
+) -> Iterator[bytes]:
+    """Tiny instances (``size``² pixels) of one study described by ``study`` (PatientName,
+    PatientID, AccessionNumber, StudyDate, Modality2), for filling an index quickly.
+    Writes the generated StudyInstanceUID and first SeriesInstanceUID back into ``study``."""
+    study_uid = study.setdefault("StudyInstanceUID", generate_uid())
+    patient = Patient(name=study["PatientName"], patient_id=study["PatientID"])
+    pixels = np.zeros((size, size), np.uint16).tobytes()
+    for s in range(series):
+        series_uid = generate_uid()
+        study.setdefault("SeriesInstanceUID", series_uid)
+        modality = "CT" if s == 0 else study.get("Modality2", "MR")
+        for i in range(per_series):
+            ds = _base(CTImageStorage, patient, study_uid, study["AccessionNumber"])
+            ds.StudyDate = study["StudyDate"]
+            ds.SOPInstanceUID = generate_uid()
+            ds.SeriesInstanceUID = series_uid
+            ds.Modality = modality
+            ds.SeriesNumber = s + 1
+            ds.InstanceNumber = i + 1
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows = size
+            ds.Columns = size
+            ds.BitsAllocated = 16
+            ds.BitsStored = 12
+            ds.HighBit = 11
+            ds.PixelRepresentation = 0
+            ds.PixelData = pixels
+            yield _finish(ds)

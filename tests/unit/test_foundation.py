@@ -69,3 +69,20 @@ def test_repository_stores_atomically_and_applies_duplicate_policy(
     assert store.find_instances("other", ds.StudyInstanceUID) == []  # tenant isolation
     assert not list(store.staging_dir().iterdir())  # staged files consumed
     db.dispose()
+
+
+def test_migrations_create_exactly_the_models(tmp_path: Path, database_url: str | None) -> None:
+    """The Alembic migrations and the SQLModel tables describe the same schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import aifi.hub.models  # noqa: F401
+
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    with db.writer.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    db.dispose()
+    assert diff == []

@@ -193,6 +193,11 @@ class OrthancPeer:
         except (OSError, OrthancError):
             return ""
 
+    def log_errors(self, max_lines: int = 20) -> str:
+        """The last error lines of Orthanc's log (glog format: ``E<date> ...``)."""
+        lines = [line for line in self.log_tail(200_000).splitlines() if line.startswith("E")]
+        return "\n".join(lines[-max_lines:])
+
     def config(self) -> dict[str, Any]:
         """The configuration written for Orthanc (needs the folder and ports chosen)."""
         if self.workdir is None:
@@ -491,7 +496,7 @@ class OrthancPeer:
                 raise OrthancError(
                     f"Orthanc job {job.get('Type')} {job_id} failed: "
                     f"{job.get('ErrorDescription')} ({job.get('ErrorDetails', '')}); "
-                    f"content {json.dumps(job.get('Content'))}\n{self.log_tail(1500)}"
+                    f"content {json.dumps(job.get('Content'))}\n{self.log_errors()}"
                 )
             if time.monotonic() > deadline:
                 raise OrthancError(f"Orthanc job {job_id} still {state} after the timeout")

@@ -205,6 +205,20 @@ def test_specific_character_set_round_trips(live_server: LiveServer) -> None:
     assert (name.alphabetic, name.ideographic) == ("Yamada^Tarou", "山田^太郎")
 
 
+def test_file_meta_without_preamble_is_stored_as_part10(live_server: LiveServer) -> None:
+    """What dicomweb-client sends for data sets built in memory: File Meta Information and
+    data set, without the 128-byte preamble and DICM prefix."""
+    ds = make_ct()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=False)
+    sent = buffer.getvalue()
+    assert sent[128:132] != b"DICM" and sent[:2] == b"\x02\x00"
+    response = post(live_server, [sent])
+    assert response.status_code == 200, response.text
+    assert stored_bytes(live_server, ds) == b"\x00" * 128 + b"DICM" + sent
+    assert post(live_server, [sent]).status_code == 200  # identical re-send
+
+
 def test_xml_response_when_asked(sqlite_live_server: LiveServer) -> None:
     good = make_ct()
     response = post(

@@ -50,8 +50,11 @@ __all__ = [
     "validate_boundary",
 ]
 
-# RFC 2046 §5.1.1: 1-70 characters from bchars, not ending with a space.
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+# RFC 2046 §5.1.1 allows 1-70 characters from bchars, not ending with a space. Tolerant
+# reading: Orthanc's DICOMweb plugin sends 73-character boundaries (two UUIDs), so any
+# printable ASCII is accepted up to MAX_BOUNDARY characters; never CR, LF or controls.
+MAX_BOUNDARY = 200
+_BOUNDARY = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")
 _CRLF = b"\r\n"
 _PADDING = b" \t"
 
@@ -94,11 +97,11 @@ class _State(enum.Enum):
 
 
 def validate_boundary(boundary: str) -> str:
-    """Return ``boundary`` if RFC 2046 allows it, else raise :class:`MultipartError`."""
-    if not _BOUNDARY.fullmatch(boundary):
+    """Return ``boundary`` if it can be one, else raise :class:`MultipartError`."""
+    if not (len(boundary) <= MAX_BOUNDARY and _BOUNDARY.fullmatch(boundary)) or boundary[-1] == " ":
         raise MultipartError(
-            f"Invalid multipart boundary {boundary!r}: RFC 2046 allows 1-70 characters "
-            "from digits, letters and '()+_,-./:=? (space not last)"
+            f"Invalid multipart boundary {boundary[:80]!r}: it must be 1-{MAX_BOUNDARY} "
+            "printable ASCII characters, not ending with a space (RFC 2046 §5.1.1)"
         )
     return boundary
 

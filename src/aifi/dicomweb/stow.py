@@ -67,7 +67,10 @@ C409    (specific) Study Instance UID differs from the study in the request path
 
 Warning Reason values (PS3.18 Table I.2-1: B000 coercion, B006 elements discarded, B007
 does not match SOP Class) are never needed today: the hub stores the received bytes
-unchanged, so Specific Character Set and every other element are preserved as sent.
+unchanged, so Specific Character Set and every other element are preserved as sent. (A
+part with File Meta Information but without the 128-byte preamble and ``DICM``, as
+pydicom-based clients send in-memory data sets, gets them added: see
+:func:`missing_preamble`.)
 
 Partial failure and atomicity (ARCHITECTURE.md, data rules): the unit of atomicity is the
 instance, as in C-STORE, not the request. A part counts only when it is complete (the next
@@ -255,7 +258,8 @@ def examine_part(
             TRANSFER_SYNTAX_NOT_SUPPORTED,
             f"deflated data sets over {MAX_DEFLATED_BYTES} bytes are not supported",
         ), None
-    truncated = _truncation(ds, end, size)
+    # A deflated data set is read from an inflated copy: offsets are not the file's.
+    truncated = "" if transfer_syntax in _DEFLATED else _truncation(ds, end, size)
     if truncated:
         return outcome.fail(CANNOT_UNDERSTAND, truncated), None
     for keyword, value in uids.items():
@@ -402,6 +406,7 @@ class _StagedPart:
         """Append to the file (runs in a worker thread)."""
         if self.fd is None:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            chunks = [*missing_preamble(chunks), *chunks]
         for chunk in chunks:
             self.sha.update(chunk)
             view = memoryview(chunk)
@@ -433,6 +438,28 @@ class _StagedPart:
     def discard(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_META_START_VRS = frozenset({b"UL", b"OB", b"UI", b"SH", b"AE"})
+
+
+def missing_preamble(chunks: Sequence[bytes]) -> list[bytes]:
+    """``[preamble + "DICM"]`` when a part starts with File Meta Information but without
+    the 128-byte preamble and prefix, else ``[]``.
+
+    pydicom's ``dcmwrite`` leaves them out for data sets built in memory, so that is what
+    dicomweb-client (and highdicom objects sent with it) put in STOW-RS parts. Tolerant
+    reading: such a part is stored as the PS3.10 file it was meant to be (PS3.10 §7.1),
+    the received bytes after the added 132; nothing in the data set changes."""
+    head = b""
+    for chunk in chunks:
+        head += chunk[: len(_PREAMBLE) - len(head)]
+        if len(head) >= len(_PREAMBLE):
+            break
+    if head[128:132] == b"DICM" or head[:2] != b"\x02\x00" or head[4:6] not in _META_START_VRS:
+        return []
+    return [_PREAMBLE]
 
 
 def _resource_failure(index: int, exc: OSError) -> PartOutcome:

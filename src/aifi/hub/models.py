@@ -34,6 +34,9 @@ class Study(SQLModel, table=True):
         Index("ix_study_patient_name_fuzzy", "tenant", "patient_name_fuzzy"),
         Index("ix_study_date", "tenant", "study_date", "study_time"),
         Index("ix_study_accession", "tenant", "accession_number"),
+        Index("ix_study_patient_name_ci", "tenant", "patient_name_ci"),
+        Index("ix_study_referring_ci", "tenant", "referring_physician_name_ci"),
+        Index("ix_study_datetime", "tenant", "study_datetime"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)
@@ -44,10 +47,16 @@ class Study(SQLModel, table=True):
     accession_number: str | None = Field(default=None, max_length=64)
     patient_name: str | None = Field(default=None, max_length=400)
     patient_name_fuzzy: str | None = Field(default=None, max_length=400)
+    patient_name_ci: str | None = Field(default=None, max_length=400)
+    """Case-folded name for literal PN matching (:func:`aifi.dicomweb.matching.pn_ci`)."""
     patient_id: str | None = Field(default=None, max_length=64)
     study_id: str | None = Field(default=None, max_length=16)
     referring_physician_name: str | None = Field(default=None, max_length=400)
     referring_physician_name_fuzzy: str | None = Field(default=None, max_length=400)
+    referring_physician_name_ci: str | None = Field(default=None, max_length=400)
+    study_datetime: str | None = Field(default=None, max_length=32)
+    """Study Date + normalised Study Time (``YYYYMMDDHHMMSS.ffffff``, or only the date when
+    there is no time), for combined date-time range matching (PS3.4 C.2.2.2.5.1)."""
     study_description: str | None = Field(default=None, max_length=400)
     modalities_in_study: str = Field(default="", max_length=400)
     """Distinct modalities as ``|CT|SR|`` (delimited on both sides for LIKE matching)."""
@@ -100,6 +109,7 @@ class Instance(SQLModel, table=True):
     number_of_frames: int | None = None
     rows: int | None = None
     columns: int | None = None
+    bits_allocated: int | None = None
     transfer_syntax_uid: str = Field(max_length=64)
     path: str = Field(max_length=400)
     """Relative to the DICOM folder: ``<tenant>/<study>/<series>/<sop>.<sha256[:16]>.dcm``."""

@@ -37,7 +37,7 @@ from aifi.dicomweb.attributes import (
     series_record,
     study_record,
 )
-from aifi.dicomweb.matching import QidoQuery, QueryResult
+from aifi.dicomweb.matching import QidoQuery, QueryResult, combine_date_time, pn_ci
 from aifi.dicomweb.store import (
     DicomJson,
     IncomingInstance,
@@ -222,6 +222,7 @@ class SqlDicomStore:
                         number_of_frames=rec.NumberOfFrames,
                         rows=rec.Rows,
                         columns=rec.Columns,
+                        bits_allocated=_qido_int(ds.get("BitsAllocated")),
                         transfer_syntax_uid=item.transfer_syntax_uid,
                         path=p.relpath,
                         size=item.size,
@@ -261,10 +262,15 @@ class SqlDicomStore:
             accession_number=rec.AccessionNumber,
             patient_name=rec.PatientName,
             patient_name_fuzzy=rec.patient_name_fuzzy,
+            patient_name_ci=pn_ci(rec.PatientName) if rec.PatientName else None,
             patient_id=rec.PatientID,
             study_id=rec.StudyID,
             referring_physician_name=rec.ReferringPhysicianName,
             referring_physician_name_fuzzy=rec.referring_physician_name_fuzzy,
+            referring_physician_name_ci=(
+                pn_ci(rec.ReferringPhysicianName) if rec.ReferringPhysicianName else None
+            ),
+            study_datetime=combine_date_time(rec.StudyDate, rec.StudyTime),
             study_description=rec.StudyDescription,
             attributes=pack_json(level_subset(item.metadata, STUDY_LEVEL_TAGS)),
             created_at=now,
@@ -419,3 +425,8 @@ def _add_member(delimited: str, value: str) -> str:
     members = {m for m in delimited.split("|") if m}
     members.add(value)
     return "|" + "|".join(sorted(members)) + "|"
+
+
+def _qido_int(value: object) -> int | None:
+    """An integer index column from a header value (QIDO-RS defaults), None otherwise."""
+    return value if isinstance(value, int) else None

@@ -33,10 +33,13 @@ def upgrade() -> None:
         sa.Column("accession_number", sa.String(length=64), nullable=True),
         sa.Column("patient_name", sa.String(length=400), nullable=True),
         sa.Column("patient_name_fuzzy", sa.String(length=400), nullable=True),
+        sa.Column("patient_name_ci", sa.String(length=400), nullable=True),
         sa.Column("patient_id", sa.String(length=64), nullable=True),
         sa.Column("study_id", sa.String(length=16), nullable=True),
         sa.Column("referring_physician_name", sa.String(length=400), nullable=True),
         sa.Column("referring_physician_name_fuzzy", sa.String(length=400), nullable=True),
+        sa.Column("referring_physician_name_ci", sa.String(length=400), nullable=True),
+        sa.Column("study_datetime", sa.String(length=32), nullable=True),
         sa.Column("study_description", sa.String(length=400), nullable=True),
         sa.Column("modalities_in_study", sa.String(length=400), nullable=False),
         sa.Column("sop_classes_in_study", sa.String(length=4000), nullable=False),
@@ -60,6 +63,13 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_study_patient_name_fuzzy", ["tenant", "patient_name_fuzzy"], unique=False
         )
+        batch_op.create_index(
+            "ix_study_patient_name_ci", ["tenant", "patient_name_ci"], unique=False
+        )
+        batch_op.create_index(
+            "ix_study_referring_ci", ["tenant", "referring_physician_name_ci"], unique=False
+        )
+        batch_op.create_index("ix_study_datetime", ["tenant", "study_datetime"], unique=False)
 
     op.create_table(
         "series",
@@ -101,6 +111,7 @@ def upgrade() -> None:
         sa.Column("number_of_frames", sa.Integer(), nullable=True),
         sa.Column("rows", sa.Integer(), nullable=True),
         sa.Column("columns", sa.Integer(), nullable=True),
+        sa.Column("bits_allocated", sa.Integer(), nullable=True),
         sa.Column("transfer_syntax_uid", sa.String(length=64), nullable=False),
         sa.Column("path", sa.String(length=400), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
@@ -142,6 +153,9 @@ def downgrade() -> None:
 
     op.drop_table("series")
     with op.batch_alter_table("study", schema=None) as batch_op:
+        batch_op.drop_index("ix_study_datetime")
+        batch_op.drop_index("ix_study_referring_ci")
+        batch_op.drop_index("ix_study_patient_name_ci")
         batch_op.drop_index("ix_study_patient_name_fuzzy")
         batch_op.drop_index("ix_study_patient_name")
         batch_op.drop_index("ix_study_patient_id")

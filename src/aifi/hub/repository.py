@@ -412,7 +412,7 @@ class SqlDicomStore:
             sop_instance_uid,
             (Instance.attributes,),
         )
-        return [unpack_json(r[0]) for r in rows]
+        return [unpack_json(r) for r in rows]  # one selected column: rows are scalars
 
     def query(self, tenant: str, query: QidoQuery) -> QueryResult:
         from aifi.hub.qido_sql import run_query

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom import Dataset
@@ -14,6 +15,9 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
+
+if TYPE_CHECKING:
+    from aifi.dicomweb.store import DicomStore, StoreOutcome
 
 
 def make_ct(
@@ -104,8 +108,8 @@ def make_study(n_series: int = 2, per_series: int = 3, **kwargs: object) -> list
                     series_uid=series_uid,
                     series_number=s + 1,
                     instance_number=i + 1,
-                    **kwargs,
-                )  # type: ignore[arg-type]
+                    **kwargs,  # type: ignore[arg-type]
+                )
             )
     return out
 
@@ -126,7 +130,9 @@ def multipart_related(
     return b"".join(chunks), header
 
 
-def ingest(store: object, datasets: Iterable[Dataset], tenant: str = "default") -> list[object]:
+def ingest(
+    store: DicomStore, datasets: Iterable[Dataset | bytes], tenant: str = "default"
+) -> list[StoreOutcome]:
     """Put datasets straight into a DicomStore (bypassing STOW-RS), for QIDO/WADO tests."""
     import hashlib
 
@@ -139,7 +145,7 @@ def ingest(store: object, datasets: Iterable[Dataset], tenant: str = "default") 
     for ds in datasets:
         data = to_bytes(ds) if not isinstance(ds, bytes) else ds
         digest = hashlib.sha256(data).hexdigest()
-        staged = store.staging_dir() / f"test-{digest}"  # type: ignore[attr-defined]
+        staged = store.staging_dir() / f"test-{digest}"
         staged.write_bytes(data)
         header = dcmread(staged, defer_size=1024)
         items.append(
@@ -152,4 +158,4 @@ def ingest(store: object, datasets: Iterable[Dataset], tenant: str = "default") 
                 metadata=dataset_to_metadata(header),
             )
         )
-    return list(store.put(tenant, items))  # type: ignore[attr-defined]
+    return store.put(tenant, items)

@@ -145,6 +145,8 @@ FLUSH_BYTES = 1024 * 1024
 """A part's received bytes are written to its staging file in pieces of about this size."""
 MAX_FINISHING = 4
 """Parts being written, fsync'd and checked in worker threads while the next arrive."""
+EARLY_FSYNC_BYTES = 256 * 1024
+"""Parts at least this large are fsync'd while finishing, in parallel (see ``finish``)."""
 MAX_DEFLATED_BYTES = 64 * 1024 * 1024
 """Deflated data sets are inflated in memory to be read: larger ones are refused (C122)."""
 
@@ -425,11 +427,12 @@ class _StagedPart:
         """Write the rest, fsync, close, read and check (runs in a worker thread).
 
         The fsync here is not for atomicity (``put`` fsyncs before renaming) but for speed:
-        parts are finished in parallel, so their data reaches the disk concurrently
-        instead of one file after the other inside ``put``."""
+        parts are finished in parallel, so the data of large parts reaches the disk
+        concurrently instead of one file after the other inside ``put`` (small parts
+        are cheaper to flush once, there)."""
         try:
             self.write(chunks)
-            if fsync and self.fd is not None:
+            if fsync and self.fd is not None and self.size >= EARLY_FSYNC_BYTES:
                 os.fsync(self.fd)
         finally:
             self.close()

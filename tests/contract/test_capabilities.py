@@ -50,3 +50,12 @@ def test_options_with_unsatisfiable_accept_is_406(sqlite_live_server: LiveServer
     response = httpx.options(sqlite_live_server.dicomweb + "/", headers={"Accept": "image/gif"})
     assert response.status_code == 406
     assert response.headers["warning"].startswith("299 ")
+
+
+def test_service_url_keeps_the_port_when_the_host_header_lacks_it(sqlite_live_server: LiveServer):
+    """dicomweb-client sends `Host: 127.0.0.1` without the port; URLs must still work."""
+    response = httpx.options(
+        sqlite_live_server.dicomweb + "/",
+        headers={"Accept": "application/json", "Host": "127.0.0.1"},
+    )
+    assert response.json()["base"] == sqlite_live_server.dicomweb + "/"

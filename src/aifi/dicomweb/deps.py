@@ -26,9 +26,24 @@ class DicomwebConfig:
     qido_max_offset: int = 1_000_000
 
     def service_url(self, request: Request) -> str:
-        """The service root URL, e.g. ``http://host:8000/dicomweb`` (no trailing slash)."""
-        base = self.public_url or str(request.base_url)
-        return base.rstrip("/") + self.prefix
+        """The service root URL, e.g. ``http://host:8000/dicomweb`` (no trailing slash).
+
+        Without a configured ``public_url`` it is built from the request's Host header. Some
+        clients (dicomweb-client 0.61 over requests) send ``Host`` without the port; then the
+        port the server actually listens on is used, or Retrieve URLs and BulkDataURIs would
+        point at port 80.
+        """
+        if self.public_url:
+            return self.public_url.rstrip("/") + self.prefix
+        base = request.base_url
+        server = request.scope.get("server")
+        forwarded = "x-forwarded-host" in request.headers or "forwarded" in request.headers
+        if base.port is None and server and not forwarded:
+            port = server[1]
+            default = 443 if base.scheme == "https" else 80
+            if port and port != default:
+                base = base.replace(port=port)
+        return str(base).rstrip("/") + self.prefix
 
 
 def get_store(request: Request) -> DicomStore:

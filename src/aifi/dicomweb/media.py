@@ -29,6 +29,13 @@ class MediaType:
     def transfer_syntax(self) -> str | None:
         return self.params.get("transfer-syntax")
 
+    def admits_part(self, part_type: str) -> bool:
+        """For a multipart/related range: does its ``type`` parameter admit parts of
+        ``part_type``? An absent type, or a wildcard one (``*/*``, ``application/*``, as
+        dicomweb-client sends for bulk data), does."""
+        wanted = self.related_type
+        return wanted is None or MediaType(wanted).matches(part_type)
+
     def matches(self, mime: str) -> bool:
         """Does this (possibly wildcard) range accept ``mime``?"""
         if self.mime in ("*/*", mime):

@@ -73,7 +73,7 @@ def negotiate(accept: str | None) -> str:
     for media in parse_accept(accept):
         if media.mime in ("application/json", DICOM_JSON) or media.matches(DICOM_JSON):
             return DICOM_JSON
-        if media.matches("multipart/related") and media.related_type in (None, DICOM_XML):
+        if media.matches("multipart/related") and media.admits_part(DICOM_XML):
             return DICOM_XML
     raise NotAcceptable(
         f"QIDO-RS results are available as {DICOM_JSON} or "

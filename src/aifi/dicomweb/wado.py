@@ -251,7 +251,7 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
     cannot be sent in any acceptable way."""
     choices: list[tuple[MediaType, bool]] = []
     for r in ranges:
-        if r.mime == MULTIPART and r.related_type in (None, DICOM):
+        if r.mime == MULTIPART and r.admits_part(DICOM):
             choices.append((r, False))
         elif r.mime == DICOM and len(instances) == 1:
             choices.append((r, True))
@@ -461,7 +461,7 @@ def _bulk_single(ranges: list[MediaType]) -> bool:
             continue
         if r.mime == OCTET_STREAM:
             return True
-        if (r.mime == MULTIPART and r.related_type in (None, OCTET_STREAM)) or r.mime in (
+        if (r.mime == MULTIPART and r.admits_part(OCTET_STREAM)) or r.mime in (
             "*/*",
             "multipart/*",
             "application/*",

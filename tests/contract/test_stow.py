@@ -203,6 +203,13 @@ def test_specific_character_set_round_trips(live_server: LiveServer) -> None:
     found = store_of(live_server).find_instances("default", str(japanese.StudyInstanceUID))
     name = dcmread(found[0].path).PatientName
     assert (name.alphabetic, name.ideographic) == ("Yamada^Tarou", "山田^太郎")
+    # The DICOM JSON kept for QIDO/WADO decodes the names with their character sets.
+    for ds, expected in (
+        (latin, {"Alphabetic": "Müller^Jürgen"}),
+        (japanese, {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}),
+    ):
+        [meta] = store_of(live_server).instance_metadata("default", str(ds.StudyInstanceUID))
+        assert meta["00100010"]["Value"] == [expected]
 
 
 def test_file_meta_without_preamble_is_stored_as_part10(live_server: LiveServer) -> None:

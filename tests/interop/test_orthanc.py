@@ -17,7 +17,9 @@ What Orthanc's DICOMweb plugin 1.7 sends (``Plugin/DicomWebClient.cpp``):
 - WADO-RS ``GET {hub}/studies/{uid}[/series/{uid}[/instances/{uid}]]`` with
   ``Accept: multipart/related; type="application/dicom"; transfer-syntax=*``; every part
   must be ``application/dicom``.
-- QIDO-RS and ``/get``: ``GET {hub}{uri}?{arguments}``; the answer is relayed.
+- QIDO-RS (``/qido``) and ``/get``: ``GET {hub}{uri}?{arguments}`` with ``Accept: */*``.
+  ``/get`` relays the answer; ``/qido`` converts it to Orthanc's own format (one string
+  per tag: the first of several values; IS/DS given as JSON numbers are dropped).
 
 Skipped with the reason when Orthanc or its plugin is missing, except under CI (the ``CI``
 environment variable set), where a missing peer is a failure: CI must run these tests.
@@ -151,6 +153,10 @@ def _forget(orthanc: OrthancPeer, study_uid: str) -> None:
         orthanc.delete("studies", orthanc_id)
 
 
+def _orthanc_value(item: dict[str, Any], tag: str) -> Any:
+    return item.get(tag, {}).get("Value")
+
+
 def _values(item: dict[str, Any], tag: str) -> list[Any]:
     return list(item.get(tag, {}).get("Value", []))
 
@@ -175,15 +181,20 @@ def test_orthanc_stores_finds_and_retrieves_a_study_byte_identical(
     assert stow.headers["content-type"].startswith("multipart/related"), log
 
     # QIDO-RS: Orthanc finds the study, its series and their instances in the hub.
+    # (Orthanc's /qido answers in its own format: {tag: {"Name", "vr", "Value": str}}.)
     [study] = orthanc.qido(SERVER, "/studies", {"StudyInstanceUID": study_uid})
-    assert _values(study, "0020000D") == [study_uid]
-    assert _values(study, "00201208") == [len(datasets)]  # NumberOfStudyRelatedInstances
+    assert _orthanc_value(study, "0020000D") == study_uid
+    assert _orthanc_value(study, "00100010") == "Orthanc^Interop"
     by_name = orthanc.qido(SERVER, "/studies", {"PatientName": "Orthanc^Interop"})
-    assert [_values(s, "0020000D") for s in by_name] == [[study_uid]]
+    assert [_orthanc_value(s, "0020000D") for s in by_name] == [study_uid]
     series = orthanc.qido(SERVER, f"/studies/{study_uid}/series")
-    assert {_values(s, "0020000E")[0] for s in series} == series_uids
+    assert {_orthanc_value(s, "0020000E") for s in series} == series_uids
     instances = orthanc.qido(SERVER, f"/studies/{study_uid}/instances")
-    assert {_values(i, "00080018")[0] for i in instances} == set(originals)
+    assert {_orthanc_value(i, "00080018") for i in instances} == set(originals)
+    # The same query relayed raw: DICOM JSON with the computed attributes.
+    [raw] = orthanc.get(SERVER, "/studies", {"StudyInstanceUID": study_uid}).json()
+    assert _values(raw, "00201206") == [len(series_uids)]  # NumberOfStudyRelatedSeries
+    assert _values(raw, "00201208") == [len(datasets)]  # NumberOfStudyRelatedInstances
 
     # Orthanc forgets the study...
     orthanc.delete("studies", orthanc_study)

@@ -23,8 +23,15 @@ DICOMweb plugin's client routes (plugin 1.7, ``Plugin/DicomWebClient.cpp``):
                                             Referenced SOP Sequence and none is in the
                                             Failed SOP Sequence.
 ``POST /dicom-web/servers/{name}/qido``     ``{"Uri": "/studies", "Arguments": {key: value},
-                                            "HttpHeaders"}``: QIDO-RS, answer as JSON.
-``POST /dicom-web/servers/{name}/get``      same body: any GET, the remote answer relayed.
+                                            "HttpHeaders"}``: QIDO-RS (sent with
+                                            ``Accept: */*``), the answer converted to
+                                            Orthanc's own format: ``{tag: {"Group",
+                                            "Element", "Name", "vr", "Value"}}`` with
+                                            ``Value`` a string, only the first of
+                                            several values, and numbers (IS/DS/US...
+                                            as JSON numbers) dropped.
+``POST /dicom-web/servers/{name}/get``      same body: any GET, the remote answer relayed
+                                            unchanged (raw DICOM JSON).
 ``POST /dicom-web/servers/{name}/retrieve`` ``{"Resources": [{"Study", "Series",
                                             "Instance"}], "GetArguments", "HttpHeaders",
                                             "Synchronous"}``: WADO-RS, each received part
@@ -436,7 +443,10 @@ class OrthancPeer:
         *,
         http_headers: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Have Orthanc run a QIDO-RS query (``uri`` such as ``/studies``) on ``server``."""
+        """Have Orthanc run a QIDO-RS query (``uri`` such as ``/studies``) on ``server``.
+
+        The answer is in Orthanc's format (see the module docstring), not DICOM JSON:
+        use :meth:`get` for the remote server's own answer."""
         result: list[dict[str, Any]] = self._json(
             "POST",
             f"/dicom-web/servers/{server}/qido",

@@ -31,11 +31,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
+from pydicom.data.data_manager import DATA_ROOT
 
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
 from tests.conftest import LiveServer, run_live_server
@@ -258,3 +260,52 @@ def test_orthanc_retrieves_series_and_instances_and_reads_metadata(
         else:
             assert orthanc_id is None
     _forget(orthanc, study_uid)
+
+
+BUNDLED = (
+    "charset_files/chrH31.dcm",  # ISO 2022 IR 87 (Japanese), three component groups
+    "charset_files/chrX1.dcm",  # ISO_IR 192 (UTF-8)
+    "test_files/examples_ybr_color.dcm",  # JPEG Baseline, YBR_FULL_422
+    "test_files/SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless SV1
+    "test_files/693_J2KI.dcm",  # JPEG 2000
+    "test_files/rtdose_rle.dcm",  # RLE Lossless, multi-frame
+    "test_files/image_dfl.dcm",  # Deflated Explicit VR Little Endian
+    "test_files/waveform_ecg.dcm",  # a waveform, no pixel data
+)
+"""pydicom's bundled files in Transfer Syntaxes and character sets the hub must carry
+through unchanged (PS3.18 §8.7.3 allows them all in web services)."""
+
+
+def test_orthanc_round_trips_compressed_and_character_set_files(
+    orthanc: OrthancPeer, hub: tuple[LiveServer, RequestLog]
+) -> None:
+    _server, log = hub
+    root = Path(DATA_ROOT)
+    originals = {name: (root / name).read_bytes() for name in BUNDLED}
+    headers = {name: dcmread(root / name, stop_before_pixels=True) for name in BUNDLED}
+    orthanc_ids = [orthanc.upload(data) for data in originals.values()]
+    try:
+        with explained(log):
+            content = orthanc.stow(SERVER, orthanc_ids)
+        assert content.get("InstancesCount") == str(len(BUNDLED))
+        for orthanc_id in orthanc_ids:
+            orthanc.delete("instances", orthanc_id)
+        with explained(log):
+            orthanc.retrieve(
+                SERVER,
+                [
+                    {
+                        "Study": str(ds.StudyInstanceUID),
+                        "Series": str(ds.SeriesInstanceUID),
+                        "Instance": str(ds.SOPInstanceUID),
+                    }
+                    for ds in headers.values()
+                ],
+            )
+        for name, ds in headers.items():
+            found = orthanc.find_id("instances", str(ds.SOPInstanceUID))
+            assert found is not None, name
+            assert orthanc.instance_file(found) == originals[name], name
+    finally:
+        for ds in headers.values():
+            _forget(orthanc, str(ds.StudyInstanceUID))

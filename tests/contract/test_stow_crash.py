@@ -116,7 +116,9 @@ def check_consistency(data_dir: Path) -> set[str]:
     """Every indexed instance has its complete file; no partial file anywhere."""
     dicom = data_dir / "dicom"
     staging = dicom / ".staging"
-    assert not staging.exists() or list(staging.iterdir()) == [], "staging not swept"
+    # Each live process holds its own (empty) staging folder; no staged file may survive.
+    leftovers = [f for f in staging.rglob("*") if f.is_file()] if staging.exists() else []
+    assert leftovers == [], f"staging not swept: {leftovers}"
     with contextlib.closing(sqlite3.connect(data_dir / "aifi.db")) as db:
         rows = db.execute("SELECT sop_instance_uid, path, sha256, size FROM instance").fetchall()
     indexed = set()

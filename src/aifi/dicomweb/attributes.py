@@ -120,6 +120,19 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value)
 
 
+def _date(ds: Dataset, keyword: str) -> str | None:
+    """A DA value for the index: ``YYYYMMDD``. The ACR-NEMA form ``YYYY.MM.DD`` (PS3.5
+    §6.2, Table 6.2-1 note) is normalised; anything else that is not 8 digits is not
+    indexed (it stays in the stored file and metadata)."""
+    value = _text(ds, keyword)
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) == 10 and value[4] == value[7] == ".":
+        value = value.replace(".", "")
+    return value if len(value) == 8 and value.isdigit() else None
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
     value = ds.get(keyword)
     if value is None or value == "":
@@ -180,7 +193,7 @@ def _pn(ds: Dataset, keyword: str) -> str | None:
 def study_record(ds: Dataset) -> StudyRecord:
     return StudyRecord(
         StudyInstanceUID=str(ds.StudyInstanceUID),
-        StudyDate=_text(ds, "StudyDate"),
+        StudyDate=_date(ds, "StudyDate"),
         StudyTime=_text(ds, "StudyTime"),
         AccessionNumber=_text(ds, "AccessionNumber"),
         PatientName=_pn(ds, "PatientName"),
@@ -196,7 +209,7 @@ def series_record(ds: Dataset) -> SeriesRecord:
         SeriesInstanceUID=str(ds.SeriesInstanceUID),
         Modality=_text(ds, "Modality"),
         SeriesNumber=_int(ds, "SeriesNumber"),
-        PerformedProcedureStepStartDate=_text(ds, "PerformedProcedureStepStartDate"),
+        PerformedProcedureStepStartDate=_date(ds, "PerformedProcedureStepStartDate"),
         PerformedProcedureStepStartTime=_text(ds, "PerformedProcedureStepStartTime"),
     )
 

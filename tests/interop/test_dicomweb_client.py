@@ -6,9 +6,8 @@ wildcards, date ranges, UID lists, ``fuzzymatching``, ``limit``/``offset`` and
 ``includefield``; WADO-RS ``retrieve_study/series/instance``, ``retrieve_*_metadata``,
 ``retrieve_instance_frames``, ``retrieve_bulkdata`` (a BulkDataURI taken from metadata),
 ``retrieve_instance_rendered``, ``retrieve_instance_frames_rendered`` and
-``retrieve_series_rendered``. dicomweb-client
-0.61 has no thumbnail method; ``/thumbnail`` is fetched with the client's own HTTP
-session (``requests``) when the method is missing.
+``retrieve_series_rendered``. dicomweb-client 0.61 has no thumbnail method, so
+``/thumbnail`` is fetched with ``requests`` (the client's HTTP library) when it is missing.
 
 One hub per database backend for the whole module (SQLite always, PostgreSQL when it
 answers; under CI PostgreSQL is required), loaded once through the client's STOW-RS.

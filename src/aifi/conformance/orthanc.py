@@ -140,6 +140,9 @@ class OrthancPeer:
     ``servers`` maps a name to a remote DICOMweb service root (for aifi-hub:
     ``http://127.0.0.1:{port}/dicomweb``). ``extra_config`` is merged over the generated
     configuration (top-level keys; a ``"DicomWeb"`` mapping is merged into the plugin's).
+    Without ``workdir`` everything lives in a temporary folder removed by :meth:`stop`; a
+    given ``workdir`` (e.g. for a benchmark's logs) is kept, storage and index included.
+    Remote servers can also be declared after start-up with :meth:`add_server`.
     """
 
     def __init__(

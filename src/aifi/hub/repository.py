@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from aifi.dicomweb.attributes import (
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _ATTEMPTS = 3
 _FSYNC_THREADS = 8
+_STUDY: Table = Study.__table__  # type: ignore[attr-defined]
+_SERIES: Table = Series.__table__  # type: ignore[attr-defined]
+_INSTANCE: Table = Instance.__table__  # type: ignore[attr-defined]
 
 
 def pack_json(value: DicomJson) -> bytes:
@@ -187,19 +191,15 @@ class SqlDicomStore:
             placed.append(_Placed(item, rel, sop))
         try:
             for attempt in range(_ATTEMPTS):
-                existing = self._existing(tenant, [p.sop for p in placed])
-                self._move_new(placed, existing)
                 try:
-                    outcomes = self._index(tenant, placed)
-                    break
+                    return self._store(tenant, placed)
                 except sa_exc.IntegrityError:
                     # A concurrent request indexed the same study/series/instance first:
                     # look again (its rows are now visible) and retry.
                     if attempt == _ATTEMPTS - 1:
                         raise
                     log.info("index race on attempt %d; retrying", attempt + 1)
-            self._discard_unindexed(tenant, placed)  # e.g. a refused re-send that moved
-            return outcomes
+            raise AssertionError("unreachable")
         except BaseException:
             self._discard_unindexed(tenant, placed)
             raise
@@ -207,25 +207,53 @@ class SqlDicomStore:
             for p in placed:
                 p.incoming.staged_path.unlink(missing_ok=True)
 
-    def _existing(self, tenant: str, sops: Sequence[str]) -> dict[str, str]:
-        with self.db.read() as session:
-            rows = session.exec(
-                select(Instance.sop_instance_uid, Instance.sha256).where(
-                    col(Instance.tenant) == tenant, col(Instance.sop_instance_uid).in_(sops)
-                )
-            ).all()
-        return {str(uid): str(sha) for uid, sha in rows}
+    def _store(self, tenant: str, placed: list[_Placed]) -> list[StoreOutcome]:
+        """One transaction: which instances are new, their files into place, their rows."""
+        now = datetime.now(UTC)
+        outcomes: list[StoreOutcome] = []
+        with self.db.write() as session:
+            conn = session.connection()
+            stored: dict[str, str] = {
+                str(uid): str(sha)
+                for uid, sha in conn.execute(
+                    sa_select(_INSTANCE.c.sop_instance_uid, _INSTANCE.c.sha256).where(
+                        _INSTANCE.c.tenant == tenant,
+                        _INSTANCE.c.sop_instance_uid.in_([p.sop for p in placed]),
+                    )
+                ).all()
+            }
+            new: list[_Placed] = []
+            for p in placed:
+                known = stored.get(p.sop)
+                if known is None:
+                    stored[p.sop] = p.incoming.sha256
+                    new.append(p)
+                    outcomes.append(StoreOutcome(StoreStatus.STORED))
+                elif known == p.incoming.sha256:
+                    outcomes.append(StoreOutcome(StoreStatus.ALREADY_STORED))
+                else:
+                    outcomes.append(
+                        StoreOutcome(
+                            StoreStatus.CONFLICT,
+                            "A different instance with this SOP Instance UID is already "
+                            "stored; it was kept",
+                        )
+                    )
+            if new:
+                self._move(new)  # durable on disk before the rows can commit
+                self._insert(conn, tenant, new, now)
+        # A file moved by an earlier attempt whose SOP Instance UID another request has
+        # since stored with other content is referenced by no row: remove it.
+        for p, outcome in zip(placed, outcomes, strict=True):
+            if p.moved and outcome.status is StoreStatus.CONFLICT:
+                (self.root / p.relpath).unlink(missing_ok=True)
+                p.moved = False
+        return outcomes
 
-    def _move_new(self, placed: list[_Placed], existing: dict[str, str]) -> None:
-        """fsync (in parallel) and rename into place the first instance of each SOP
-        Instance UID that is not stored yet; then fsync the folders."""
-        todo: list[_Placed] = []
-        claimed: set[str] = set()
-        for p in placed:
-            if p.moved or p.sop in existing or p.sop in claimed:
-                continue
-            claimed.add(p.sop)
-            todo.append(p)
+    def _move(self, todo: list[_Placed]) -> None:
+        """fsync (in parallel) and rename the staged files into place, then fsync their
+        folders; a file moved by an earlier attempt is already there."""
+        todo = [p for p in todo if not p.moved]
         if self.fsync:
             list(self._fsync_pool.map(lambda p: _fsync_path(p.incoming.staged_path), todo))
         folders: set[Path] = set()
@@ -239,85 +267,41 @@ class SqlDicomStore:
         if self.fsync and folders:
             list(self._fsync_pool.map(_fsync_path, folders))
 
-    def _index(self, tenant: str, placed: list[_Placed]) -> list[StoreOutcome]:
-        now = datetime.now(UTC)
-        outcomes: list[StoreOutcome | None] = [None] * len(placed)
-        with self.db.write() as session:
-            conn = session.connection()
-            stored: dict[str, str] = {
-                str(uid): str(sha)
-                for uid, sha in conn.execute(
-                    select(Instance.sop_instance_uid, Instance.sha256).where(
-                        col(Instance.tenant) == tenant,
-                        col(Instance.sop_instance_uid).in_([p.sop for p in placed]),
-                    )
-                ).all()
-            }
-            new: list[tuple[int, _Placed]] = []
-            for index, p in enumerate(placed):
-                known = stored.get(p.sop)
-                if known is None:
-                    stored[p.sop] = p.incoming.sha256
-                    new.append((index, p))
-                elif known == p.incoming.sha256:
-                    outcomes[index] = StoreOutcome(StoreStatus.ALREADY_STORED)
-                else:
-                    outcomes[index] = StoreOutcome(
-                        StoreStatus.CONFLICT,
-                        "A different instance with this SOP Instance UID is already stored; "
-                        "it was kept",
-                    )
-            if new:
-                self._insert(conn, tenant, [p for _, p in new], now)
-                for index, _p in new:
-                    outcomes[index] = StoreOutcome(StoreStatus.STORED)
-        return [o for o in outcomes if o is not None]
-
     def _insert(self, conn: Connection, tenant: str, new: list[_Placed], now: datetime) -> None:
-        study_table: Table = Study.__table__  # type: ignore[attr-defined]
-        series_table: Table = Series.__table__  # type: ignore[attr-defined]
-        instance_table: Table = Instance.__table__  # type: ignore[attr-defined]
-
         # Studies: lock the known ones, create the others.
         first_of_study: dict[str, IncomingInstance] = {}
         for p in new:
             first_of_study.setdefault(str(p.incoming.header.StudyInstanceUID), p.incoming)
+        study_columns = (
+            _STUDY.c.pk,
+            _STUDY.c.study_instance_uid,
+            _STUDY.c.modalities_in_study,
+            _STUDY.c.sop_classes_in_study,
+        )
         studies = {
             str(r.study_instance_uid): r
             for r in conn.execute(
-                select(
-                    Study.pk,
-                    Study.study_instance_uid,
-                    Study.modalities_in_study,
-                    Study.sop_classes_in_study,
-                )
+                sa_select(*study_columns)
                 .where(
-                    col(Study.tenant) == tenant,
-                    col(Study.study_instance_uid).in_(list(first_of_study)),
+                    _STUDY.c.tenant == tenant,
+                    _STUDY.c.study_instance_uid.in_(list(first_of_study)),
                 )
                 .with_for_update()
             ).all()
         }
         missing = [
-            _study_row(tenant, item, now)
+            _fit(_STUDY, _study_row(tenant, item, now))
             for uid, item in first_of_study.items()
             if uid not in studies
         ]
         if missing:
-            conn.execute(insert(study_table), [_fit(study_table, row) for row in missing])
+            conn.execute(insert(_STUDY), missing)
             studies.update(
                 (str(r.study_instance_uid), r)
                 for r in conn.execute(
-                    select(
-                        Study.pk,
-                        Study.study_instance_uid,
-                        Study.modalities_in_study,
-                        Study.sop_classes_in_study,
-                    ).where(
-                        col(Study.tenant) == tenant,
-                        col(Study.study_instance_uid).in_(
-                            [r["study_instance_uid"] for r in missing]
-                        ),
+                    sa_select(*study_columns).where(
+                        _STUDY.c.tenant == tenant,
+                        _STUDY.c.study_instance_uid.in_([r["study_instance_uid"] for r in missing]),
                     )
                 ).all()
             )
@@ -326,30 +310,34 @@ class SqlDicomStore:
         first_of_series: dict[str, IncomingInstance] = {}
         for p in new:
             first_of_series.setdefault(str(p.incoming.header.SeriesInstanceUID), p.incoming)
+        series_columns = (_SERIES.c.pk, _SERIES.c.series_instance_uid)
         series = {
             str(r.series_instance_uid): r
             for r in conn.execute(
-                select(Series.pk, Series.series_instance_uid, Series.study_pk)
+                sa_select(*series_columns)
                 .where(
-                    col(Series.tenant) == tenant,
-                    col(Series.series_instance_uid).in_(list(first_of_series)),
+                    _SERIES.c.tenant == tenant,
+                    _SERIES.c.series_instance_uid.in_(list(first_of_series)),
                 )
                 .with_for_update()
             ).all()
         }
         new_series = [
-            _series_row(tenant, studies[str(item.header.StudyInstanceUID)].pk, item, now)
+            _fit(
+                _SERIES,
+                _series_row(tenant, studies[str(item.header.StudyInstanceUID)].pk, item, now),
+            )
             for uid, item in first_of_series.items()
             if uid not in series
         ]
         if new_series:
-            conn.execute(insert(series_table), [_fit(series_table, r) for r in new_series])
+            conn.execute(insert(_SERIES), new_series)
             series.update(
                 (str(r.series_instance_uid), r)
                 for r in conn.execute(
-                    select(Series.pk, Series.series_instance_uid, Series.study_pk).where(
-                        col(Series.tenant) == tenant,
-                        col(Series.series_instance_uid).in_(
+                    sa_select(*series_columns).where(
+                        _SERIES.c.tenant == tenant,
+                        _SERIES.c.series_instance_uid.in_(
                             [r["series_instance_uid"] for r in new_series]
                         ),
                     )
@@ -359,43 +347,39 @@ class SqlDicomStore:
         # Instances, in one executemany.
         rows = []
         per_series: dict[int, int] = {}
-        per_study: dict[int, list[Any]] = {}
+        per_study: dict[int, tuple[list[int], set[str], set[str]]] = {}
         for p in new:
             ds = p.incoming.header
-            study = studies[str(ds.StudyInstanceUID)]
-            one_series = series[str(ds.SeriesInstanceUID)]
-            rows.append(
-                _fit(instance_table, _instance_row(tenant, study.pk, one_series.pk, p, now))
-            )
-            per_series[one_series.pk] = per_series.get(one_series.pk, 0) + 1
-            counts = per_study.setdefault(study.pk, [0, set(), set()])
-            counts[0] += 1
+            study_pk = studies[str(ds.StudyInstanceUID)].pk
+            series_pk = series[str(ds.SeriesInstanceUID)].pk
+            rows.append(_fit(_INSTANCE, _instance_row(tenant, study_pk, series_pk, p, now)))
+            per_series[series_pk] = per_series.get(series_pk, 0) + 1
+            counts = per_study.setdefault(study_pk, ([0, 0], set(), set()))
+            counts[0][0] += 1
             counts[1].add(str(ds.SOPClassUID))
-        conn.execute(insert(instance_table), rows)
+        conn.execute(insert(_INSTANCE), rows)
 
         # Counters and computed attributes (PS3.18 §10.6.3: ModalitiesInStudy, ...).
         for row in new_series:
             counts = per_study[row["study_pk"]]
+            counts[0][1] += 1
             if row["modality"]:
                 counts[2].add(row["modality"])
-        series_added: dict[int, int] = {}
-        for row in new_series:
-            series_added[row["study_pk"]] = series_added.get(row["study_pk"], 0) + 1
         for pk, added in per_series.items():
             conn.execute(
-                update(series_table)
-                .where(series_table.c.pk == pk)
-                .values(number_of_instances=series_table.c.number_of_instances + added)
+                update(_SERIES)
+                .where(_SERIES.c.pk == pk)
+                .values(number_of_instances=_SERIES.c.number_of_instances + added)
             )
         by_pk = {r.pk: r for r in studies.values()}
-        for pk, (added, sop_classes, modalities) in per_study.items():
+        for pk, ((instances, series_added), sop_classes, modalities) in per_study.items():
             current = by_pk[pk]
             conn.execute(
-                update(study_table)
-                .where(study_table.c.pk == pk)
+                update(_STUDY)
+                .where(_STUDY.c.pk == pk)
                 .values(
-                    number_of_instances=study_table.c.number_of_instances + added,
-                    number_of_series=study_table.c.number_of_series + series_added.get(pk, 0),
+                    number_of_instances=_STUDY.c.number_of_instances + instances,
+                    number_of_series=_STUDY.c.number_of_series + series_added,
                     modalities_in_study=_merge(current.modalities_in_study, modalities),
                     sop_classes_in_study=_merge(current.sop_classes_in_study, sop_classes),
                     updated_at=now,

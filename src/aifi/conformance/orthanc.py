@@ -179,6 +179,13 @@ class OrthancPeer:
     # -- life cycle -------------------------------------------------------------------
 
     @property
+    def pid(self) -> int:
+        """Process id of the running Orthanc (for measuring its memory, e.g. in benchmarks)."""
+        if self._process is None:
+            raise OrthancError("Orthanc is not running")
+        return self._process.pid
+
+    @property
     def url(self) -> str:
         """Base URL of Orthanc's REST API, e.g. ``http://127.0.0.1:8042``."""
         if not self.http_port:

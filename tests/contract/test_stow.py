@@ -15,6 +15,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, generate_uid
 
 from aifi.hub.repository import SqlDicomStore
@@ -490,7 +491,7 @@ def test_examine_part_never_loads_pixel_data(tmp_path: Path) -> None:
     path.write_bytes(blob)
     outcome, instance = examine_part(path, len(blob), "0" * 64, 1, None)
     assert outcome.failure is None and instance is not None
-    raw = instance.header._dict[0x7FE00010]
+    raw = instance.header._dict[BaseTag(0x7FE00010)]
     assert isinstance(raw, RawDataElement) and raw.value is None, "Pixel Data was read"
     assert instance.metadata["7FE00010"] == {"vr": "OW", "BulkDataURI": "7FE00010"}
     assert instance.metadata == dataset_to_metadata(dcmread(path))

@@ -98,6 +98,7 @@ def bench_dicomweb(
     qido_repeats: Annotated[int, typer.Option(help="Rounds of the QIDO query mix.")] = 60,
     rss_gigabytes: Annotated[float, typer.Option(help="Size of the one-request study.")] = 1.0,
     orthanc: Annotated[bool, typer.Option(help="Run the same against Orthanc.")] = True,
+    hub_workers: Annotated[int, typer.Option(help="aifi serve --workers for the hub.")] = 1,
     workdir: Annotated[Path | None, typer.Option(help="Keep servers' data here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
@@ -112,6 +113,7 @@ def bench_dicomweb(
             qido_repeats=qido_repeats,
             rss_gigabytes=rss_gigabytes,
             with_orthanc=orthanc,
+            hub_workers=hub_workers,
             workdir=workdir,
         )
     )

@@ -61,6 +61,7 @@ class BenchConfig:
     wado_repeats: int = 3
     rss_gigabytes: float = 1.0
     with_orthanc: bool = True
+    hub_workers: int = 1
     workdir: Path | None = None
 
 
@@ -227,7 +228,8 @@ def measure_wado(target: Target, study_uids: list[str], concurrency: int, repeat
 
 
 class RssSampler:
-    """Samples a process's resident set size every 20 ms; keeps the peak."""
+    """Samples the resident set size of a process and its children every 20 ms; keeps
+    the peak."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
@@ -238,7 +240,9 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                # A multi-worker hub is a supervisor and its workers: count them all.
+                family = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in family))
             except psutil.Error:
                 return
             self._stop.wait(0.02)
@@ -411,7 +415,9 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
             stack.enter_context(tempfile.TemporaryDirectory(prefix="aifi-bench-"))
         )
         (root / "hub").mkdir(parents=True, exist_ok=True)
-        targets = [stack.enter_context(hub_process(root / "hub" / "data"))]
+        targets = [
+            stack.enter_context(hub_process(root / "hub" / "data", workers=config.hub_workers))
+        ]
         if config.with_orthanc:
             from aifi.conformance.orthanc import orthanc_unavailable
 

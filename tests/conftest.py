@@ -64,10 +64,12 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    """Run the test once on SQLite (None = embedded default) and once on PostgreSQL."""
-    if request.param == "sqlite":
+@contextlib.contextmanager
+def database_for(backend: str) -> Iterator[str | None]:
+    """``None`` (SQLite, the embedded default) for ``"sqlite"``; a fresh PostgreSQL database
+    URL for ``"postgresql"``, skipped with the reason when PostgreSQL does not answer — and
+    failed under CI, which must run the PostgreSQL tests."""
+    if backend == "sqlite":
         yield None
         return
     reason = postgres_available()
@@ -76,6 +78,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
         pytest.skip(reason)
     with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """Run the test once on SQLite (None = embedded default) and once on PostgreSQL."""
+    with database_for(request.param) as url:
         yield url
 
 

@@ -15,10 +15,8 @@ answers; under CI PostgreSQL is required), loaded once through the client's STOW
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from pydicom.uid import MultiFrameGrayscaleWordSecondaryCaptureImageStorage, gen
 
 from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
-from tests.conftest import LiveServer, postgres_available, postgres_database, run_live_server
+from tests.conftest import LiveServer, database_for, run_live_server
 from tests.support.dicom import make_ct, make_study
 
 STUDY_DESCRIPTION = "Synthetic study"
@@ -51,29 +49,13 @@ def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     data_dir: Path = tmp_path_factory.mktemp("hub") / "data"
-    with _database(request.param) as url:
+    with database_for(request.param) as url:
         application = create_app(Settings(data_dir=data_dir, database_url=url))
         try:
             with run_live_server(application) as server:
                 yield server
         finally:
             application.state.db.dispose()
-
-
-@contextlib.contextmanager
-def _database(backend: str) -> Iterator[str | None]:
-    """``None`` (SQLite, the embedded default) or a fresh PostgreSQL database URL; the
-    same skip/fail rule as ``tests/conftest.py``'s ``database_url``."""
-    if backend == "sqlite":
-        yield None
-        return
-    reason = postgres_available()
-    if reason:
-        if os.environ.get("CI") and not os.environ.get("AIFI_ALLOW_PG_SKIP"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
-        pytest.skip(reason)
-    with postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

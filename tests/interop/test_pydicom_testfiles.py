@@ -54,9 +54,7 @@ component group.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +73,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
-from tests.conftest import LiveServer, postgres_available, postgres_database, run_live_server
+from tests.conftest import LiveServer, database_for, run_live_server
 from tests.support.dicom import multipart_related
 
 BUNDLED_FOLDERS = ("test_files", "charset_files")
@@ -179,22 +177,6 @@ def _ids(files: list[BundledFile]) -> list[str]:
 # -- the hub, once per backend ---------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _database(backend: str) -> Iterator[str | None]:
-    """``None`` (SQLite, the embedded default) or a fresh PostgreSQL database URL; the
-    same skip/fail rule as ``tests/conftest.py``'s ``database_url``."""
-    if backend == "sqlite":
-        yield None
-        return
-    reason = postgres_available()
-    if reason:
-        if os.environ.get("CI") and not os.environ.get("AIFI_ALLOW_PG_SKIP"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
-        pytest.skip(reason)
-    with postgres_database() as url:
-        yield url
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
@@ -202,7 +184,7 @@ def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("hub") / "data"
-    with _database(request.param) as url:
+    with database_for(request.param) as url:
         application = create_app(Settings(data_dir=data_dir, database_url=url))
         try:
             with run_live_server(application) as server:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom import Dataset
@@ -48,6 +49,18 @@ def _base(sop_class: str, patient: Patient, study_uid: str, accession: str) -> D
     ds.InstitutionName = "aifi-hub demo hospital"
     ds.Manufacturer = "aifi-hub synthetic"
     return ds
+
+
+def _monochrome16(ds: Dataset, pixels: np.ndarray[Any, np.dtype[np.uint16]]) -> None:
+    """Image Pixel module for 16-bit allocated, 12-bit stored MONOCHROME2 ``pixels``."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
 
 
 def _finish(ds: Dataset) -> bytes:
@@ -100,18 +113,10 @@ def ct_study(
             ds.RescaleSlope = 1
             ds.WindowCenter = 40
             ds.WindowWidth = 400
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows = size
-            ds.Columns = size
-            ds.BitsAllocated = 16
-            ds.BitsStored = 12
-            ds.HighBit = 11
-            ds.PixelRepresentation = 0
             lesion = np.hypot(yy - size * 0.4, xx - size * (0.35 + 0.001 * i)) < size * 0.05
             pixels = np.where(body, 1024 + 40, 24).astype(np.uint16)
             pixels[lesion] = 1024 + 300
-            ds.PixelData = pixels.tobytes()
+            _monochrome16(ds, pixels)
             yield _finish(ds)
 
 
@@ -140,19 +145,11 @@ def dx_study(
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.BodyPartExamined = "HAND"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = rows
-        ds.Columns = columns
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
         ds.WindowCenter = 1600
         ds.WindowWidth = 3000
         pixels = gradient.copy()
         pixels[800 + 10 * i : 1600, 700:1300] = 3900
-        ds.PixelData = pixels.tobytes()
+        _monochrome16(ds, pixels)
         yield _finish(ds)
 
 
@@ -164,7 +161,7 @@ def small_instance(
     Writes the generated StudyInstanceUID and first SeriesInstanceUID back into ``study``."""
     study_uid = study.setdefault("StudyInstanceUID", generate_uid())
     patient = Patient(name=study["PatientName"], patient_id=study["PatientID"])
-    pixels = np.zeros((size, size), np.uint16).tobytes()
+    pixels = np.zeros((size, size), np.uint16)
     for s in range(series):
         series_uid = generate_uid()
         study.setdefault("SeriesInstanceUID", series_uid)
@@ -177,13 +174,5 @@ def small_instance(
             ds.Modality = modality
             ds.SeriesNumber = s + 1
             ds.InstanceNumber = i + 1
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows = size
-            ds.Columns = size
-            ds.BitsAllocated = 16
-            ds.BitsStored = 12
-            ds.HighBit = 11
-            ds.PixelRepresentation = 0
-            ds.PixelData = pixels
+            _monochrome16(ds, pixels)
             yield _finish(ds)

@@ -19,6 +19,8 @@ from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR
 from pydicom.tag import Tag
 
+from aifi.dicomweb import header_json
+from aifi.dicomweb.header_json import element_json
 from aifi.dicomweb.store import DicomJson
 
 log = logging.getLogger(__name__)
@@ -46,24 +48,35 @@ def _element_json(elem: Any, path: str) -> dict[str, Any] | None:
     return result
 
 
-def _dataset_json(ds: Dataset, prefix: str) -> DicomJson:
+def _dataset_json(ds: Dataset, prefix: str, fast: bool) -> DicomJson:
     out: DicomJson = {}
-    for tag in sorted(ds.keys()):
+    elements = ds._dict  # raw elements as read: converting them is what costs
+    # the encodings pydicom decodes text with (Dataset.__getitem__)
+    plain_text = fast and header_json.plain_charset(
+        ds.original_character_set or ds._character_set  # type: ignore[arg-type]
+    )
+    for tag in sorted(elements):
         tag = Tag(tag)
         key = f"{tag:08X}"
         if tag.element == 0:  # group lengths are not part of DICOM JSON (PS3.18 F.2)
             continue
         if tag in PIXEL_DATA_TAGS:
-            raw = ds.get_item(tag)  # raw element: its (deferred) value is not read
+            # The raw element as it is: a deferred value is not read.
+            raw = ds.get_item(tag, keep_deferred=True)
             vr = getattr(raw, "VR", None) or ("OW" if tag == 0x7FE00010 else dictionary_VR(tag))
             if vr == "OB or OW":
                 vr = "OW"
             out[key] = {"vr": str(vr), "BulkDataURI": prefix + key}
             continue
+        if fast:
+            encoded = element_json(elements[tag], prefix + key, plain_text)
+            if encoded is not None:
+                out[key] = encoded
+                continue
         elem = ds[tag]
         if elem.VR == "SQ":
             items = [
-                _dataset_json(item, f"{prefix}{key}/{index}/")
+                _dataset_json(item, f"{prefix}{key}/{index}/", fast)
                 for index, item in enumerate(elem.value or [])
             ]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
@@ -75,8 +88,17 @@ def _dataset_json(ds: Dataset, prefix: str) -> DicomJson:
 
 
 def dataset_to_metadata(ds: Dataset) -> DicomJson:
-    """DICOM JSON of ``ds`` with relative BulkDataURIs; pixel data is never loaded."""
-    return _dataset_json(ds, "")
+    """DICOM JSON of ``ds`` with relative BulkDataURIs; pixel data is never loaded.
+
+    Common elements are encoded from their raw bytes (:mod:`aifi.dicomweb.header_json`),
+    the others by pydicom (:func:`pydicom_metadata`), with the same result."""
+    return _dataset_json(ds, "", header_json.enabled())
+
+
+def pydicom_metadata(ds: Dataset) -> DicomJson:
+    """:func:`dataset_to_metadata` with every element converted by pydicom (the reference
+    the fast path is tested against)."""
+    return _dataset_json(ds, "", False)
 
 
 def absolutize_bulkdata(metadata: DicomJson, instance_url: str) -> DicomJson:

@@ -109,12 +109,11 @@ from pydicom import Dataset, dcmread
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from aifi.dicomweb.deps import ConfigDep, StoreDep
-from aifi.dicomweb.dicomjson import PIXEL_DATA_TAGS, dataset_to_metadata
+from aifi.dicomweb.dicomjson import dataset_to_metadata
 from aifi.dicomweb.dicomxml import json_to_native_xml
 from aifi.dicomweb.errors import warning_header
 from aifi.dicomweb.media import parse_accept, parse_media_type
@@ -292,7 +291,7 @@ def examine_part(
             f"study {expected_study}",
         ), None
     try:
-        metadata = _metadata(ds)
+        metadata = dataset_to_metadata(ds)  # never loads Pixel Data
     except Exception as exc:  # a malformed element pydicom cannot convert
         return outcome.fail(CANNOT_UNDERSTAND, f"cannot be decoded: {exc}"), None
     instance = IncomingInstance(
@@ -304,27 +303,6 @@ def examine_part(
         metadata=metadata,
     )
     return outcome, instance
-
-
-def _metadata(ds: Dataset) -> dict[str, Any]:
-    """:func:`dataset_to_metadata` without ever loading Pixel Data.
-
-    ``Dataset.get_item`` performs the deferred read of a raw element whose value is None
-    (unless asked ``keep_deferred``): hand the converter a stand-in with an empty value —
-    it only needs the tag and VR to write the BulkDataURI — and put the deferred element
-    back, so that neither the conversion nor the header kept for the batch holds the
-    pixels (a 1 GB instance stays a few kB in memory)."""
-    deferred: dict[BaseTag, RawDataElement] = {}
-    for tag in map(BaseTag, PIXEL_DATA_TAGS):
-        raw = ds._dict.get(tag)
-        if isinstance(raw, RawDataElement) and raw.value is None:
-            deferred[tag] = raw
-            ds._dict[tag] = raw._replace(value=b"")
-    try:
-        return dataset_to_metadata(ds)
-    finally:
-        for tag, raw in deferred.items():
-            ds._dict[tag] = raw
 
 
 _FIELD = {

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.data.data_manager import DATA_ROOT
-from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag
 

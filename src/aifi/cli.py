@@ -29,7 +29,7 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         help="Folder for the embedded database and DICOM files "
-        "[env AIFI_DATA_DIR; default ./aifi-data].",
+        "(env AIFI_DATA_DIR; default ./aifi-data).",
     ),
 ]
 DatabaseOpt = Annotated[
@@ -37,7 +37,7 @@ DatabaseOpt = Annotated[
     typer.Option(
         "--database-url",
         help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
-        "[env AIFI_DATABASE_URL; default SQLite in the data folder].",
+        "(env AIFI_DATABASE_URL; default SQLite in the data folder).",
     ),
 ]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -84,6 +84,13 @@ class Database:
         """A session in one transaction: committed on success, rolled back on error."""
         with Session(self.writer, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction on a Core connection, without an ORM session (less work per
+        transaction on the STOW-RS path): committed on success, rolled back on error."""
+        with self.writer.begin() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.reader.dispose()

@@ -25,22 +25,25 @@ process holds, so several workers can share one data folder.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
 import re
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, update
+from sqlalchemy import ClauseElement, Connection, Dialect, Table, bindparam, insert, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 from sqlmodel import col, select
 
 from aifi.dicomweb.attributes import (
@@ -96,16 +99,138 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
-    """Clip text to its column's length: PostgreSQL refuses longer values, and one odd
-    header value must not fail a whole batch. The stored file keeps the full value."""
-    for name, value in values.items():
-        if isinstance(value, str):
-            length = getattr(table.c[name].type, "length", None)
-            if length is not None and len(value) > length:
-                log.info("clipping %s.%s to %d characters", table.name, name, length)
-                values[name] = value[:length]
-    return values
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing parents; the folders whose entries changed (to fsync:
+    a new folder's name is durable once the folder holding it is)."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return [path.parent for path in missing]
+
+
+def _bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of this type before the driver gets it (e.g. the
+    text form of a datetime on SQLite)."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+class _Compiled:
+    """A Core statement compiled once for a dialect, run with ``exec_driver_sql``."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
+
+    def params(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The driver's parameters (positional or named) from values by bind name."""
+        return values if self.order is None else tuple(values[name] for name in self.order)
+
+
+class _Insert(_Compiled):
+    """An INSERT of all columns but the primary key, with the columns' bind processors."""
+
+    def __init__(self, table: Table, dialect: Dialect, returning: bool) -> None:
+        self.table = table.name
+        self.columns = [c.name for c in table.c if not c.primary_key]
+        self.processors = [_bind_processor(table.c[name].type, dialect) for name in self.columns]
+        self.lengths = [getattr(table.c[name].type, "length", None) for name in self.columns]
+        statement = insert(table).values({name: bindparam(name) for name in self.columns})
+        # inline(): no implicit RETURNING of the primary key (PostgreSQL) when not asked
+        super().__init__(
+            statement.returning(table.c.pk) if returning else statement.inline(), dialect
+        )
+
+    def row(self, row: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The row's parameters, bound as SQLAlchemy would bind them. Text is clipped to
+        its column's length: PostgreSQL refuses longer values, and one odd header value
+        must not fail a whole batch (the stored file keeps the full value)."""
+        values = {}
+        for name, process, length in zip(self.columns, self.processors, self.lengths, strict=True):
+            value = row[name]
+            if length is not None and isinstance(value, str) and len(value) > length:
+                log.info("clipping %s.%s to %d characters", self.table, name, length)
+                value = value[:length]
+            values[name] = value if process is None or value is None else process(value)
+        return self.params(values)
+
+
+class _Statements:
+    """The store path's statements for one dialect, compiled once and run with
+    ``exec_driver_sql``: building a Core statement, computing its cache key and looking it
+    up costs more (~2 ms per transaction) than SQLite takes to run it. Values go through
+    the column types' bind processors, so rows are stored as the ORM stores them. Study and
+    series rows are read ``FOR UPDATE`` (PostgreSQL locks them; SQLite renders nothing, its
+    write transaction being exclusive already)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.study = _Insert(_STUDY, dialect, returning=True)
+        self.series = _Insert(_SERIES, dialect, returning=True)
+        self.instance = _Insert(_INSTANCE, dialect, returning=False)
+        self.update_series = _Compiled(
+            update(_SERIES)
+            .where(_SERIES.c.pk == bindparam("b_pk"))
+            .values(number_of_instances=_SERIES.c.number_of_instances + bindparam("b_added")),
+            dialect,
+        )
+        self.update_study = _Compiled(
+            update(_STUDY)
+            .where(_STUDY.c.pk == bindparam("b_pk"))
+            .values(
+                number_of_instances=_STUDY.c.number_of_instances + bindparam("b_instances"),
+                number_of_series=_STUDY.c.number_of_series + bindparam("b_series"),
+                modalities_in_study=bindparam("b_modalities"),
+                sop_classes_in_study=bindparam("b_sop_classes"),
+                updated_at=bindparam("b_updated_at", type_=_STUDY.c.updated_at.type),
+            ),
+            dialect,
+        )
+        self._updated_at = _bind_processor(_STUDY.c.updated_at.type, dialect)
+
+    def updated_at(self, now: datetime) -> Any:
+        return now if self._updated_at is None else self._updated_at(now)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one instance per store, kept for its life
+    def select_instances(self, count: int) -> _Compiled:
+        columns = (_INSTANCE.c.sop_instance_uid, _INSTANCE.c.sha256)
+        return self._select_in(_INSTANCE, columns, columns[0], count)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019
+    def select_studies(self, count: int) -> _Compiled:
+        columns = (
+            _STUDY.c.pk,
+            _STUDY.c.study_instance_uid,
+            _STUDY.c.modalities_in_study,
+            _STUDY.c.sop_classes_in_study,
+        )
+        return self._select_in(_STUDY, columns, columns[1], count, lock=True)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019
+    def select_series(self, count: int) -> _Compiled:
+        columns = (_SERIES.c.pk, _SERIES.c.series_instance_uid)
+        return self._select_in(_SERIES, columns, columns[1], count, lock=True)
+
+    def _select_in(
+        self, table: Table, columns: tuple[Any, ...], uid: Any, count: int, lock: bool = False
+    ) -> _Compiled:
+        """``columns`` of the tenant's rows whose ``uid`` is one of ``count`` values (bind
+        names ``b_tenant``, ``b_0``, ``b_1``, …: see :meth:`uids`)."""
+        statement = sa_select(*columns).where(
+            table.c.tenant == bindparam("b_tenant"),
+            uid.in_([bindparam(f"b_{i}") for i in range(count)]),
+        )
+        return _Compiled(statement.with_for_update() if lock else statement, self.dialect)
+
+    @staticmethod
+    def uids(tenant: str, uids: Sequence[str]) -> dict[str, Any]:
+        return {"b_tenant": tenant, **{f"b_{i}": uid for i, uid in enumerate(uids)}}
 
 
 @dataclass(slots=True)
@@ -130,6 +255,7 @@ class SqlDicomStore:
         self._staging_lock = os.open(self._staging, os.O_RDONLY)
         fcntl.flock(self._staging_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._fsync_pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="aifi-fsync")
+        self._statements: _Statements | None = None
 
     def close(self) -> None:
         self._fsync_pool.shutdown(wait=True)
@@ -211,15 +337,13 @@ class SqlDicomStore:
         """One transaction: which instances are new, their files into place, their rows."""
         now = datetime.now(UTC)
         outcomes: list[StoreOutcome] = []
-        with self.db.write() as session:
-            conn = session.connection()
+        with self.db.transaction() as conn:
+            sql = self._sql(conn)
+            select = sql.select_instances(len(placed))
             stored: dict[str, str] = {
                 str(uid): str(sha)
-                for uid, sha in conn.execute(
-                    sa_select(_INSTANCE.c.sop_instance_uid, _INSTANCE.c.sha256).where(
-                        _INSTANCE.c.tenant == tenant,
-                        _INSTANCE.c.sop_instance_uid.in_([p.sop for p in placed]),
-                    )
+                for uid, sha in conn.exec_driver_sql(
+                    select.sql, select.params(sql.uids(tenant, [p.sop for p in placed]))
                 ).all()
             }
             new: list[_Placed] = []
@@ -241,7 +365,7 @@ class SqlDicomStore:
                     )
             if new:
                 self._move(new)  # durable on disk before the rows can commit
-                self._insert(conn, tenant, new, now)
+                self._insert(conn, sql, tenant, new, now)
         # A file moved by an earlier attempt whose SOP Instance UID another request has
         # since stored with other content is referenced by no row: remove it.
         for p, outcome in zip(placed, outcomes, strict=True):
@@ -250,9 +374,15 @@ class SqlDicomStore:
                 p.moved = False
         return outcomes
 
+    def _sql(self, conn: Connection) -> _Statements:
+        if self._statements is None:
+            self._statements = _Statements(conn.dialect)
+        return self._statements
+
     def _move(self, todo: list[_Placed]) -> None:
         """fsync (in parallel) and rename the staged files into place, then fsync their
-        folders; a file moved by an earlier attempt is already there."""
+        folders (and, for folders just created, the folders holding them); a file moved
+        by an earlier attempt is already there."""
         todo = [p for p in todo if not p.moved]
         if self.fsync:
             list(self._fsync_pool.map(lambda p: _fsync_path(p.incoming.staged_path), todo))
@@ -260,131 +390,88 @@ class SqlDicomStore:
         for p in todo:
             target = self.root / p.relpath
             if target.parent not in folders:
-                target.parent.mkdir(parents=True, exist_ok=True)
                 folders.add(target.parent)
+                folders.update(_make_folders(target.parent))
             os.replace(p.incoming.staged_path, target)
             p.moved = True
         if self.fsync and folders:
             list(self._fsync_pool.map(_fsync_path, folders))
 
-    def _insert(self, conn: Connection, tenant: str, new: list[_Placed], now: datetime) -> None:
+    def _insert(
+        self, conn: Connection, sql: _Statements, tenant: str, new: list[_Placed], now: datetime
+    ) -> None:
         # Studies: lock the known ones, create the others.
         first_of_study: dict[str, IncomingInstance] = {}
         for p in new:
             first_of_study.setdefault(str(p.incoming.header.StudyInstanceUID), p.incoming)
-        study_columns = (
-            _STUDY.c.pk,
-            _STUDY.c.study_instance_uid,
-            _STUDY.c.modalities_in_study,
-            _STUDY.c.sop_classes_in_study,
-        )
-        studies = {
-            str(r.study_instance_uid): r
-            for r in conn.execute(
-                sa_select(*study_columns)
-                .where(
-                    _STUDY.c.tenant == tenant,
-                    _STUDY.c.study_instance_uid.in_(list(first_of_study)),
-                )
-                .with_for_update()
+        select = sql.select_studies(len(first_of_study))
+        studies: dict[str, tuple[int, str, str]] = {
+            str(uid): (int(pk), str(modalities), str(sop_classes))
+            for pk, uid, modalities, sop_classes in conn.exec_driver_sql(
+                select.sql, select.params(sql.uids(tenant, list(first_of_study)))
             ).all()
         }
-        missing = [
-            _fit(_STUDY, _study_row(tenant, item, now))
-            for uid, item in first_of_study.items()
-            if uid not in studies
-        ]
-        if missing:
-            conn.execute(insert(_STUDY), missing)
-            studies.update(
-                (str(r.study_instance_uid), r)
-                for r in conn.execute(
-                    sa_select(*study_columns).where(
-                        _STUDY.c.tenant == tenant,
-                        _STUDY.c.study_instance_uid.in_([r["study_instance_uid"] for r in missing]),
-                    )
-                ).all()
-            )
+        for uid, item in first_of_study.items():
+            if uid not in studies:
+                row = sql.study.row(_study_row(tenant, item, now))
+                studies[uid] = (int(conn.exec_driver_sql(sql.study.sql, row).scalar_one()), "", "")
 
         # Series: the same.
         first_of_series: dict[str, IncomingInstance] = {}
         for p in new:
             first_of_series.setdefault(str(p.incoming.header.SeriesInstanceUID), p.incoming)
-        series_columns = (_SERIES.c.pk, _SERIES.c.series_instance_uid)
-        series = {
-            str(r.series_instance_uid): r
-            for r in conn.execute(
-                sa_select(*series_columns)
-                .where(
-                    _SERIES.c.tenant == tenant,
-                    _SERIES.c.series_instance_uid.in_(list(first_of_series)),
-                )
-                .with_for_update()
+        select = sql.select_series(len(first_of_series))
+        series: dict[str, int] = {
+            str(uid): int(pk)
+            for pk, uid in conn.exec_driver_sql(
+                select.sql, select.params(sql.uids(tenant, list(first_of_series)))
             ).all()
         }
-        new_series = [
-            _fit(
-                _SERIES,
-                _series_row(tenant, studies[str(item.header.StudyInstanceUID)].pk, item, now),
-            )
-            for uid, item in first_of_series.items()
-            if uid not in series
-        ]
-        if new_series:
-            conn.execute(insert(_SERIES), new_series)
-            series.update(
-                (str(r.series_instance_uid), r)
-                for r in conn.execute(
-                    sa_select(*series_columns).where(
-                        _SERIES.c.tenant == tenant,
-                        _SERIES.c.series_instance_uid.in_(
-                            [r["series_instance_uid"] for r in new_series]
-                        ),
-                    )
-                ).all()
-            )
+        per_study: dict[int, tuple[list[int], set[str], set[str]]] = {}
+        for uid, item in first_of_series.items():
+            if uid not in series:
+                study_pk = studies[str(item.header.StudyInstanceUID)][0]
+                values = _series_row(tenant, study_pk, item, now)
+                row = sql.series.row(values)
+                series[uid] = int(conn.exec_driver_sql(sql.series.sql, row).scalar_one())
+                counts = per_study.setdefault(study_pk, ([0, 0], set(), set()))
+                counts[0][1] += 1
+                if values["modality"]:
+                    counts[2].add(values["modality"])
 
         # Instances, in one executemany.
         rows = []
         per_series: dict[int, int] = {}
-        per_study: dict[int, tuple[list[int], set[str], set[str]]] = {}
         for p in new:
             ds = p.incoming.header
-            study_pk = studies[str(ds.StudyInstanceUID)].pk
-            series_pk = series[str(ds.SeriesInstanceUID)].pk
-            rows.append(_fit(_INSTANCE, _instance_row(tenant, study_pk, series_pk, p, now)))
+            study_pk = studies[str(ds.StudyInstanceUID)][0]
+            series_pk = series[str(ds.SeriesInstanceUID)]
+            rows.append(sql.instance.row(_instance_row(tenant, study_pk, series_pk, p, now)))
             per_series[series_pk] = per_series.get(series_pk, 0) + 1
             counts = per_study.setdefault(study_pk, ([0, 0], set(), set()))
             counts[0][0] += 1
             counts[1].add(str(ds.SOPClassUID))
-        conn.execute(insert(_INSTANCE), rows)
+        conn.exec_driver_sql(sql.instance.sql, rows if len(rows) > 1 else rows[0])
 
         # Counters and computed attributes (PS3.18 §10.6.3: ModalitiesInStudy, ...).
-        for row in new_series:
-            counts = per_study[row["study_pk"]]
-            counts[0][1] += 1
-            if row["modality"]:
-                counts[2].add(row["modality"])
-        for pk, added in per_series.items():
-            conn.execute(
-                update(_SERIES)
-                .where(_SERIES.c.pk == pk)
-                .values(number_of_instances=_SERIES.c.number_of_instances + added)
-            )
-        by_pk = {r.pk: r for r in studies.values()}
+        update_series = sql.update_series
+        conn.exec_driver_sql(
+            update_series.sql,
+            [update_series.params({"b_pk": pk, "b_added": n}) for pk, n in per_series.items()],
+        )
+        by_pk = {pk: (modalities, sop_classes) for pk, modalities, sop_classes in studies.values()}
+        updated_at = sql.updated_at(now)
         for pk, ((instances, series_added), sop_classes, modalities) in per_study.items():
-            current = by_pk[pk]
-            conn.execute(
-                update(_STUDY)
-                .where(_STUDY.c.pk == pk)
-                .values(
-                    number_of_instances=_STUDY.c.number_of_instances + instances,
-                    number_of_series=_STUDY.c.number_of_series + series_added,
-                    modalities_in_study=_merge(current.modalities_in_study, modalities),
-                    sop_classes_in_study=_merge(current.sop_classes_in_study, sop_classes),
-                    updated_at=now,
-                )
-            )
+            current_modalities, current_sop_classes = by_pk[pk]
+            params = {
+                "b_pk": pk,
+                "b_instances": instances,
+                "b_series": series_added,
+                "b_modalities": _merge(current_modalities, modalities),
+                "b_sop_classes": _merge(current_sop_classes, sop_classes),
+                "b_updated_at": updated_at,
+            }
+            conn.exec_driver_sql(sql.update_study.sql, sql.update_study.params(params))
 
     def _discard_unindexed(self, tenant: str, placed: list[_Placed]) -> None:
         """Remove moved files no index row points at (a failed transaction, or a refused

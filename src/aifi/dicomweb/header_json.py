@@ -8,11 +8,11 @@ DICOM JSON of a received header cost more than reading it. For the value represe
 that make up nearly every header (PS3.5 §6.2), :func:`element_json` decodes the raw bytes
 directly into exactly what that path produces. Whatever it is not certain about returns
 ``None`` and is left to pydicom by the caller: private tags in implicit VR and ambiguous
-VRs (``US or SS``, ...), UN, SQ, text that is not plain ASCII or contains ISO 2022 escapes (PS3.5 §6.1.2.5), numbers
-that Python and pydicom could read differently, values of a length that does not fit the
-VR, and any pydicom configuration other than the tolerant defaults the hub uses
-(:func:`enabled`). ``tests/unit/test_header_json.py`` checks the equivalence over
-pydicom's own test files and generated edge cases.
+VRs (``US or SS``, ...), UN, SQ, text that is not plain ASCII or contains ISO 2022 escapes
+(PS3.5 §6.1.2.5), numbers that Python and pydicom could read differently, values of a
+length that does not fit the VR, and any pydicom configuration other than the tolerant
+defaults the hub uses (:func:`enabled`). ``tests/unit/test_header_json.py`` checks the
+equivalence over pydicom's own test files and generated edge cases.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ MAX_BOUNDARY = 200
 _BOUNDARY = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")
 _CRLF = b"\r\n"
 _PADDING = b" \t"
+_STEP = 16 * 1024
+"""Outside part bodies, the fed data is buffered (copied) in pieces of at most this size."""
 
 
 class MultipartError(InvalidRequest):
@@ -73,9 +75,10 @@ class PartStart:
 
 @dataclass(frozen=True, slots=True)
 class PartData:
-    """The next bytes of the current part's body (never empty)."""
+    """The next bytes of the current part's body (never empty): ``bytes``, or a read-only
+    ``memoryview`` of the fed chunk (no copy)."""
 
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,15 +165,23 @@ class MultipartReader:
         return self._fed
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[PartEvent]:
-        """Parse the next chunk of the body; return the events it completes, in order."""
+        """Parse the next chunk of the body; return the events it completes, in order.
+
+        Body bytes are passed on without copying where possible: a :class:`PartData` may
+        be a ``memoryview`` of ``data`` (copied first unless it is immutable ``bytes``)."""
         self._fed += len(data)
         if self._state is _State.EPILOGUE:
             return []  # RFC 2046: the epilogue is ignored
-        self._buffer += data
+        if not isinstance(data, bytes):
+            data = bytes(data)
         events: list[PartEvent] = []
+        position, delimiter = 0, len(self._delimiter)
         while True:
             state = self._state
             if state is _State.BODY:
+                if len(self._buffer) < delimiter and len(data) - position >= delimiter:
+                    position = self._body_direct(data, position, events)
+                    continue
                 progressed = self._body(events)
             elif state is _State.HEADERS:
                 progressed = self._headers(events)
@@ -182,7 +193,52 @@ class MultipartReader:
                 self._drop(len(self._buffer))
                 return events
             if not progressed:
-                return events
+                if position >= len(data):
+                    return events
+                # Outside part bodies, the buffer grows by bounded pieces: only what is
+                # needed to find the next delimiter or header block is ever copied.
+                piece = data[position : position + _STEP]
+                self._buffer += piece
+                position += len(piece)
+
+    def _body_direct(self, data: bytes, position: int, events: list[PartEvent]) -> int:
+        """Body bytes straight from ``data`` (views, no copy); the buffer holds at most a
+        held-back tail shorter than the delimiter. Returns the new position in ``data``."""
+        delimiter = self._delimiter
+        size = len(delimiter)
+        tail = bytes(self._buffer)
+        if tail:
+            # A delimiter that starts in the tail ends within size - 1 bytes of data.
+            probe = tail + data[position : position + size - 1]
+            index = probe.find(delimiter)
+            if index >= 0:
+                if index:
+                    events.append(PartData(probe[:index]))
+                self._end_part(events)
+                self._consumed += index + size
+                return position + index + size - len(tail)
+            events.append(PartData(tail))
+            self._drop(len(tail))
+        view = memoryview(data)
+        index = data.find(delimiter, position)
+        if index < 0:
+            safe = len(data) - (size - 1)
+            if safe > position:
+                events.append(PartData(view[position:safe]))
+                self._consumed += safe - position
+                position = safe
+            self._buffer += view[position:]
+            return len(data)
+        if index > position:
+            events.append(PartData(view[position:index]))
+        self._consumed += index + size - position
+        self._end_part(events)
+        return index + size
+
+    def _end_part(self, events: list[PartEvent]) -> None:
+        self._buffer.clear()
+        events.append(PartEnd(self._parts))
+        self._state = _State.DELIMITER_LINE
 
     def finish(self) -> None:
         """The body has ended: raise :class:`MultipartError` unless it was complete."""

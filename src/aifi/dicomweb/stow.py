@@ -362,6 +362,10 @@ def _identify_bare_data_set(path: Path, outcome: PartOutcome) -> None:
 # -- one part: staging ----------------------------------------------------------------
 
 
+_Chunk = bytes | memoryview
+"""Received body bytes: the multipart reader passes views of the received chunks."""
+
+
 class _StagedPart:
     """A part's staging file: written in pieces, hashed as written (in worker threads)."""
 
@@ -373,16 +377,16 @@ class _StagedPart:
         self.fd: int | None = None
         self.sha = hashlib.sha256()
         self.size = 0
-        self.chunks: list[bytes] = []
+        self.chunks: list[_Chunk] = []
         self.pending = 0
         self.failure: PartOutcome | None = None
         self.writing: asyncio.Task[None] | None = None
 
-    def take(self) -> list[bytes]:
+    def take(self) -> list[_Chunk]:
         chunks, self.chunks, self.pending = self.chunks, [], 0
         return chunks
 
-    def write(self, chunks: Sequence[bytes]) -> None:
+    def write(self, chunks: Sequence[_Chunk]) -> None:
         """Append to the file (runs in a worker thread)."""
         if self.fd is None:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -400,7 +404,7 @@ class _StagedPart:
             self.fd = None
 
     def finish(
-        self, chunks: Sequence[bytes], expected_study: str | None, fsync: bool
+        self, chunks: Sequence[_Chunk], expected_study: str | None, fsync: bool
     ) -> tuple[PartOutcome, IncomingInstance | None]:
         """Write the rest, fsync, close, read and check (runs in a worker thread).
 
@@ -425,7 +429,7 @@ _PREAMBLE = b"\x00" * 128 + b"DICM"
 _META_START_VRS = frozenset({b"UL", b"OB", b"UI", b"SH", b"AE"})
 
 
-def missing_preamble(chunks: Sequence[bytes]) -> list[bytes]:
+def missing_preamble(chunks: Sequence[_Chunk]) -> list[_Chunk]:
     """``[preamble + "DICM"]`` when a part starts with File Meta Information but without
     the 128-byte preamble and prefix, else ``[]``.
 
@@ -642,7 +646,7 @@ class _Upload:
                 return
         self.staged.add(part.path)
 
-    async def data(self, data: bytes) -> None:
+    async def data(self, data: _Chunk) -> None:
         part = self.part
         if part is None or part.failure is not None:
             return
@@ -667,7 +671,7 @@ class _Upload:
         while len(self.finishing) > MAX_FINISHING or (self.finishing and self.finishing[0].done()):
             await self._collect()
 
-    async def _finish(self, part: _StagedPart, chunks: list[bytes]) -> _Examined:
+    async def _finish(self, part: _StagedPart, chunks: list[_Chunk]) -> _Examined:
         examined: _Examined
         if part.failure is not None:
             examined = part.failure, None

@@ -99,17 +99,17 @@ import re
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydicom import Dataset, dcmread
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from aifi.dicomweb.deps import ConfigDep, StoreDep
@@ -129,6 +129,7 @@ from aifi.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
 from aifi.principal import PrincipalDep
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 router = APIRouter()
 
@@ -359,6 +360,31 @@ def _identify_bare_data_set(path: Path, outcome: PartOutcome) -> None:
         outcome.sop_class_uid, outcome.sop_instance_uid = sop_class, sop_instance
 
 
+# -- worker threads -------------------------------------------------------------------
+
+_WORKERS = ThreadPoolExecutor(16, thread_name_prefix="aifi-stow")
+"""Threads for the blocking work of STOW-RS (file writes, fsync, parsing, store calls);
+started on first use."""
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """``function(*args)`` in a worker thread. As with Starlette's ``run_in_threadpool``,
+    the caller is not released before the work is done, even when cancelled (the work
+    owns files the caller cleans up), but without anyio's per-call machinery (cancel
+    scopes, capacity limiter), which cost more than a small job on the hot path."""
+    future = asyncio.get_running_loop().run_in_executor(
+        _WORKERS, functools.partial(function, *args)
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        future.exception()  # retrieved: the caller is gone, its cleanup handles the rest
+        raise
+
+
 # -- one part: staging ----------------------------------------------------------------
 
 
@@ -569,9 +595,7 @@ class StoreWriter:
             group = self._next_group()
             instances = [i for request in group for i in request.instances]
             try:
-                results = await run_in_threadpool(
-                    put_isolating, self.store, group[0].tenant, instances
-                )
+                results = await _in_thread(put_isolating, self.store, group[0].tenant, instances)
             except BaseException as exc:
                 for request in (*group, *self._waiting):
                     if not request.future.done():
@@ -662,7 +686,7 @@ class _Upload:
                     part.discard()
                     part.failure = _resource_failure(part.index, exc)
                     return
-            part.writing = asyncio.create_task(run_in_threadpool(part.write, part.take()))
+            part.writing = asyncio.create_task(_in_thread(part.write, part.take()))
 
     async def end(self) -> None:
         part, self.part = self.part, None
@@ -679,9 +703,7 @@ class _Upload:
             try:
                 if part.writing is not None:
                     await part.writing
-                examined = await run_in_threadpool(
-                    part.finish, chunks, self.expected_study, self.fsync
-                )
+                examined = await _in_thread(part.finish, chunks, self.expected_study, self.fsync)
             except OSError as exc:
                 examined = _resource_failure(part.index, exc), None
         if examined[1] is None:  # nothing to store: the staged file goes now

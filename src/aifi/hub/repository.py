@@ -385,7 +385,7 @@ class SqlDicomStore:
         by an earlier attempt is already there."""
         todo = [p for p in todo if not p.moved]
         if self.fsync:
-            list(self._fsync_pool.map(lambda p: _fsync_path(p.incoming.staged_path), todo))
+            self._fsync_all([p.incoming.staged_path for p in todo])
         folders: set[Path] = set()
         for p in todo:
             target = self.root / p.relpath
@@ -394,8 +394,15 @@ class SqlDicomStore:
                 folders.update(_make_folders(target.parent))
             os.replace(p.incoming.staged_path, target)
             p.moved = True
-        if self.fsync and folders:
-            list(self._fsync_pool.map(_fsync_path, folders))
+        if self.fsync:
+            self._fsync_all(list(folders))
+
+    def _fsync_all(self, paths: list[Path]) -> None:
+        """fsync in parallel; one path right here (a thread hop costs more than that)."""
+        if len(paths) == 1:
+            _fsync_path(paths[0])
+        elif paths:
+            list(self._fsync_pool.map(_fsync_path, paths))
 
     def _insert(
         self, conn: Connection, sql: _Statements, tenant: str, new: list[_Placed], now: datetime

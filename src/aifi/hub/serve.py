@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -22,12 +23,22 @@ def build_settings(*, data_dir: Path | None = None, database_url: str | None = N
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
+def _freeze_startup_objects() -> None:
+    """Keep the objects that live as long as the process (modules, pydicom's data
+    dictionaries, the app) out of the cyclic garbage collector's full collections: with
+    them, one took ~100 ms, a pause every few dozen STOW-RS requests."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_environment() -> FastAPI:
     """uvicorn factory (``aifi.hub.serve:app_from_environment``) for multi-worker runs."""
     from aifi.hub.app import create_app
 
     configure_pydicom()
-    return create_app(Settings())
+    app = create_app(Settings())
+    _freeze_startup_objects()
+    return app
 
 
 def run_server(
@@ -49,4 +60,6 @@ def run_server(
         return
     from aifi.hub.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    app = create_app(settings)
+    _freeze_startup_objects()
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -503,11 +503,14 @@ def put_isolating(
     """``store.put`` the batch; if it fails, put each instance alone so that only the
     culprits fail. Consumes the staged files (runs in a worker thread)."""
     try:
+        if len(instances) == 1:  # nothing to retry: no link needed
+            try:
+                return list(store.put(tenant, instances))
+            except Exception as exc:
+                return [exc]
         try:
             return list(store.put(tenant, [_linked(i, 0) for i in instances]))
         except Exception as exc:
-            if len(instances) == 1:
-                return [exc]
             log.warning("STOW-RS: batch of %d failed (%s); storing one by one", len(instances), exc)
         results: list[StoreOutcome | Exception] = []
         for instance in instances:

@@ -255,7 +255,7 @@ class SqlDicomStore:
         self._staging_lock = os.open(self._staging, os.O_RDONLY)
         fcntl.flock(self._staging_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._fsync_pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="aifi-fsync")
-        self._statements: _Statements | None = None
+        self._sql = _Statements(db.writer.dialect)
 
     def close(self) -> None:
         self._fsync_pool.shutdown(wait=True)
@@ -338,7 +338,7 @@ class SqlDicomStore:
         now = datetime.now(UTC)
         outcomes: list[StoreOutcome] = []
         with self.db.transaction() as conn:
-            sql = self._sql(conn)
+            sql = self._sql
             select = sql.select_instances(len(placed))
             stored: dict[str, str] = {
                 str(uid): str(sha)
@@ -373,11 +373,6 @@ class SqlDicomStore:
                 (self.root / p.relpath).unlink(missing_ok=True)
                 p.moved = False
         return outcomes
-
-    def _sql(self, conn: Connection) -> _Statements:
-        if self._statements is None:
-            self._statements = _Statements(conn.dialect)
-        return self._statements
 
     def _move(self, todo: list[_Placed]) -> None:
         """fsync (in parallel) and rename the staged files into place, then fsync their

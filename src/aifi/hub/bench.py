@@ -152,17 +152,25 @@ def orthanc_process(workdir: Path) -> Iterator[Target]:
 # -- measurements -------------------------------------------------------------------------
 
 
+RETRIES: list[str] = []
+"""Requests sent again after a keep-alive race (reported with the results)."""
+
+
 def _stow(client: httpx.Client, target: Target, files: list[bytes]) -> None:
+    """One STOW-RS request. A connection the server closed as idle just as the client
+    reused it ("disconnected without sending a response") is retried once: re-sending
+    identical instances is harmless (both servers answer it as stored)."""
     boundary = multipart.new_boundary()
     body = multipart.encode([("application/dicom", f) for f in files], boundary)
-    response = client.post(
-        target.dicomweb + "/studies",
-        content=body,
-        headers={
-            "Content-Type": multipart.content_type("application/dicom", boundary),
-            "Accept": "application/dicom+json",
-        },
-    )
+    headers = {
+        "Content-Type": multipart.content_type("application/dicom", boundary),
+        "Accept": "application/dicom+json",
+    }
+    try:
+        response = client.post(target.dicomweb + "/studies", content=body, headers=headers)
+    except httpx.RemoteProtocolError as exc:
+        RETRIES.append(f"{target.name}: {exc}")
+        response = client.post(target.dicomweb + "/studies", content=body, headers=headers)
     if response.status_code != 200:
         raise RuntimeError(
             f"{target.name} STOW-RS answered {response.status_code}: {response.text[:300]}"
@@ -485,6 +493,8 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
                 f"{config.rss_gigabytes:g} GB study: {t.name} peak RSS {peak:.0f} MB, "
                 f"{seconds:.1f} s"
             )
+    if RETRIES:
+        say(f"retried after a keep-alive race: {len(RETRIES)} request(s): {RETRIES[:3]}")
     return results
 
 

@@ -484,7 +484,7 @@ def test_examine_part_never_loads_pixel_data(tmp_path: Path) -> None:
     from pydicom.dataelem import RawDataElement
 
     from aifi.dicomweb.dicomjson import dataset_to_metadata
-    from aifi.dicomweb.stow import examine_part
+    from aifi.dicomweb.instance_checks import examine_part
 
     blob = to_bytes(make_ct(rows=256, columns=256))
     path = tmp_path / "part"

@@ -15,11 +15,9 @@ from aifi.dicomweb.matching import (
     QidoQuery,
     QueryLevel,
     match_dataset,
-    normalize_datetime,
-    normalize_time,
     parse_query,
-    pn_ci,
 )
+from aifi.dicomweb.vr_values import normalize_datetime, normalize_time, pn_ci
 from aifi.errors import InvalidRequest
 
 STUDY, SERIES, IMAGE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE

@@ -48,7 +48,7 @@ class Study(SQLModel, table=True):
     patient_name: str | None = Field(default=None, max_length=400)
     patient_name_fuzzy: str | None = Field(default=None, max_length=400)
     patient_name_ci: str | None = Field(default=None, max_length=400)
-    """Case-folded name for literal PN matching (:func:`aifi.dicomweb.matching.pn_ci`)."""
+    """Case-folded name for literal PN matching (:func:`aifi.dicomweb.vr_values.pn_ci`)."""
     patient_id: str | None = Field(default=None, max_length=64)
     study_id: str | None = Field(default=None, max_length=16)
     referring_physician_name: str | None = Field(default=None, max_length=400)

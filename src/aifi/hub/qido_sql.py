@@ -60,10 +60,10 @@ from aifi.dicomweb.matching import (
     QueryResult,
     attribute_level,
     dictionary_vr,
-    fuzzy_patterns,
     match_dataset,
 )
 from aifi.dicomweb.store import DicomJson
+from aifi.dicomweb.vr_values import fuzzy_patterns
 from aifi.errors import PayloadTooLarge
 from aifi.hub.db import Database
 from aifi.hub.models import Instance, Series, Study

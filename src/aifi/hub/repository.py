@@ -54,7 +54,7 @@ from aifi.dicomweb.attributes import (
     series_record,
     study_record,
 )
-from aifi.dicomweb.matching import QidoQuery, QueryResult, combine_date_time, pn_ci
+from aifi.dicomweb.matching import QidoQuery, QueryResult
 from aifi.dicomweb.store import (
     DicomJson,
     IncomingInstance,
@@ -62,6 +62,7 @@ from aifi.dicomweb.store import (
     StoreOutcome,
     StoreStatus,
 )
+from aifi.dicomweb.vr_values import combine_date_time, pn_ci
 from aifi.hub.db import Database
 from aifi.hub.models import Instance, Series, Study, Tenant
 

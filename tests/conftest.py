@@ -150,9 +150,28 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
         yield server
 
 
+@contextlib.contextmanager
+def running_hub(settings: Settings) -> Iterator[LiveServer]:
+    """The app for ``settings`` under a real uvicorn server; its engines disposed after."""
+    application = create_app(settings)
+    try:
+        with run_live_server(application) as server:
+            yield server
+    finally:
+        application.state.db.dispose()
+
+
+@contextlib.contextmanager
+def hub_for_backend(backend: str, data_dir: Path) -> Iterator[LiveServer]:
+    """A live hub on SQLite or a fresh PostgreSQL database (see :func:`database_for`)."""
+    with (
+        database_for(backend) as url,
+        running_hub(Settings(data_dir=data_dir, database_url=url)) as server,
+    ):
+        yield server
+
+
 @pytest.fixture
 def sqlite_live_server(sqlite_settings: Settings) -> Iterator[LiveServer]:
-    application = create_app(sqlite_settings)
-    with run_live_server(application) as server:
+    with running_hub(sqlite_settings) as server:
         yield server
-    application.state.db.dispose()

@@ -19,7 +19,6 @@ import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,7 @@ from PIL import Image
 from pydicom import Dataset
 from pydicom.uid import MultiFrameGrayscaleWordSecondaryCaptureImageStorage, generate_uid
 
-from aifi.hub.app import create_app
-from aifi.hub.settings import Settings
-from tests.conftest import LiveServer, database_for, run_live_server
+from tests.conftest import LiveServer, hub_for_backend
 from tests.support.dicom import make_ct, make_study
 
 STUDY_DESCRIPTION = "Synthetic study"
@@ -48,14 +45,8 @@ PRIVATE_PAYLOAD = bytes(range(256)) * 8  # 2 KiB: above the hub's inline limit (
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    data_dir: Path = tmp_path_factory.mktemp("hub") / "data"
-    with database_for(request.param) as url:
-        application = create_app(Settings(data_dir=data_dir, database_url=url))
-        try:
-            with run_live_server(application) as server:
-                yield server
-        finally:
-            application.state.db.dispose()
+    with hub_for_backend(request.param, tmp_path_factory.mktemp("hub") / "data") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

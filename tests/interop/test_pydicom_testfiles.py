@@ -71,9 +71,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from aifi.hub.app import create_app
-from aifi.hub.settings import Settings
-from tests.conftest import LiveServer, database_for, run_live_server
+from tests.conftest import LiveServer, hub_for_backend
 from tests.support.dicom import multipart_related
 
 BUNDLED_FOLDERS = ("test_files", "charset_files")
@@ -183,14 +181,8 @@ def _ids(files: list[BundledFile]) -> list[str]:
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp("hub") / "data"
-    with database_for(request.param) as url:
-        application = create_app(Settings(data_dir=data_dir, database_url=url))
-        try:
-            with run_live_server(application) as server:
-                yield server
-        finally:
-            application.state.db.dispose()
+    with hub_for_backend(request.param, tmp_path_factory.mktemp("hub") / "data") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

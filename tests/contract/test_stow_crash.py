@@ -14,7 +14,6 @@ import hashlib
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,51 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from aifi.hub.serve import serve_subprocess
 from tests.support.dicom import make_study, multipart_related, to_bytes
 
 BOUNDARY = "aifi-crash-boundary"
-
-
-@contextlib.contextmanager
-def aifi_server(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aifi",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"aifi serve exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("aifi serve did not start")
-            time.sleep(0.1)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
 
 
 def indexed_count(data_dir: Path) -> int:
@@ -149,15 +107,15 @@ def test_kill_during_upload_leaves_a_consistent_store(tmp_path: Path) -> None:
     # Kill once early (inside the first batch: nothing stored yet) and once after two
     # batches (2 x 64 parts) were stored, while the third is being received; each restart
     # sweeps staging and must find a consistent store.
-    with aifi_server(data_dir, log) as (process, url):
+    with serve_subprocess(data_dir, log) as (process, url):
         upload_and_kill(url, process, parts, kill_after=20, data_dir=data_dir, wait_for_indexed=0)
-    with aifi_server(data_dir, log) as (process, url):
+    with serve_subprocess(data_dir, log) as (process, url):
         stored = check_consistency(data_dir)
         assert stored <= all_uids and len(stored) <= 20
         upload_and_kill(
             url, process, parts, kill_after=140, data_dir=data_dir, wait_for_indexed=128
         )
-    with aifi_server(data_dir, log) as (_, url):
+    with serve_subprocess(data_dir, log) as (_, url):
         stored = check_consistency(data_dir)
         assert stored <= all_uids and 128 <= len(stored) <= 140
         # Whatever was stored before the kills, the client's retry completes the study.

@@ -19,11 +19,8 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,6 +38,7 @@ from pydicom import dcmread
 
 from aifi.conformance.synthetic import Patient, ct_study, dx_study, small_instance
 from aifi.dicomweb import multipart
+from aifi.hub.serve import serve_subprocess
 
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
 
@@ -89,56 +87,15 @@ class Results:
 # -- servers ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def hub_process(data_dir: Path, workers: int = 1) -> Iterator[Target]:
-    port = _free_port()
-    log = open(data_dir.parent / "hub.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aifi",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "warning",
-            "--workers",
-            str(workers),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "AIFI_DATABASE_URL": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the hub did not start; see hub.log") from None
-                time.sleep(0.1)
+    """The hub as its own ``aifi serve`` process (embedded SQLite), logging to hub.log."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with serve_subprocess(data_dir, data_dir.parent / "hub.log", workers=workers) as (
+        process,
+        url,
+    ):
         yield Target("aifi-hub", url + "/dicomweb", process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @contextmanager

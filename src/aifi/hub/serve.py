@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -63,3 +70,70 @@ def run_server(
     app = create_app(settings)
     _freeze_startup_objects()
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_subprocess(
+    data_dir: Path,
+    log: Path,
+    *,
+    workers: int = 1,
+    database_url: str | None = None,
+    startup_timeout: float = 60.0,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``aifi serve`` as a child process on a free loopback port (benchmarks, crash tests).
+
+    Yields the process and its base URL once ``/healthz`` answers; output is appended to
+    ``log``. Afterwards the process is stopped (SIGTERM, then SIGKILL) unless it is gone.
+    """
+    port = free_port()
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aifi",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "warning",
+                "--workers",
+                str(workers),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AIFI_DATABASE_URL": database_url or ""},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"aifi serve exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"aifi serve did not start within {startup_timeout:g} s")
+            time.sleep(0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        process.wait(timeout=30)

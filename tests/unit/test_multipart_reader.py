@@ -212,3 +212,24 @@ def test_parser_throughput() -> None:
     rate = len(body) / (time.perf_counter() - start) / 1e6
     print(f"multipart reader: {rate:.0f} MB/s")
     assert rate > 200, f"{rate:.0f} MB/s"
+
+
+def test_read_parts_returns_each_part_with_its_headers() -> None:
+    from aifi.dicomweb.multipart import encode
+    from aifi.dicomweb.multipart_reader import read_parts
+
+    body = encode([("application/dicom", b"one\r\n--x"), ("application/json", b"{}")], "bnd")
+    parts = read_parts(body, "bnd")
+    assert [(h["content-type"], b) for h, b in parts] == [
+        ("application/dicom", b"one\r\n--x"),
+        ("application/json", b"{}"),
+    ]
+
+
+def test_read_parts_refuses_a_truncated_body() -> None:
+    from aifi.dicomweb.multipart import encode
+    from aifi.dicomweb.multipart_reader import MultipartError, read_parts
+
+    body = encode([("application/dicom", b"data")], "bnd")
+    with pytest.raises(MultipartError):
+        read_parts(body[:-10], "bnd")

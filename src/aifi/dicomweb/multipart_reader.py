@@ -378,3 +378,21 @@ def _parse_headers(block: bytes, index: int) -> dict[str, str]:
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
         last = name
     return headers
+
+
+def read_parts(body: bytes, boundary: str | bytes) -> list[tuple[dict[str, str], bytes]]:
+    """A whole, in-memory ``multipart/related`` body as (headers, body) per part — for
+    small responses (clients, the demo); servers stream with :class:`MultipartReader`."""
+    reader = MultipartReader(boundary)
+    parts: list[tuple[dict[str, str], bytes]] = []
+    chunks: list[bytes] = []
+    headers: dict[str, str] = {}
+    for event in reader.feed(body):
+        if isinstance(event, PartStart):
+            headers, chunks = event.headers, []
+        elif isinstance(event, PartData):
+            chunks.append(bytes(event.data))
+        else:
+            parts.append((headers, b"".join(chunks)))
+    reader.finish()
+    return parts

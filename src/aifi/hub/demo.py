@@ -28,6 +28,8 @@ from rich.table import Table
 
 from aifi.conformance.synthetic import Patient, ct_study
 from aifi.dicomweb.dicomjson import configure_pydicom
+from aifi.dicomweb.media import parse_media_type
+from aifi.dicomweb.multipart_reader import read_parts
 from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
 
@@ -131,7 +133,8 @@ def run_demo(
                 },
             )
             response.raise_for_status()
-            parts = _split_multipart(response)
+            boundary = parse_media_type(response.headers["content-type"]).params["boundary"]
+            parts = [body for _headers, body in read_parts(response.content, boundary)]
         wado_seconds = time.perf_counter() - start
         identical = 0
         for part in parts:
@@ -172,23 +175,6 @@ def run_demo(
             except KeyboardInterrupt:
                 pass
     return result
-
-
-def _split_multipart(response: httpx.Response) -> list[bytes]:
-    content_type = response.headers["content-type"]
-    boundary = next(
-        p.split("=", 1)[1].strip('"')
-        for p in content_type.split(";")
-        if p.strip().lower().startswith("boundary=")
-    )
-    delimiter = b"--" + boundary.encode()
-    parts = []
-    for chunk in response.content.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        _headers, _sep, body = chunk.partition(b"\r\n\r\n")
-        parts.append(body[:-2] if body.endswith(b"\r\n") else body)
-    return parts
 
 
 def _value(obj: Mapping[str, object], tag: str) -> str:

@@ -10,6 +10,10 @@ Measured for each server:
 - WADO-RS retrieve throughput (MB/s) of a CT study at concurrency 1 and 4;
 - the server process's peak RSS while one STOW-RS request streams a ~1 GB study.
 
+When nginx is installed, the same WADO-RS response bytes are also served as a static file
+by nginx (sendfile, one worker per core) to the same client: the machine's ceiling for
+that measurement, so a ratio target can be checked against what is attainable at all.
+
 The hub runs as its own ``aifi serve`` process (embedded SQLite, fsync on: an acknowledged
 instance is on disk); Orthanc runs from the Debian package with default storage settings.
 """
@@ -19,8 +23,11 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -38,7 +45,7 @@ from pydicom import dcmread
 
 from aifi.conformance.synthetic import Patient, ct_study, dx_study, small_instance
 from aifi.dicomweb import multipart
-from aifi.hub.serve import serve_subprocess
+from aifi.hub.serve import free_port, serve_subprocess
 
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
 
@@ -104,6 +111,68 @@ def orthanc_process(workdir: Path) -> Iterator[Target]:
 
     with OrthancPeer(workdir=workdir, request_timeout=600) as peer:
         yield Target("orthanc", peer.dicomweb_url, peer.pid)
+
+
+NGINX_CONF = """\
+{user}worker_processes {workers};
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/tmp;
+  sendfile on;
+  tcp_nopush on;
+  server {{ listen 127.0.0.1:{port}; root {root}/www; }}
+}}
+"""
+
+
+@contextmanager
+def static_ceiling(workdir: Path, body: bytes) -> Iterator[str | None]:
+    """``body`` served as a static file by nginx (sendfile, a worker per core): the URL,
+    or ``None`` when nginx is not installed. A C server that only copies a cached file to
+    the socket is the most any server can reach with this client on this machine."""
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    )
+    if nginx is None:
+        yield None
+        return
+    root = workdir / "nginx"
+    (root / "www").mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    (root / "www" / "study").write_bytes(body)
+    port = free_port()
+    conf = root / "nginx.conf"
+    # As root, nginx's workers would drop to an account that cannot read a private workdir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    workers = psutil.cpu_count() or 1
+    conf.write_text(NGINX_CONF.format(user=user, workers=workers, root=root, port=port))
+    error_log = str(root / "error.log")
+    process = subprocess.Popen([nginx, "-e", error_log, "-c", str(conf), "-p", str(root)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"nginx did not start (see {root / 'error.log'})") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/study"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _fetch_body(url: str) -> bytes:
+    with httpx.Client(timeout=600) as client:
+        response = client.get(url, headers={"Accept": DICOM_ACCEPT})
+        response.raise_for_status()
+        return response.content
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -185,6 +254,11 @@ def _fetch_all(url: str) -> int:
 def measure_wado(target: Target, study_uids: list[str], concurrency: int, repeats: int) -> float:
     """MB/s retrieving whole studies as multipart/related application/dicom."""
     urls = [f"{target.dicomweb}/studies/{uid}" for uid in study_uids] * repeats
+    return measure_fetch(urls, concurrency)
+
+
+def measure_fetch(urls: list[str], concurrency: int) -> float:
+    """MB/s GETting ``urls`` with ``concurrency`` connections at a time."""
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         total = sum(pool.map(_fetch_all, urls))
@@ -420,6 +494,15 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
                 mbps = measure_wado(t, [wado_uid], concurrency, config.wado_repeats * concurrency)
                 results.add(f"WADO study c{concurrency} MB/s", t.name, mbps, "MB/s")
                 say(f"WADO c{concurrency}: {t.name} {mbps:.1f} MB/s")
+        hub_body = _fetch_body(f"{targets[0].dicomweb}/studies/{wado_uid}")
+        with static_ceiling(root, hub_body) as static_url:
+            if static_url is None:
+                say("nginx not installed: no static-file ceiling measured")
+            for concurrency in (1, 4) if static_url else ():
+                urls = [static_url or ""] * (config.wado_repeats * concurrency)
+                mbps = measure_fetch(urls, concurrency)
+                results.add(f"WADO study c{concurrency} MB/s", CEILING, mbps, "MB/s")
+                say(f"WADO c{concurrency}: same bytes as a static file from nginx {mbps:.1f} MB/s")
 
         # QIDO-RS over ≥ 100k instances.
         corpus, corpus_files = qido_corpus(config.qido_instances)
@@ -456,6 +539,8 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
 
 
 LOWER_IS_BETTER = ("ms", "MB", "s")
+CEILING = "nginx-static"
+"""Target name of the static-file ceiling rows."""
 
 
 def report(results: Results) -> str:
@@ -471,6 +556,21 @@ def report(results: Results) -> str:
             better = other / hub if unit in LOWER_IS_BETTER else hub / other
             ratio = f"{better:.2f}x"
         lines.append(f"{metric:<34} {hub or 0:>12.1f} {other or 0:>12.1f} {ratio:>14}")
+    ceilings = [m for m in results.metrics() if results.value(m, CEILING)]
+    if ceilings:
+        lines.append("")
+        lines.append(
+            "ceiling: the same bytes served as a static file by nginx (sendfile), same client"
+        )
+    for metric in ceilings:
+        ceiling = results.value(metric, CEILING) or 0.0
+        other = results.value(metric, "orthanc")
+        reach = (
+            f"; 1.5x Orthanc = {1.5 * other:.0f} ({1.5 * other / ceiling:.2f} of it)"
+            if other
+            else ""
+        )
+        lines.append(f"  {metric:<32} {ceiling:>10.1f}{reach}")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -156,7 +157,7 @@ def static_ceiling(workdir: Path, body: bytes) -> Iterator[str | None]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:

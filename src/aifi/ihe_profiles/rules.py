@@ -1,0 +1,546 @@
+"""Declarative, explainable routing rules for the IHE AIW-I Task Manager.
+
+The Task Manager (IHE RAD TF-1 AIW-I) decides, for each complete study, which AI products
+get a workitem (RAD-80 Create UPS Workitem). That decision is data, not code: a
+:class:`RulesConfig` (YAML, see ``default_rules.yaml``) lists the :class:`Product`\\ s with
+the conditions (``when``) a study must meet, and which products each tenant (hospital) uses.
+
+:func:`evaluate` turns the stored instances' DICOM JSON (PS3.18 Annex F), summarised as
+:class:`StudyFacts`, into one :class:`Decision` per product, each with the :class:`Check`\\ s
+that led to it and the values seen, so :func:`explain` can say *why* a study was or was not
+sent — headers from other hospitals are the main cause of missed studies, and an answer
+like "BodyPartExamined 'THORAX' -> CHEST; no series shows HAND" makes the fix obvious.
+
+Conditions are judged per series (modality, body part, description, SOP class, slice
+thickness, contrast) or per study (age). A study matches a product when at least one series
+meets every series-level condition and every study-level condition holds; the series that
+do become the workitem's input (``inputs: matching_series``), or the whole study.
+Header values are read and normalised by :mod:`aifi.ihe_profiles.normalise` (which defines
+:class:`StudyFacts`, re-exported here).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydicom.uid import UID
+
+from aifi.errors import NotFound
+from aifi.ihe_profiles.normalise import (
+    BODY_PART_FIELDS,
+    BODY_REGIONS,
+    DESCRIPTION_FIELDS,
+    InstanceRef,
+    SeriesFacts,
+    StudyFacts,
+    TextField,
+    body_regions,
+    contrast_agent_given,
+    contrast_in_text,
+    normalise_modality,
+    strip_accents,
+)
+
+__all__ = [
+    "Check",
+    "Condition",
+    "Decision",
+    "InstanceRef",
+    "Product",
+    "RulesConfig",
+    "SeriesFacts",
+    "StudyFacts",
+    "evaluate",
+    "explain",
+    "load_rules",
+]
+
+# --- Conditions -----------------------------------------------------------------------------
+
+Scope = Literal["series", "study"]
+
+
+class _Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    scope: ClassVar[Scope] = "series"
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        """(passed, why) for one series; series-level conditions override this."""
+        raise NotImplementedError
+
+    def test_study(self, study: StudyFacts) -> tuple[bool, str]:
+        """(passed, why) for the study; study-level conditions override this."""
+        raise NotImplementedError
+
+
+def _texts(series: SeriesFacts, fields: Iterable[str]) -> list[tuple[str, str]]:
+    return [(field, value) for field in fields for value in series.text(field)]
+
+
+class ModalityCondition(_Condition):
+    """The series' Modality (0008,0060), normalised, is one of ``values``."""
+
+    kind: Literal["modality"] = "modality"
+    values: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("values")
+    @classmethod
+    def _normalise(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalise_modality(v) for v in values))
+
+    def describe(self) -> str:
+        return f"modality in {', '.join(self.values)}"
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        if not series.raw_modality:
+            return False, "no Modality"
+        arrow = f" -> {series.modality}" if series.modality != series.raw_modality else ""
+        return series.modality in self.values, f"Modality '{series.raw_modality}'{arrow}"
+
+
+class BodyPartCondition(_Condition):
+    """A canonical region in ``values`` is named by Body Part Examined or a description,
+    and none in ``exclude`` is (see :func:`~aifi.ihe_profiles.normalise.body_regions`)."""
+
+    kind: Literal["body_part"] = "body_part"
+    values: Annotated[list[str], Field(min_length=1)]
+    exclude: list[str] = []
+    fields: Annotated[list[TextField], Field(min_length=1)] = list(BODY_PART_FIELDS)
+
+    @field_validator("values", "exclude")
+    @classmethod
+    def _canonical(cls, values: list[str]) -> list[str]:
+        result: list[str] = []
+        for value in values:
+            found = set({value.upper()} & BODY_REGIONS or body_regions(value))
+            if len(found) != 1:
+                known = ", ".join(sorted(BODY_REGIONS))
+                raise ValueError(f"unknown body region {value!r}; known regions: {known}")
+            result.append(found.pop())
+        return list(dict.fromkeys(result))
+
+    def describe(self) -> str:
+        text = f"body part in {', '.join(self.values)}"
+        return text + (f", not {', '.join(self.exclude)}" if self.exclude else "")
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        seen: set[str] = set()
+        parts = []
+        for field, value in _texts(series, self.fields):
+            regions = body_regions(value)
+            seen |= regions
+            parts.append(f"{field} '{value}' -> {', '.join(sorted(regions)) or '-'}")
+        wanted = sorted(seen & set(self.values))
+        unwanted = sorted(seen & set(self.exclude))
+        if unwanted:
+            verdict = f"shows excluded {', '.join(unwanted)}"
+        elif wanted:
+            verdict = f"shows {', '.join(wanted)}"
+        else:
+            verdict = f"no {', '.join(self.values)}" if len(self.values) <= 4 else "none listed"
+        why = "; ".join(parts) if parts else "no BodyPartExamined or description"
+        return bool(wanted) and not unwanted, f"{why} => {verdict}"
+
+
+class DescriptionCondition(_Condition):
+    """A regular expression in ``patterns`` (case- and accent-insensitive) matches one of
+    ``fields``, and none in ``exclude`` does."""
+
+    kind: Literal["description"] = "description"
+    patterns: list[str] = []
+    exclude: list[str] = []
+    fields: Annotated[list[TextField], Field(min_length=1)] = list(DESCRIPTION_FIELDS)
+
+    @field_validator("patterns", "exclude")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns
+
+    @model_validator(mode="after")
+    def _something(self) -> DescriptionCondition:
+        if not self.patterns and not self.exclude:
+            raise ValueError("a description condition needs 'patterns' or 'exclude'")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"matches {' or '.join(f'/{p}/' for p in self.patterns)}"] if self.patterns else []
+        parts += [f"not /{p}/" for p in self.exclude]
+        return f"description {', '.join(parts)}"
+
+    @staticmethod
+    def _hits(patterns: list[str], texts: list[tuple[str, str]]) -> list[str]:
+        return [
+            f"{field} '{value}' ~ /{pattern}/"
+            for pattern in patterns
+            for field, value in texts
+            if re.search(pattern, value, re.IGNORECASE)
+            or re.search(pattern, strip_accents(value), re.IGNORECASE)
+        ]
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        texts = _texts(series, self.fields)
+        if not texts:
+            return not self.patterns, f"no {'/'.join(self.fields)}"
+        hits, excluded = self._hits(self.patterns, texts), self._hits(self.exclude, texts)
+        if excluded:
+            return False, "excluded: " + "; ".join(excluded)
+        if self.patterns and not hits:
+            return False, "no match in " + "; ".join(f"{f} '{v}'" for f, v in texts)
+        return True, "; ".join(hits) or "no excluded text"
+
+
+class AgeCondition(_Condition):
+    """Patient age at the study: ``min_years`` ≤ age, and the age in completed years (as
+    people state it) ≤ ``max_years`` — so ``max_years: 19`` admits 19 years and 11 months."""
+
+    kind: Literal["age"] = "age"
+    scope: ClassVar[Scope] = "study"
+    min_years: Annotated[float, Field(ge=0)] = 0
+    max_years: Annotated[float | None, Field(ge=0)] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AgeCondition:
+        if self.max_years is not None and self.max_years < self.min_years:
+            raise ValueError(f"max_years {self.max_years} < min_years {self.min_years}")
+        return self
+
+    def describe(self) -> str:
+        low = f"{self.min_years:g}"
+        return (
+            f"age {low}-{self.max_years:g} years"
+            if self.max_years is not None
+            else (f"age >= {low} years")
+        )
+
+    def test_study(self, study: StudyFacts) -> tuple[bool, str]:
+        age = study.patient_age_years
+        if age is None:
+            return False, study.age_source
+        within = age >= self.min_years and (self.max_years is None or int(age) <= self.max_years)
+        return within, study.age_source
+
+
+class SopClassCondition(_Condition):
+    """An instance of the series has one of the SOP Class UIDs in ``uids``; only such
+    instances become workitem inputs."""
+
+    kind: Literal["sop_class"] = "sop_class"
+    uids: Annotated[list[str], Field(min_length=1)]
+
+    def describe(self) -> str:
+        return f"SOP class in {', '.join(_uid_name(u) for u in self.uids)}"
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        seen = dict.fromkeys(i.sop_class_uid for i in series.instances)
+        names = ", ".join(_uid_name(u) for u in seen) or "none"
+        return any(u in self.uids for u in seen), f"SOPClassUID {names}"
+
+
+def _uid_name(uid: str) -> str:
+    name = UID(uid).name
+    return name if name and name != uid else uid
+
+
+class SliceThicknessCondition(_Condition):
+    """Every (non-localizer) image of the series has Slice Thickness ≤ ``max_mm``."""
+
+    kind: Literal["slice_thickness"] = "slice_thickness"
+    max_mm: Annotated[float, Field(gt=0)]
+
+    def describe(self) -> str:
+        return f"slice thickness <= {self.max_mm:g} mm"
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        if not series.slice_thicknesses:
+            return False, "no SliceThickness"
+        shown = ", ".join(f"{t:g}" for t in sorted(series.slice_thicknesses))
+        return max(series.slice_thicknesses) <= self.max_mm, f"SliceThickness {shown} mm"
+
+
+class ContrastCondition(_Condition):
+    """Contrast given (``required: true``) or not (``false``), judged per series from, in
+    this order: Series Description, Contrast/Bolus Agent/Route, Protocol Name, then the
+    study's and the order's descriptions. With no evidence, contrast counts as not given."""
+
+    kind: Literal["contrast"] = "contrast"
+    required: bool = True
+    _ORDER: ClassVar[tuple[str, ...]] = (
+        "SeriesDescription",
+        "ContrastBolusAgent",
+        "ProtocolName",
+        "StudyDescription",
+        "RequestedProcedureDescription",
+        "ScheduledProcedureStepDescription",
+        "PerformedProcedureStepDescription",
+    )
+
+    def describe(self) -> str:
+        return "contrast given" if self.required else "no contrast"
+
+    def test_series(self, series: SeriesFacts, study: StudyFacts) -> tuple[bool, str]:
+        given, why = _contrast(series, self._ORDER)
+        return bool(given) == self.required, why
+
+
+def _contrast(series: SeriesFacts, order: Iterable[str]) -> tuple[bool | None, str]:
+    for source in order:
+        if source == "ContrastBolusAgent":
+            values = series.contrast_agents
+            found = {contrast_agent_given(v) for v in values} - {None}
+        else:
+            values = series.text(source)
+            found = {contrast_in_text(v) for v in values} - {None}
+        if len(found) == 1:
+            given = found.pop()
+            shown = ", ".join(f"'{v}'" for v in values)
+            return given, f"{source} {shown} -> {'contrast' if given else 'no contrast'}"
+    return None, "no contrast evidence (no ContrastBolusAgent/Route; descriptions silent)"
+
+
+Condition = Annotated[
+    ModalityCondition
+    | BodyPartCondition
+    | DescriptionCondition
+    | AgeCondition
+    | SopClassCondition
+    | SliceThicknessCondition
+    | ContrastCondition,
+    Field(discriminator="kind"),
+]
+"""One rule condition; the ``kind`` key selects the model."""
+
+
+# --- Configuration ------------------------------------------------------------------------
+
+_CODE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Product(BaseModel):
+    """An AI product the Task Manager can schedule, and when (AIW-I workitem template).
+
+    ``code``/``scheme``/``name`` become the UPS Scheduled Workitem Code Sequence
+    (0040,4018) item (Code Value and Coding Scheme Designator are SH: 16 characters;
+    Code Meaning LO: 64); ``priority`` the Scheduled Procedure Step Priority (0074,1200).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: Annotated[str, Field(pattern=_CODE, max_length=16)]
+    scheme: Annotated[str, Field(pattern=_CODE, max_length=16)] = "99AIFI"
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    vendor: Annotated[str, Field(min_length=1)]
+    version: Annotated[str, Field(min_length=1)]
+    mode: Literal["pull", "push"]
+    push_url: str | None = None
+    supervision: Literal["supervised", "autonomous"]
+    norm_turnaround_minutes: Annotated[int, Field(gt=0)]
+    priority: Literal["HIGH", "MEDIUM", "LOW"]
+    claim_timeout_minutes: Annotated[int, Field(gt=0)]
+    run_timeout_minutes: Annotated[int, Field(gt=0)]
+    max_attempts: Annotated[int, Field(ge=1)]
+    when: list[Condition]
+    inputs: Literal["matching_series", "study"] = "matching_series"
+
+    @model_validator(mode="after")
+    def _push_url(self) -> Product:
+        if self.mode == "push" and not self.push_url:
+            raise ValueError(f"product {self.code}: mode 'push' needs a push_url")
+        if self.mode == "pull" and self.push_url:
+            raise ValueError(f"product {self.code}: push_url is only used with mode 'push'")
+        return self
+
+
+DEFAULT_QUIET_PERIOD_SECONDS: dict[str, float] = {
+    "DX": 10.0,
+    "CR": 10.0,
+    "CT": 30.0,
+    "MR": 30.0,
+    "default": 30.0,
+}
+"""Seconds without a new instance before a study counts as complete, per modality: an X-ray
+arrives in a few images within seconds; a CT or MR in many, in bursts."""
+
+
+class RulesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    products: list[Product]
+    tenants: dict[str, list[str]]
+    quiet_period_seconds: dict[str, float] = dict(DEFAULT_QUIET_PERIOD_SECONDS)
+
+    @field_validator("quiet_period_seconds")
+    @classmethod
+    def _merge_defaults(cls, given: dict[str, float]) -> dict[str, float]:
+        """Given values override the defaults; modality names are normalised."""
+        merged = dict(DEFAULT_QUIET_PERIOD_SECONDS)
+        for key, seconds in given.items():
+            if seconds < 0:
+                raise ValueError(f"quiet period for {key!r} is negative: {seconds}")
+            merged["default" if key == "default" else normalise_modality(key)] = seconds
+        return merged
+
+    @model_validator(mode="after")
+    def _references(self) -> RulesConfig:
+        codes = [p.code for p in self.products]
+        duplicates = sorted({c for c in codes if codes.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate product codes: {', '.join(duplicates)}")
+        for tenant, used in self.tenants.items():
+            unknown = [c for c in used if c not in codes]
+            if unknown:
+                raise ValueError(
+                    f"tenant {tenant!r} uses unknown products {', '.join(unknown)}; "
+                    f"defined: {', '.join(codes) or 'none'}"
+                )
+        return self
+
+    def quiet_period(self, modalities: Iterable[str]) -> float:
+        """The longest quiet period of the study's modalities ("default" for unlisted ones
+        and for none)."""
+        table = self.quiet_period_seconds
+        default = table["default"]
+        return max((table.get(normalise_modality(m), default) for m in modalities), default=default)
+
+    def product(self, code: str) -> Product:
+        for product in self.products:
+            if product.code == code:
+                return product
+        raise NotFound(f"no product {code!r} in the routing rules")
+
+    def products_for(self, tenant: str) -> list[Product]:
+        if tenant not in self.tenants:
+            raise NotFound(f"tenant {tenant!r} has no routing rules")
+        return [self.product(code) for code in self.tenants[tenant]]
+
+
+def load_rules(path: Path | None = None) -> RulesConfig:
+    """Read routing rules from YAML; ``None`` reads the packaged ``default_rules.yaml``.
+
+    Raises ValueError (naming the file) for invalid YAML or rules.
+    """
+    if path is None:
+        source = "default_rules.yaml (packaged)"
+        text = (
+            importlib.resources.files(__package__)
+            .joinpath("default_rules.yaml")
+            .read_text(encoding="utf-8")
+        )
+    else:
+        source, text = str(path), path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping with 'products' and 'tenants'")
+    try:
+        return RulesConfig.model_validate(data)
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ValueError(f"{source}: invalid routing rules: {exc}") from exc
+
+
+# --- Evaluation and explanation ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    condition: str
+    """Short human description: ``"body part in HAND"``."""
+    passed: bool
+    detail: str
+    """Why: the values seen, one line per series for series-level conditions."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    product: Product
+    matched: bool
+    checks: tuple[Check, ...]
+    input_series: tuple[str, ...]
+    """Series Instance UIDs that become the workitem's input; empty when not matched."""
+    input_instances: tuple[tuple[str, str, str], ...]
+    """(Series Instance UID, SOP Instance UID, SOP Class UID) of the input instances."""
+
+
+def evaluate(config: RulesConfig, tenant: str, facts: StudyFacts) -> list[Decision]:
+    """One :class:`Decision` per product the tenant uses, in the tenant's order.
+
+    Raises :class:`~aifi.errors.NotFound` for a tenant without rules.
+    """
+    return [_decide(product, facts) for product in config.products_for(tenant)]
+
+
+def _decide(product: Product, facts: StudyFacts) -> Decision:
+    checks: list[Check] = []
+    candidates = {s.series_instance_uid for s in facts.series}
+    series_conditions = [c for c in product.when if c.scope == "series"]
+    for condition in series_conditions:
+        lines, passing = [], set()
+        for series in facts.series:
+            passed, why = condition.test_series(series, facts)
+            lines.append(f"{'+' if passed else '-'} {series.label}: {why}")
+            if passed:
+                passing.add(series.series_instance_uid)
+        candidates &= passing
+        checks.append(Check(condition.describe(), bool(passing), "\n".join(lines)))
+    if len(series_conditions) > 1 and all(c.passed for c in checks) and not candidates:
+        checks.append(
+            Check(
+                "one series meets every series condition",
+                False,
+                "each condition is met, but by different series",
+            )
+        )
+    for condition in product.when:
+        if condition.scope == "study":
+            checks.append(Check(condition.describe(), *condition.test_study(facts)))
+    matched = bool(candidates) and all(c.passed for c in checks)
+    if not matched:
+        return Decision(product, False, tuple(checks), (), ())
+    chosen = [
+        s for s in facts.series if product.inputs == "study" or s.series_instance_uid in candidates
+    ]
+    classes = {u for c in product.when if isinstance(c, SopClassCondition) for u in c.uids}
+    instances = tuple(
+        (s.series_instance_uid, i.sop_instance_uid, i.sop_class_uid)
+        for s in chosen
+        for i in s.instances
+        if product.inputs == "study" or not classes or i.sop_class_uid in classes
+    )
+    return Decision(
+        product, True, tuple(checks), tuple(s.series_instance_uid for s in chosen), instances
+    )
+
+
+def explain(decisions: Sequence[Decision]) -> str:
+    """A terminal-readable account: per product MATCH / no match, then every check."""
+    blocks = []
+    for decision in decisions:
+        product = decision.product
+        verdict = "MATCH" if decision.matched else "no match"
+        lines = [f"{product.code} ({product.name}; {product.vendor} {product.version}): {verdict}"]
+        for check in decision.checks:
+            lines.append(f"  {'PASS' if check.passed else 'FAIL'}  {check.condition}")
+            lines += [f"        {line}" for line in check.detail.splitlines()]
+        if decision.matched:
+            lines.append(
+                f"  inputs: {len(decision.input_series)} series, "
+                f"{len(decision.input_instances)} instances: {', '.join(decision.input_series)}"
+            )
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "no products configured for this tenant"

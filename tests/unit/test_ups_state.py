@@ -314,8 +314,8 @@ def completed() -> dict[str, Any]:
     return good_create() | {
         "00741216": seq(
             {
-                "00400244": {"vr": "DT", "Value": ["20240101120500"]},
-                "00400250": {"vr": "DT", "Value": ["20240101121000"]},
+                "00404050": {"vr": "DT", "Value": ["20240101120500"]},
+                "00404051": {"vr": "DT", "Value": ["20240101121000"]},
                 "00404019": seq({"00080100": {"vr": "SH", "Value": ["LUNG-AI"]}}),
                 "00404033": seq(),
             }
@@ -340,7 +340,7 @@ def test_completion_needs_performed_procedure():
     assert "(0074,1216)" in problems[0]
 
 
-@pytest.mark.parametrize("tag", ["00400244", "00400250", "00404019", "00404033"])
+@pytest.mark.parametrize("tag", ["00404050", "00404051", "00404019", "00404033"])
 def test_completion_needs_each_performed_attribute(tag):
     attributes = completed()
     del attributes["00741216"]["Value"][0][tag]
@@ -376,3 +376,26 @@ def test_final_state_keeps_required_attributes():
 def test_final_state_only_for_final_states(target):
     with pytest.raises(ValueError, match="not a final state"):
         final_state_problems(completed(), target)
+
+
+def test_module_tags_are_the_dictionary_tags_of_their_names():
+    """Every ``NAME = "gggg eeee"`` tag constant is the tag pydicom's dictionary gives
+    that keyword (catches e.g. the DA Start Date standing in for the DT Start DateTime)."""
+    import re
+
+    from pydicom.datadict import tag_for_keyword
+
+    from aifi.ihe_profiles import ups
+
+    checked = 0
+    for name, value in vars(ups).items():
+        if not (isinstance(value, str) and re.fullmatch(r"[0-9A-F]{8}", value)):
+            continue
+        keyword = "".join(part.capitalize() for part in name.split("_"))
+        keyword = keyword.replace("Datetime", "DateTime").replace("Uid", "UID")
+        number = tag_for_keyword(keyword)
+        if number is None:
+            continue
+        assert f"{number:08X}" == value, name
+        checked += 1
+    assert checked >= 8

@@ -1,11 +1,11 @@
-"""The DICOMweb service root: STOW-RS, QIDO-RS, WADO-RS and capabilities in one router,
+"""The DICOMweb service root: STOW-RS, QIDO-RS, WADO-RS, UPS-RS and capabilities in one router,
 mounted by the app factory under :attr:`~aifi.dicomweb.deps.DicomwebConfig.prefix`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aifi.dicomweb import capabilities, qido, stow, wado
+from aifi.dicomweb import capabilities, qido, stow, ups_rs, wado
 
 
 def build_router() -> APIRouter:
@@ -14,4 +14,5 @@ def build_router() -> APIRouter:
     router.include_router(stow.router)
     router.include_router(qido.router)
     router.include_router(wado.router)
+    router.include_router(ups_rs.router)
     return router

@@ -24,6 +24,7 @@ from aifi.hub.db import Database
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.settings import Settings
 from aifi.hub.tenants import default_tenant_resolver
+from aifi.hub.worklist import SqlWorklist
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.dicom_store = store
+    app.state.worklist = SqlWorklist(db)
     app.state.dicomweb_config = DicomwebConfig(
         prefix=DICOMWEB_PREFIX,
         public_url=settings.public_url,

@@ -1,0 +1,114 @@
+"""What the UPS-RS router needs from a worklist (PS3.18 ch. 11, PS3.4 Annex CC).
+
+The router speaks HTTP; a :class:`Worklist` keeps the workitems, their state, the
+subscriptions and the events waiting for each subscriber. The hub implements it on its
+database (:class:`aifi.hub.worklist.SqlWorklist`), where every state change happens in one
+transaction under a row lock, so two performers can never hold the same workitem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from aifi.dicomweb.matching import QidoQuery, QueryResult
+from aifi.dicomweb.store import DicomJson
+from aifi.errors import HubError
+from aifi.ihe_profiles.ups import UpsStatus
+
+UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
+"""UPS Push SOP Class: the SOP Class UID of every workitem (PS3.4 CC.3.1)."""
+UPS_EVENT_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.4"
+"""UPS Event SOP Class: the Affected SOP Class UID of event reports."""
+GLOBAL_WORKLIST = "1.2.840.10008.5.1.4.34.5"
+"""Well-known UID standing for the global worklist in subscription URLs (PS3.4 CC.3.1)."""
+FILTERED_WORKLIST = "1.2.840.10008.5.1.4.34.5.1"
+"""Well-known UID standing for a filtered worklist subscription."""
+
+
+class UpsError(HubError):
+    """A UPS request the standard refuses, with the HTTP status and Warning text of its
+    :class:`~aifi.ihe_profiles.ups.UpsStatus` (PS3.18 ch. 11, PS3.4 CC.2)."""
+
+    def __init__(self, status: UpsStatus, detail: str = "") -> None:
+        super().__init__(status.text + (f" ({detail})" if detail else ""))
+        self.status = status
+        self.status_code = status.http
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """The workitem after an action (DICOM JSON, no Transaction UID) and the warning the
+    response carries when the request succeeded without changing anything (B304, B306)."""
+
+    workitem: DicomJson
+    warning: UpsStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event report for one subscriber: its sequence number and DICOM JSON."""
+
+    id: int
+    report: DicomJson
+
+
+class Worklist(Protocol):
+    def create(self, tenant: str, uid: str, attributes: DicomJson) -> DicomJson:
+        """Create Workitem (PS3.18 §11.4, N-CREATE). Raises Conflict when ``uid`` exists,
+        InvalidRequest when the data set is not a valid SCHEDULED workitem."""
+        ...
+
+    def retrieve(self, tenant: str, uid: str) -> DicomJson:
+        """Retrieve Workitem (§11.5): the whole UPS except its Transaction UID."""
+        ...
+
+    def update(
+        self, tenant: str, uid: str, changes: DicomJson, transaction_uid: str | None
+    ) -> ActionResult:
+        """Update Workitem (§11.6, N-SET)."""
+        ...
+
+    def change_state(
+        self, tenant: str, uid: str, state: str, transaction_uid: str | None
+    ) -> ActionResult:
+        """Change Workitem State (§11.7, N-ACTION Type 1)."""
+        ...
+
+    def request_cancel(self, tenant: str, uid: str, info: DicomJson) -> ActionResult:
+        """Request Cancellation (§11.8, N-ACTION Type 3)."""
+        ...
+
+    def search(self, tenant: str, query: QidoQuery) -> QueryResult:
+        """Search for Workitems (§11.9), matching as QIDO-RS does."""
+        ...
+
+    def subscribe(
+        self,
+        tenant: str,
+        ae_title: str,
+        uid: str,
+        *,
+        deletion_lock: bool = False,
+        filter_query: str | None = None,
+    ) -> None:
+        """Subscribe (§11.10) to one workitem, the global or a filtered worklist."""
+        ...
+
+    def unsubscribe(self, tenant: str, ae_title: str, uid: str) -> None:
+        """Unsubscribe (§11.11); from the global worklist: from everything."""
+        ...
+
+    def suspend(self, tenant: str, ae_title: str, uid: str) -> None:
+        """Suspend a global or filtered subscription (§11.12): no new workitems are
+        subscribed; existing workitem subscriptions stay."""
+        ...
+
+    def pending_events(self, tenant: str, ae_title: str, after: int) -> Sequence[PendingEvent]:
+        """Events for ``ae_title`` not yet delivered, oldest first, after id ``after``."""
+        ...
+
+    def mark_delivered(self, tenant: str, event_ids: Sequence[int]) -> None:
+        """Note that events reached their subscriber (they are not sent again)."""
+        ...

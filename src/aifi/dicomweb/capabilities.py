@@ -5,7 +5,13 @@
 (``application/vnd.sun.wadl+xml``, the default PS3.18 §8.9.2 names) or the same content as
 JSON (``application/json``) when the Accept header prefers it. The description is data
 (:data:`RESOURCES`), not code, so the conformance statement and this answer cannot drift:
-``docs/conformance-statement.md`` lists the same resources.
+``docs/conformance-statement.md`` lists the same resources. The ``Allow`` header of a
+concrete path (``OPTIONS {service}/workitems/1.2.3``) names the methods of every resource
+template of the same shape, plus OPTIONS.
+
+UPS-RS (PS3.18 ch. 11, :mod:`aifi.dicomweb.ups_rs`) is listed with the other services. Its
+event channel (``/subscribers/{aetitle}``, §11.13) is a GET that upgrades to a WebSocket
+(RFC 6455); the event reports are DICOM JSON text messages.
 """
 
 from __future__ import annotations
@@ -80,6 +86,60 @@ STOW = Method(
     transaction="STOW-RS Store Instances",
 )
 
+
+def _ups(
+    name: str,
+    transaction: str,
+    *,
+    produces: tuple[str, ...] = (),
+    consumes: tuple[str, ...] = (),
+    params: tuple[str, ...] = (),
+) -> Method:
+    """A UPS-RS method (PS3.18 ch. 11): DICOM JSON only; most answer with no payload."""
+    return Method(name, produces, consumes, params, f"UPS-RS {transaction}")
+
+
+UPS_RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "workitems",
+        (
+            _ups("POST", "Create Workitem", consumes=(DICOM_JSON,), params=("workitem",)),
+            _ups("GET", "Search for Workitems", produces=(DICOM_JSON,), params=QIDO_PARAMS),
+        ),
+    ),
+    Resource(
+        "workitems/{workitem}",
+        (
+            _ups("GET", "Retrieve Workitem", produces=(DICOM_JSON,)),
+            _ups("POST", "Update Workitem", consumes=(DICOM_JSON,), params=("transaction",)),
+        ),
+    ),
+    Resource(
+        "workitems/{workitem}/state",
+        (_ups("PUT", "Change Workitem State", consumes=(DICOM_JSON,)),),
+    ),
+    Resource(
+        "workitems/{workitem}/cancelrequest",
+        (_ups("POST", "Request Cancellation", consumes=(DICOM_JSON,)),),
+    ),
+    Resource(
+        "workitems/{workitem}/subscribers/{aetitle}",
+        (
+            _ups("POST", "Subscribe", params=("deletionlock", "filter", "{attributeID}")),
+            _ups("DELETE", "Unsubscribe"),
+        ),
+    ),
+    Resource(
+        "workitems/{workitem}/subscribers/{aetitle}/suspend",
+        (_ups("POST", "Suspend Subscription"),),
+    ),
+    Resource(
+        "subscribers/{aetitle}",
+        (_ups("GET", "Open Event Channel", produces=(DICOM_JSON,)),),
+    ),
+)
+"""UPS-RS resources (PS3.18 §11.4-§11.13), routes in :mod:`aifi.dicomweb.ups_rs`."""
+
 RESOURCES: tuple[Resource, ...] = (
     Resource("studies", (_search("Studies"), STOW)),
     Resource("series", (_search("Series"),)),
@@ -118,6 +178,7 @@ RESOURCES: tuple[Resource, ...] = (
         "studies/{study}/series/{series}/instances/{instance}/bulkdata/{path}",
         (Method("GET", (OCTETS,), transaction="WADO-RS Retrieve Bulkdata"),),
     ),
+    *UPS_RESOURCES,
 )
 
 
@@ -140,10 +201,11 @@ def as_wadl(base: str) -> str:
                 for media in method.consumes:
                     lines.append(f"          <representation mediaType={quoteattr(media)}/>")
                 lines.append("        </request>")
-            lines.append("        <response>")
-            for media in method.produces:
-                lines.append(f"          <representation mediaType={quoteattr(media)}/>")
-            lines.append("        </response>")
+            if method.produces:
+                lines.append("        <response>")
+                for media in method.produces:
+                    lines.append(f"          <representation mediaType={quoteattr(media)}/>")
+                lines.append("        </response>")
             lines.append("      </method>")
         lines.append("    </resource>")
     lines += ["  </resources>", "</application>", ""]

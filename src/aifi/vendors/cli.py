@@ -1,0 +1,133 @@
+"""``aifi performer …``: run an AIW-I Task Performer against a hub (registered by
+:mod:`aifi.cli` from :data:`vendors_app`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from aifi.vendors.performer import Analyzer, Performer
+from aifi.vendors.push import PushAnalyzer
+from aifi.vendors.reference import ReferenceAnalyzer
+
+vendors_app = typer.Typer(
+    help="AI product side: work the hub's UPS-RS worklist (IHE AIW-I Task Performer).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@vendors_app.callback()
+def _group() -> None:
+    """AI product side: work the hub's UPS-RS worklist (IHE AIW-I Task Performer)."""
+
+
+@vendors_app.command("run")
+def run(
+    hub: Annotated[
+        str,
+        typer.Option(
+            "--hub",
+            help="The hub's DICOMweb base URL, e.g. http://127.0.0.1:8000/dicomweb.",
+        ),
+    ],
+    product: Annotated[
+        str,
+        typer.Option(
+            "--product",
+            help="Product code: the Scheduled Workitem Code value (coding scheme 99AIFI) "
+            "to work on, e.g. AIFI-BONEAGE.",
+        ),
+    ],
+    ae: Annotated[
+        str,
+        typer.Option(
+            "--ae",
+            help="This performer's AE title (1-16 characters), used for the worklist "
+            "subscription and event channel; give each running performer its own.",
+        ),
+    ] = "AIFI-PERFORMER",
+    push_url: Annotated[
+        str | None,
+        typer.Option(
+            "--push-url",
+            help="POST each workitem's inputs to this URL (push adapter) instead of running "
+            "the built-in reference analyzer.",
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Claim and perform at most one workitem, then exit (exit code 1 when there "
+            "was none, 2 when it was not COMPLETED).",
+        ),
+    ] = False,
+    poll: Annotated[
+        float,
+        typer.Option(
+            "--poll",
+            min=0.1,
+            help="Seconds between worklist searches when no event wakes the performer.",
+        ),
+    ] = 5.0,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events/--no-events",
+            help="Triggered Pull: subscribe to the worklist and wake up on WebSocket event "
+            "reports (default), or only poll.",
+        ),
+    ] = True,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, help="Seconds to wait for each answer from the hub."),
+    ] = 60.0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
+    ] = False,
+) -> None:
+    """Work the worklist for one product until interrupted (Ctrl-C), or once with --once."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    analyzer: Analyzer = PushAnalyzer(push_url) if push_url else ReferenceAnalyzer()
+    try:
+        performer = Performer(hub, product, ae, analyzer, timeout=timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with performer:
+            if once:
+                state = performer.run_once()
+                if state is None:
+                    typer.echo(f"No SCHEDULED workitem for {product}.")
+                    raise typer.Exit(1)
+                typer.echo(f"Workitem {state}.")
+                if state != "COMPLETED":
+                    raise typer.Exit(2)
+                return
+            stop = threading.Event()
+
+            def _stop(_signum: int, _frame: FrameType | None) -> None:
+                stop.set()
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _stop)
+            typer.echo(f"Performing {product} as {ae} from {hub} (Ctrl-C to stop).")
+            try:
+                done = performer.run(stop, poll_seconds=poll, events=events)
+            except KeyboardInterrupt:
+                stop.set()
+                done = -1
+            if done >= 0:
+                typer.echo(f"Stopped after {done} workitem(s).")
+    finally:
+        if isinstance(analyzer, PushAnalyzer):
+            analyzer.close()

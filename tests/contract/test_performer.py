@@ -1,0 +1,436 @@
+"""The AIW-I Task Performer (aifi.vendors) against a real hub under uvicorn, over real HTTP:
+STOW-RS a study, create a workitem over UPS-RS, let the performer claim, retrieve, analyse,
+store and complete it — with the reference analyzer, a failing one, and the push adapter
+talking to a small real vendor server."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import typer
+from pydicom import Dataset, dcmread
+from pydicom.uid import generate_uid
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from typer.testing import CliRunner
+
+from aifi.dicomweb.media import parse_media_type
+from aifi.dicomweb.multipart import content_type, encode, new_boundary
+from aifi.dicomweb.multipart_reader import read_parts
+from aifi.dicomweb.store import DicomJson
+from aifi.vendors.cli import vendors_app
+from aifi.vendors.performer import AnalysisFailed, Performer
+from aifi.vendors.push import PushAnalyzer
+from aifi.vendors.reference import ReferenceAnalyzer, reference_report
+from tests.conftest import LiveServer, run_live_server
+from tests.support.dicom import make_study, multipart_related, to_bytes
+from tests.support.ups import element, new_workitem
+
+JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
+PRODUCT = "AIFI-BONEAGE"
+STATE = "00741000"
+PROGRESS_INFO = "00741002"
+REASON = "00741238"
+PERFORMED = "00741216"
+OUTPUT = "00404033"
+
+
+@pytest.fixture
+def hub(sqlite_live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sqlite_live_server.dicomweb, headers=JSON, timeout=30) as client:
+        yield client
+
+
+def store_study(hub: httpx.Client, per_series: int = 2) -> list[Dataset]:
+    study = make_study(n_series=1, per_series=per_series)
+    body, ctype = multipart_related(to_bytes(ds) for ds in study)
+    response = hub.post(
+        "/studies", content=body, headers={"Content-Type": ctype, "Accept": JSON["Accept"]}
+    )
+    assert response.status_code == 200, response.text
+    return study
+
+
+def create_workitem(
+    hub: httpx.Client,
+    study: list[Dataset],
+    *,
+    priority: str = "MEDIUM",
+    retrieve_url: bool = True,
+) -> str:
+    """A SCHEDULED workitem (RAD-80) whose Input Information Sequence names ``study``."""
+    first = study[0]
+    study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    ds = new_workitem(study_uid=study_uid, priority=priority, product=PRODUCT)
+    item: DicomJson = {
+        "0020000D": element("UI", study_uid),
+        "0020000E": element("UI", series_uid),
+        "00081199": element(
+            "SQ",
+            *[
+                {
+                    "00081150": element("UI", str(i.SOPClassUID)),
+                    "00081155": element("UI", str(i.SOPInstanceUID)),
+                }
+                for i in study
+            ],
+        ),
+        "0040E020": element("CS", "DICOM"),
+    }
+    if retrieve_url:
+        url = f"{hub.base_url}/studies/{study_uid}/series/{series_uid}".replace(
+            "//studies", "/studies"
+        )
+        item["0040E025"] = element("SQ", {"00081190": element("UR", url)})
+    ds["00404021"] = element("SQ", item)
+    uid = str(generate_uid())
+    response = hub.post(f"/workitems?workitem={uid}", json=ds)
+    assert response.status_code == 201, response.headers.get("warning")
+    return uid
+
+
+def workitem(hub: httpx.Client, uid: str) -> DicomJson:
+    response = hub.get(f"/workitems/{uid}")
+    assert response.status_code == 200
+    [ds] = response.json()
+    assert isinstance(ds, dict)
+    return ds
+
+
+def performer(server: LiveServer, analyzer: Any, ae: str = "PERFORMER1") -> Performer:
+    return Performer(server.dicomweb, PRODUCT, ae, analyzer, timeout=30, backoff=0.05)
+
+
+def wado(hub: httpx.Client, path: str) -> list[Dataset]:
+    response = hub.get(path, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 200
+    boundary = parse_media_type(response.headers["content-type"]).params["boundary"]
+    return [dcmread(io.BytesIO(body)) for _h, body in read_parts(response.content, boundary)]
+
+
+# -- pull with the reference analyzer ---------------------------------------------------------
+
+
+def test_performer_completes_a_workitem_and_its_result_is_retrievable(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    uid = create_workitem(hub, study)
+    with performer(sqlite_live_server, ReferenceAnalyzer()) as p:
+        assert p.run_once() == "COMPLETED"
+        assert p.run_once() is None  # nothing left
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["COMPLETED"]
+    done = ds[PERFORMED]["Value"][0]
+    assert done["00404050"]["Value"] and done["00404051"]["Value"]
+    assert done["00404019"]["Value"][0]["00080100"]["Value"] == [PRODUCT]
+    [output] = done[OUTPUT]["Value"]
+    study_uid = str(study[0].StudyInstanceUID)
+    assert output["0020000D"]["Value"] == [study_uid]
+    assert output["0040E020"]["Value"] == ["DICOM"]
+    [ref] = output["00081199"]["Value"]
+    assert ref["00081150"]["Value"] == ["1.2.840.10008.5.1.4.1.1.88.11"]  # Basic Text SR
+    series_uid = output["0020000E"]["Value"][0]
+    assert series_uid != str(study[0].SeriesInstanceUID)
+    # Retrievable by WADO-RS, findable by QIDO-RS
+    [sr] = wado(hub, f"/studies/{study_uid}/series/{series_uid}")
+    assert sr.SOPInstanceUID == ref["00081155"]["Value"][0]
+    assert sr.PatientID == study[0].PatientID
+    assert "Reference analysis of 2 instances (product AIFI-BONEAGE" in (
+        sr.ContentSequence[0].TextValue
+    )
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert {r.ReferencedSOPInstanceUID for r in evidence.ReferencedSOPSequence} == {
+        i.SOPInstanceUID for i in study
+    }
+    found = hub.get(f"/studies/{study_uid}/series", params={"Modality": "SR"}).json()
+    assert [s["0020000E"]["Value"][0] for s in found] == [series_uid]
+
+
+def test_without_a_retrieve_url_the_hub_series_is_used(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub, per_series=3)
+    uid = create_workitem(hub, study, retrieve_url=False)
+    seen: list[int] = []
+
+    class Counting(ReferenceAnalyzer):
+        def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+            seen.append(len(inputs))
+            return super().analyze(workitem, inputs)
+
+    with performer(sqlite_live_server, Counting()) as p:
+        assert p.run_once() == "COMPLETED"
+    assert seen == [3]
+    assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+
+
+def test_high_priority_is_claimed_before_low(sqlite_live_server: LiveServer, hub: httpx.Client):
+    study = store_study(hub)
+    low = create_workitem(hub, study, priority="LOW")
+    medium = create_workitem(hub, study, priority="MEDIUM")
+    high = create_workitem(hub, study, priority="HIGH")
+    later_high = create_workitem(hub, study, priority="HIGH")
+    with performer(sqlite_live_server, ReferenceAnalyzer()) as p:
+        order = []
+        while (claimed := p.claim_next()) is not None:
+            order.append(claimed.uid)
+            p.perform(claimed)
+    assert order == [high, later_high, medium, low]
+
+
+def test_two_performers_racing_for_one_workitem_one_performs(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    uid = create_workitem(hub, study)
+    calls: list[str] = []
+    barrier = threading.Barrier(2)
+
+    class Recording(ReferenceAnalyzer):
+        def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+            calls.append(str(workitem["00080018"]["Value"][0]))
+            return super().analyze(workitem, inputs)
+
+    results: dict[str, str | None] = {}
+
+    def race(ae: str) -> None:
+        with performer(sqlite_live_server, Recording(), ae=ae) as p:
+            candidates = p.search()
+            barrier.wait()
+            claimed = None
+            for ds in candidates:
+                claimed = p.claim(ds["00080018"]["Value"][0])
+            results[ae] = p.perform(claimed) if claimed else None
+
+    threads = [threading.Thread(target=race, args=(ae,)) for ae in ("RACER1", "RACER2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results.values(), key=str) == ["COMPLETED", None]
+    assert calls == [uid]
+    assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+
+
+def test_analysis_failed_discontinues_with_the_reason(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    uid = create_workitem(hub, study)
+
+    class Refusing:
+        def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+            raise AnalysisFailed("Hand not visible on the radiograph")
+
+    with performer(sqlite_live_server, Refusing()) as p:
+        assert p.run_once() == "CANCELED"
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["CANCELED"]
+    progress = ds[PROGRESS_INFO]["Value"][0]
+    assert progress[REASON]["Value"] == ["Hand not visible on the radiograph"]
+    assert progress["00404052"]["Value"]  # Procedure Step Cancellation DateTime
+
+
+def test_an_analyzer_bug_discontinues_instead_of_stranding_the_workitem(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    uid = create_workitem(hub, store_study(hub))
+
+    class Broken:
+        def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+            raise ZeroDivisionError("division by zero")
+
+    with performer(sqlite_live_server, Broken()) as p:
+        assert p.run_once() == "CANCELED"
+    reason = workitem(hub, uid)[PROGRESS_INFO]["Value"][0][REASON]["Value"][0]
+    assert "ZeroDivisionError" in reason
+
+
+def test_missing_inputs_discontinue_with_the_wado_status(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    never_stored = make_study(n_series=1, per_series=1)
+    uid = create_workitem(hub, never_stored)
+    with performer(sqlite_live_server, ReferenceAnalyzer()) as p:
+        assert p.run_once() == "CANCELED"
+    reason = workitem(hub, uid)[PROGRESS_INFO]["Value"][0][REASON]["Value"][0]
+    assert "WADO-RS" in reason and "404" in reason
+
+
+def test_triggered_pull_wakes_up_on_the_event_channel(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    stop = threading.Event()
+    with performer(sqlite_live_server, ReferenceAnalyzer(), ae="TRIGGERED") as p:
+        done: list[int] = []
+        thread = threading.Thread(
+            target=lambda: done.append(p.run(stop, poll_seconds=60, events=True))
+        )
+        thread.start()
+        try:
+            time.sleep(1.0)  # subscribed, searched once, now waiting on the channel
+            uid = create_workitem(hub, study)
+            deadline = time.monotonic() + 15  # far less than the 60 s poll interval
+            while time.monotonic() < deadline:
+                if workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]:
+                    break
+                time.sleep(0.1)
+            assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    assert done == [1]
+    # The performer unsubscribed on the way out.
+    assert hub.delete("/workitems/1.2.840.10008.5.1.4.34.5/subscribers/TRIGGERED").status_code in (
+        404,
+        200,
+    )
+
+
+# -- the push adapter against a real vendor server ------------------------------------------------
+
+
+@dataclass
+class Vendor:
+    """A tiny AI product under uvicorn: answers each POST with the next scripted status."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    received: list[tuple[dict[str, str], list[Dataset]]] = field(default_factory=list)
+    url: str = ""
+
+    async def analyze(self, request: Request) -> Response:
+        body = await request.body()
+        boundary = parse_media_type(request.headers["content-type"]).params["boundary"]
+        inputs: list[Dataset] = [
+            dcmread(io.BytesIO(part)) for _h, part in read_parts(body, boundary)
+        ]
+        self.received.append((dict(request.headers), inputs))
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status == 200:
+            result = reference_report(inputs, "Vendor finding: no fracture", manufacturer="V")
+            out_boundary = new_boundary()
+            return Response(
+                encode([("application/dicom", to_bytes(result))], out_boundary),
+                media_type=content_type("application/dicom", out_boundary),
+            )
+        if status == 204:
+            return Response(status_code=204)
+        return Response(
+            f"model crashed ({status})", status_code=status, headers={"Retry-After": "0"}
+        )
+
+
+@pytest.fixture
+def vendor() -> Iterator[Vendor]:
+    state = Vendor()
+
+    async def healthz(_request: Request) -> Response:
+        return Response("ok")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/analyze", state.analyze, methods=["POST"]),
+        ]
+    )
+    with run_live_server(app) as server:  # type: ignore[arg-type]
+        state.url = server.url + "/analyze"
+        yield state
+
+
+def test_push_adapter_completes_with_the_vendor_result(
+    sqlite_live_server: LiveServer, hub: httpx.Client, vendor: Vendor
+):
+    study = store_study(hub)
+    uid = create_workitem(hub, study)
+    with (
+        PushAnalyzer(vendor.url, backoff=0.01) as push,
+        performer(sqlite_live_server, push) as p,
+    ):
+        assert p.run_once() == "COMPLETED"
+    [(headers, inputs)] = vendor.received
+    assert {ds.SOPInstanceUID for ds in inputs} == {ds.SOPInstanceUID for ds in study}
+    assert headers["aifi-workitem-uid"] == uid
+    assert headers["aifi-product"] == PRODUCT
+    [output] = workitem(hub, uid)[PERFORMED]["Value"][0][OUTPUT]["Value"]
+    sop = output["00081199"]["Value"][0]["00081155"]["Value"][0]
+    [sr] = wado(
+        hub, f"/studies/{study[0].StudyInstanceUID}/series/{output['0020000E']['Value'][0]}"
+    )
+    assert sr.SOPInstanceUID == sop
+    assert sr.ContentSequence[0].TextValue == "Vendor finding: no fracture"
+
+
+def test_vendor_500_cancels_with_the_status_in_the_reason(
+    sqlite_live_server: LiveServer, hub: httpx.Client, vendor: Vendor
+):
+    vendor.statuses = [500]
+    uid = create_workitem(hub, store_study(hub))
+    with (
+        PushAnalyzer(vendor.url, backoff=0.01) as push,
+        performer(sqlite_live_server, push) as p,
+    ):
+        assert p.run_once() == "CANCELED"
+    assert len(vendor.received) == 1  # 500 is not retried
+    reason = workitem(hub, uid)[PROGRESS_INFO]["Value"][0][REASON]["Value"][0]
+    assert "HTTP 500" in reason and "model crashed" in reason
+
+
+def test_vendor_503_is_retried_and_204_completes_without_outputs(
+    sqlite_live_server: LiveServer, hub: httpx.Client, vendor: Vendor
+):
+    vendor.statuses = [503, 204]
+    uid = create_workitem(hub, store_study(hub))
+    with (
+        PushAnalyzer(vendor.url, backoff=0.01) as push,
+        performer(sqlite_live_server, push) as p,
+    ):
+        assert p.run_once() == "COMPLETED"
+    assert len(vendor.received) == 2
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["COMPLETED"]
+    assert not ds[PERFORMED]["Value"][0][OUTPUT].get("Value")
+
+
+def test_unreachable_vendor_cancels(sqlite_live_server: LiveServer, hub: httpx.Client):
+    from tests.conftest import free_port
+
+    uid = create_workitem(hub, store_study(hub))
+    with (
+        PushAnalyzer(f"http://127.0.0.1:{free_port()}/analyze", timeout=5) as push,
+        performer(sqlite_live_server, push) as p,
+    ):
+        assert p.run_once() == "CANCELED"
+    reason = workitem(hub, uid)[PROGRESS_INFO]["Value"][0][REASON]["Value"][0]
+    assert "could not be reached" in reason
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def test_cli_once_performs_one_workitem(sqlite_live_server: LiveServer, hub: httpx.Client):
+    root = typer.Typer()
+    root.add_typer(vendors_app, name="performer")
+    uid = create_workitem(hub, store_study(hub))
+    args = ["performer", "run", "--hub", sqlite_live_server.dicomweb, "--product", PRODUCT]
+    result = CliRunner().invoke(root, [*args, "--ae", "CLI", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "COMPLETED" in result.output
+    assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+    again = CliRunner().invoke(root, [*args, "--once"])
+    assert again.exit_code == 1
+    assert "No SCHEDULED workitem" in again.output
+    helptext = CliRunner().invoke(root, ["performer", "run", "--help"])
+    for option in ("--hub", "--product", "--ae", "--push-url", "--once", "--poll"):
+        assert option in helptext.output

@@ -124,10 +124,9 @@ def run(
             try:
                 done = performer.run(stop, poll_seconds=poll, events=events)
             except KeyboardInterrupt:
-                stop.set()
-                done = -1
-            if done >= 0:
-                typer.echo(f"Stopped after {done} workitem(s).")
+                typer.echo("Interrupted.")
+                return
+            typer.echo(f"Stopped after {done} workitem(s).")
     finally:
         if isinstance(analyzer, PushAnalyzer):
             analyzer.close()

@@ -440,9 +440,10 @@ class Performer:
         seen: set[str] = set()
         for ref in input_references(workitem):
             url = ref.retrieve_url or (
-                f"{self.dicomweb}/studies/{ref.study_uid}"
-                + (f"/series/{ref.series_uid}" if ref.series_uid else "")
+                f"studies/{ref.study_uid}" + (f"/series/{ref.series_uid}" if ref.series_uid else "")
             )
+            if not url.startswith(("http://", "https://")):  # relative to the service root
+                url = f"{self.dicomweb}/{url.lstrip('/')}"
             response = self._send(
                 "GET", url, headers={"Accept": f"{MULTIPART_DICOM}; transfer-syntax=*"}
             )
@@ -526,8 +527,8 @@ class Performer:
 
     def discontinue(self, claimed: Claimed, reason: str) -> str:
         """Reason For Cancellation (0074,1238) in the Progress Information Sequence, then
-        CANCELED. Returns the state the workitem is left in (IN PROGRESS when the hub
-        could not be told)."""
+        CANCELED. Returns the state the workitem is left in (read back when the hub refused,
+        e.g. because the Task Manager canceled it first)."""
         reason = reason[:MAX_REASON]
         log.warning("Discontinuing workitem %s: %s", claimed.uid, reason)
         progress = {
@@ -542,8 +543,18 @@ class Performer:
             self.change_state(claimed, "CANCELED")
         except UpstreamError as exc:
             log.error("Workitem %s could not be discontinued: %s", claimed.uid, exc.reason)
-            return "IN PROGRESS"
+            return self.state(claimed.uid)
         return "CANCELED"
+
+    def state(self, uid: str) -> str:
+        """The workitem's Procedure Step State as the hub has it now (e.g. CANCELED by the
+        Task Manager's deadline while we worked); "UNKNOWN" when the hub cannot say."""
+        try:
+            [workitem] = self._json("GET", f"/workitems/{uid}")
+        except (UpstreamError, ValueError) as exc:
+            log.error("State of workitem %s unknown: %s", uid, exc)
+            return "UNKNOWN"
+        return str(first(workitem, PROCEDURE_STEP_STATE) or "UNKNOWN")
 
     def perform(self, claimed: Claimed) -> str:
         """Retrieve the inputs, analyse, store the results and complete the workitem; on

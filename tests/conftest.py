@@ -118,11 +118,17 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def run_live_server(application: FastAPI) -> Iterator[LiveServer]:
-    """A real uvicorn server in a thread, on a free loopback port."""
+def run_live_server(application: FastAPI, *, lifespan: bool = False) -> Iterator[LiveServer]:
+    """A real uvicorn server in a thread, on a free loopback port. Without ``lifespan`` the
+    app's background work (the AIW-I Task Manager loop) does not run, so tests that are
+    not about it see no activity of their own."""
     port = free_port()
     config = uvicorn.Config(
-        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        application,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on" if lifespan else "off",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -151,11 +157,11 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
 
 
 @contextlib.contextmanager
-def running_hub(settings: Settings) -> Iterator[LiveServer]:
+def running_hub(settings: Settings, *, lifespan: bool = False) -> Iterator[LiveServer]:
     """The app for ``settings`` under a real uvicorn server; its engines disposed after."""
     application = create_app(settings)
     try:
-        with run_live_server(application) as server:
+        with run_live_server(application, lifespan=lifespan) as server:
             yield server
     finally:
         application.state.db.dispose()

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 import aifi
+from aifi.vendors.cli import vendors_app
 
 app = typer.Typer(
     name="aifi",
@@ -23,6 +24,12 @@ bench_app = typer.Typer(
     help="Benchmarks, run against a peer on the same machine.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+rules_app = typer.Typer(
+    help="AIW-I routing rules: which AI products a study goes to, and why.",
+    no_args_is_help=True,
+)
+app.add_typer(rules_app, name="rules")
+app.add_typer(vendors_app, name="performer")
 
 DataDirOpt = Annotated[
     Path | None,
@@ -30,6 +37,14 @@ DataDirOpt = Annotated[
         "--data-dir",
         help="Folder for the embedded database and DICOM files "
         "(env AIFI_DATA_DIR; default ./aifi-data).",
+    ),
+]
+RulesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules",
+        help="Routing rules YAML (env AIFI_RULES_FILE; default: the shipped rules with "
+        "the three pilot products).",
     ),
 ]
 DatabaseOpt = Annotated[
@@ -54,15 +69,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
+    rules: RulesOpt = None,
     workers: Annotated[
         int, typer.Option(help="Worker processes (needs PostgreSQL for >1 to scale writes).")
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the hub: DICOMweb under /dicomweb, OpenAPI docs at /docs."""
+    """Run the hub: DICOMweb and the UPS-RS worklist under /dicomweb, the Task Manager
+    (study completion, routing, deadlines), OpenAPI docs at /docs."""
     from aifi.hub.serve import build_settings, run_server
 
-    settings = build_settings(data_dir=data_dir, database_url=database_url)
+    settings = build_settings(data_dir=data_dir, database_url=database_url, rules_file=rules)
     typer.echo(
         f"aifi-hub {aifi.__version__}: data in {settings.data_dir.resolve()}, "
         f"DICOMweb at http://{host}:{port}/dicomweb, docs at http://{host}:{port}/docs"
@@ -88,6 +105,71 @@ def demo(
     settings = build_settings(data_dir=data_dir, database_url=database_url)
     result = run_demo(settings, port=port, slices=slices, series=series, keep_serving=serve)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@rules_app.command("explain")
+def rules_explain(
+    study_instance_uid: Annotated[str, typer.Argument(help="The study's Study Instance UID.")],
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    rules: RulesOpt = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant (hospital) of the study; default: the default.")
+    ] = None,
+) -> None:
+    """Per AI product: MATCH, or which condition failed and the header values seen."""
+    from aifi.errors import NotFound
+    from aifi.hub.db import Database
+    from aifi.hub.repository import SqlDicomStore
+    from aifi.hub.serve import build_settings
+    from aifi.ihe_profiles.rules import StudyFacts, evaluate, explain, load_rules
+
+    settings = build_settings(data_dir=data_dir, database_url=database_url, rules_file=rules)
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+        store = SqlDicomStore(db, settings.dicom_dir, fsync=False)
+        who = tenant or settings.default_tenant
+        metadata = store.instance_metadata(who, study_instance_uid)
+        if not metadata:
+            typer.echo(f"No study {study_instance_uid} for tenant {who}", err=True)
+            raise typer.Exit(2)
+        try:
+            decisions = evaluate(
+                load_rules(settings.rules_file), who, StudyFacts.from_metadata(metadata)
+            )
+        except NotFound as exc:
+            typer.echo(exc.reason, err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(explain(decisions))
+        store.close()
+    finally:
+        db.dispose()
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Rules YAML to check; default: the shipped rules.")
+    ] = None,
+) -> None:
+    """Validate a rules file and list its products, tenants and quiet periods."""
+    from aifi.ihe_profiles.rules import load_rules
+
+    try:
+        config = load_rules(path)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    for product in config.products:
+        typer.echo(
+            f"{product.code:<16} {product.priority:<6} {product.mode:<4} {product.supervision:<10} "
+            f"{product.name}"
+        )
+    for name, codes in config.tenants.items():
+        typer.echo(f"tenant {name}: {', '.join(codes)}")
+    quiet = ", ".join(f"{k} {v:g} s" for k, v in config.quiet_period_seconds.items())
+    typer.echo(f"quiet periods: {quiet}")
 
 
 @bench_app.command("dicomweb")

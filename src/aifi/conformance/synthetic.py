@@ -176,3 +176,43 @@ def small_instance(
             ds.InstanceNumber = i + 1
             _monochrome16(ds, pixels)
             yield _finish(ds)
+
+
+def radiograph_study(
+    images: int = 1,
+    *,
+    body_part: str = "HAND",
+    description: str = "X hand left",
+    modality: str = "DX",
+    patient: Patient | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    accession: str = "DEMO-XR-1",
+    size: int = 64,
+) -> Iterator[bytes]:
+    """Small radiographs (``size``² pixels) of one study, e.g. a child's hand for the
+    skeletal-age product or an ankle for fracture detection; ``images`` in one series."""
+    patient = patient or Patient(
+        name="Demo^Kind", patient_id="AIFI-DEMO-0002", birth_date="20150301"
+    )
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    sop_class = (
+        DigitalXRayImageStorageForPresentation if modality == "DX" else "1.2.840.10008.5.1.4.1.1.1"
+    )
+    for i in range(images):
+        ds = _base(sop_class, patient, study_uid, accession)
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.Modality = modality
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = i + 1
+        ds.BodyPartExamined = body_part
+        ds.StudyDescription = description
+        ds.SeriesDescription = description
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        if modality == "DX":
+            ds.PresentationIntentType = "FOR PRESENTATION"
+        pixels = np.full((size, size), 400 + 10 * i, np.uint16)
+        _monochrome16(ds, pixels)
+        yield _finish(ds)

@@ -22,7 +22,8 @@ Forms older clients send are accepted too: the workitem UID of a create as a bar
 
 Errors carry the status and ``Warning: 299`` text of PS3.18 ch. 11 (see
 :class:`aifi.ihe_profiles.ups.UpsStatus`); a request that succeeds without changing
-anything (already COMPLETED / CANCELED) is a 200 with the standard's warning.
+anything (already COMPLETED / CANCELED) succeeds with the standard's warning (200; 202
+for Request Cancellation).
 Event reports are sent as text messages, one DICOM JSON object each (PS3.18 F.2), with
 Affected SOP Instance UID (0000,1000) and Event Type ID (0000,1002).
 """
@@ -50,8 +51,10 @@ from aifi.dicomweb.worklist import (
     GLOBAL_WORKLIST,
     ActionResult,
     Worklist,
+    filter_pairs,
 )
 from aifi.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from aifi.ihe_profiles.aiw import absolutize_retrieve_urls
 from aifi.principal import PrincipalDep
 
 router = APIRouter(tags=["UPS-RS"])
@@ -172,8 +175,8 @@ async def search_workitems(
         max_limit=config.qido_max_limit,
     )
     result = await run_in_threadpool(get_worklist(request).search, principal.tenant, query)
-    response = _json(result.matches)
     service = config.service_url(request)
+    response = _json([absolutize_retrieve_urls(ds, service) for ds in result.matches])
     for text in [*query.notices, *result.warnings]:
         response.headers.append("Warning", warning_header(service, text))
     if result.remaining:
@@ -187,12 +190,14 @@ async def search_workitems(
 
 
 @router.get("/workitems/{workitem}", summary="Retrieve Workitem (PS3.18 §11.5)")
-async def retrieve_workitem(workitem: str, request: Request, principal: PrincipalDep) -> Response:
+async def retrieve_workitem(
+    workitem: str, request: Request, principal: PrincipalDep, config: ConfigDep
+) -> Response:
     _accept_json(request)
     ds = await run_in_threadpool(
         get_worklist(request).retrieve, principal.tenant, _check_uid(workitem)
     )
-    return _json([ds])
+    return _json([absolutize_retrieve_urls(ds, config.service_url(request))])
 
 
 @router.post("/workitems/{workitem}", summary="Update Workitem (PS3.18 §11.6)")
@@ -275,7 +280,7 @@ async def subscribe(
             raise InvalidRequest("A filtered worklist subscription needs matching keys")
         filter_text = ",".join(pieces)
         # Validate now: a bad key is the subscriber's error, not a silent non-match later.
-        parse_query([tuple(p.split("=", 1)) for p in filter_text.split(",")], QueryLevel.IMAGE)  # type: ignore[misc]
+        parse_query(filter_pairs(filter_text), QueryLevel.IMAGE)
     elif keys or filters:
         raise InvalidRequest("Matching keys are only allowed for a filtered worklist subscription")
     await run_in_threadpool(

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aifi.dicomweb.matching import QidoQuery, QueryResult
+from aifi.dicomweb.matching import QidoQuery, QueryLevel, QueryResult, parse_query
 from aifi.dicomweb.store import DicomJson
-from aifi.errors import HubError
+from aifi.errors import HubError, InvalidRequest
 from aifi.ihe_profiles.ups import UpsStatus
 
 UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
@@ -77,7 +77,7 @@ class Worklist(Protocol):
         ...
 
     def request_cancel(self, tenant: str, uid: str, info: DicomJson) -> ActionResult:
-        """Request Cancellation (§11.8, N-ACTION Type 3)."""
+        """Request Cancellation (§11.8, N-ACTION Type 2, Request UPS Cancel)."""
         ...
 
     def search(self, tenant: str, query: QidoQuery) -> QueryResult:
@@ -112,3 +112,26 @@ class Worklist(Protocol):
     def mark_delivered(self, tenant: str, event_ids: Sequence[int]) -> None:
         """Note that events reached their subscriber (they are not sent again)."""
         ...
+
+
+def filter_pairs(text: str) -> list[tuple[str, str]]:
+    """The matching keys of a filter (PS3.18 §11.10.1.2: ``1#(attribute "=" value)``,
+    comma-separated). A piece without ``=`` continues the previous value, so value lists
+    (``Priority=HIGH,MEDIUM``, UID lists) survive the commas."""
+    pairs: list[tuple[str, str]] = []
+    for piece in text.split(","):
+        if "=" in piece:
+            key, _, val = piece.partition("=")
+            pairs.append((key.strip(), val))
+        elif pairs:
+            pairs[-1] = (pairs[-1][0], pairs[-1][1] + "," + piece)
+        elif piece.strip():
+            raise InvalidRequest(f"The filter has no attribute=value pair: {piece!r}")
+    return pairs
+
+
+def parse_filter(text: str | None) -> QidoQuery | None:
+    """A filtered subscription's matching keys, validated as QIDO-RS match keys."""
+    if not text:
+        return None
+    return parse_query(filter_pairs(text), QueryLevel.IMAGE)

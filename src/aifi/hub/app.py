@@ -7,6 +7,8 @@ mapping (DICOMweb paths answer with a status and ``Warning: 299``; PS3.18 §8.7.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,21 +16,37 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 import aifi
 from aifi.dicomweb.deps import DicomwebConfig
 from aifi.dicomweb.errors import dicomweb_error_response
 from aifi.dicomweb.router import build_router
 from aifi.errors import HubError, InvalidRequest
+from aifi.hub import api
 from aifi.hub.db import Database
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.settings import Settings
+from aifi.hub.task_manager import TaskManager
 from aifi.hub.tenants import default_tenant_resolver
 from aifi.hub.worklist import SqlWorklist
+from aifi.ihe_profiles.rules import load_rules
 
 log = logging.getLogger(__name__)
 
 DICOMWEB_PREFIX = "/dicomweb"
+API_PREFIX = "/api/v1"
+
+
+async def _run_task_manager(task_manager: TaskManager, settings: Settings) -> None:
+    """The Task Manager's rounds (:mod:`aifi.hub.task_manager`), in a worker thread each,
+    until the app stops. An error in one round is logged and the next round goes on."""
+    while True:
+        try:
+            await run_in_threadpool(task_manager.tick)
+        except Exception:
+            log.exception("Task Manager round failed")
+        await asyncio.sleep(settings.task_manager_poll_seconds)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,7 +61,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        loop = None
+        if settings.task_manager:
+            loop = asyncio.create_task(_run_task_manager(task_manager, settings))
         yield
+        if loop is not None:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            await run_in_threadpool(task_manager.release)
         store.close()
         db.dispose()
 
@@ -56,7 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.dicom_store = store
-    app.state.worklist = SqlWorklist(db)
+    worklist = SqlWorklist(db)
+    app.state.worklist = worklist
+    rules = load_rules(settings.rules_file)
+    task_manager = TaskManager(db, store, worklist, rules)
+    app.state.task_manager = task_manager
     app.state.dicomweb_config = DicomwebConfig(
         prefix=DICOMWEB_PREFIX,
         public_url=settings.public_url,
@@ -66,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.principal_resolver = default_tenant_resolver(settings.default_tenant)
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
+    app.include_router(api.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -20,9 +20,16 @@ from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.hub.settings import Settings
 
 
-def build_settings(*, data_dir: Path | None = None, database_url: str | None = None) -> Settings:
+def build_settings(
+    *,
+    data_dir: Path | None = None,
+    database_url: str | None = None,
+    rules_file: Path | None = None,
+) -> Settings:
     """Settings from the environment (``AIFI_*``), overridden by explicit CLI options."""
     overrides: dict[str, object] = {}
+    if rules_file is not None:
+        overrides["rules_file"] = rules_file
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     if database_url is not None:

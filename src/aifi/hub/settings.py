@@ -39,6 +39,21 @@ class Settings(BaseSettings):
         default=True,
         description="fsync each stored file and its folder before acknowledging it.",
     )
+    rules_file: Path | None = Field(
+        default=None,
+        description="Routing rules (YAML: AI products, tenants, quiet periods); default: "
+        "the shipped rules (aifi/ihe_profiles/default_rules.yaml).",
+    )
+    task_manager: bool = Field(
+        default=True,
+        description="Run the AIW-I Task Manager (study completion, routing, deadlines) in "
+        "this process; with several processes one of them leads.",
+    )
+    task_manager_poll_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="How often the Task Manager looks for complete studies and deadlines.",
+    )
 
     @field_validator("default_tenant")
     @classmethod

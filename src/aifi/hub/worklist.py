@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.matching import QidoQuery, QueryLevel, QueryResult, match_dataset, parse_query
+from aifi.dicomweb.matching import QidoQuery, QueryResult, match_dataset
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
     FILTERED_WORKLIST,
@@ -33,6 +32,7 @@ from aifi.dicomweb.worklist import (
     ActionResult,
     PendingEvent,
     UpsError,
+    parse_filter,
 )
 from aifi.errors import Conflict, InvalidRequest, NotFound
 from aifi.hub.db import Database
@@ -125,7 +125,8 @@ def _code_of(ds: DicomJson) -> str | None:
 
 
 def _public(ds: DicomJson) -> DicomJson:
-    """The workitem as clients see it: never the Transaction UID (PS3.4 CC.2.6? Retrieve)."""
+    """The workitem as clients see it: never the Transaction UID (PS3.4 CC.1.1: only the
+    performer that claimed it knows it; PS3.18 §11.5)."""
     return {tag: element for tag, element in ds.items() if tag != TRANSACTION_UID}
 
 
@@ -135,6 +136,9 @@ class SqlWorklist:
     def __init__(self, db: Database, *, clock: Any = _now) -> None:
         self.db = db
         self.clock = clock
+        self.run_timeouts: dict[str, float] = {}
+        """Minutes an IN PROGRESS workitem of a product (routing rules) may take before
+        the Task Manager ends it; products not listed have no deadline."""
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -323,7 +327,7 @@ class SqlWorklist:
                 )
             ).first()
             if row is None:
-                raise NotFound(f"No workitem with SOP Instance UID {uid}")
+                raise UpsError(UpsStatus.NO_SUCH_UPS, f"no workitem {uid}")
             return _public(unpack_json(row.attributes))
 
     def update(
@@ -348,6 +352,9 @@ class SqlWorklist:
                 events.append(EventType.ASSIGNED)
             readiness_before = _text(ds, INPUT_READINESS_STATE)
             ds.update(changes)
+            emptied = [p for p in creation_problems(ds) if "(Type 1)" in p]
+            if emptied:
+                raise InvalidRequest("Not a valid workitem update: " + "; ".join(emptied))
             _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
             if _text(ds, INPUT_READINESS_STATE) != readiness_before:
                 events.append(EventType.STATE_REPORT)
@@ -384,10 +391,10 @@ class SqlWorklist:
             raise UpsError(UpsStatus.ONLY_SCHEDULED_VIA_CREATE, "")
         if state not in actions:
             raise InvalidRequest(f"{state!r} is not a Procedure Step State")
-        if not transaction_uid:
-            raise UpsError(UpsStatus.MISSING_TRANSACTION_UID)
         with self.db.write() as session:
             row = self._locked(session, tenant, uid)
+            if not transaction_uid:
+                raise UpsError(UpsStatus.MISSING_TRANSACTION_UID)
             outcome = self._apply(row, actions[state], transaction_uid)
             ds = unpack_json(row.attributes)
             if outcome.warning is not None:
@@ -404,8 +411,9 @@ class SqlWorklist:
             _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
             row.transaction_uid = outcome.transaction_uid
             if target is ProcedureStepState.IN_PROGRESS:
-                row.deadline = deadline
-            elif target is not ProcedureStepState.SCHEDULED:
+                minutes = self.run_timeouts.get(row.product or "")
+                row.deadline = deadline or expiry(minutes, self.clock())
+            else:
                 row.deadline = None
             self._store(row, ds)
             self._emit(session, tenant, uid, outcome.events, ds)
@@ -428,7 +436,13 @@ class SqlWorklist:
                 row.transaction_uid = None
                 row.deadline = None
                 self._store(row, ds)
-            self._emit(session, tenant, uid, outcome.events, ds, info=reason)
+                # PS3.4 CC.2.2.3: first to IN PROGRESS, then to CANCELED, a report for each.
+                passing = dict(ds)
+                _put(passing, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.IN_PROGRESS.value)
+                self._emit(session, tenant, uid, [EventType.STATE_REPORT], passing)
+                self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, info=reason)
+            else:
+                self._emit(session, tenant, uid, outcome.events, ds, info=reason)
             return ActionResult(_public(ds), None)
 
     def cancel_by_manager(self, tenant: str, uid: str, reason: str) -> bool:
@@ -451,6 +465,40 @@ class SqlWorklist:
             row.deadline = None
             self._store(row, ds)
             self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, info=info)
+            return True
+
+    def workitems_for_study(self, tenant: str, study_uid: str) -> list[Workitem]:
+        """The study's workitems, oldest first (the Task Manager's view)."""
+        with self.db.read() as session:
+            rows = session.exec(
+                select(Workitem)
+                .where(
+                    col(Workitem.tenant) == tenant,
+                    col(Workitem.study_instance_uid) == study_uid,
+                )
+                .order_by(col(Workitem.pk))
+            ).all()
+            return list(rows)
+
+    def set_inputs(
+        self, tenant: str, uid: str, readiness: str, inputs: list[DicomJson] | None = None
+    ) -> bool:
+        """The Task Manager's own update of a SCHEDULED workitem: its Input Information
+        Sequence (instances that arrived late) and Input Readiness State. False when the
+        workitem is no longer SCHEDULED (a performer claimed it meanwhile)."""
+        with self.db.write() as session:
+            row = self._locked(session, tenant, uid)
+            if row.procedure_step_state != ProcedureStepState.SCHEDULED.value:
+                return False
+            ds = unpack_json(row.attributes)
+            before = _text(ds, INPUT_READINESS_STATE)
+            if inputs is not None:
+                ds[INPUT_INFORMATION] = {"vr": "SQ", "Value": inputs}
+            _put(ds, INPUT_READINESS_STATE, "CS", readiness)
+            _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
+            self._store(row, ds)
+            if before != readiness:
+                self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds)
             return True
 
     def expired(self, now: datetime) -> list[Workitem]:
@@ -487,7 +535,7 @@ class SqlWorklist:
         statement = select(Workitem.attributes).where(col(Workitem.tenant) == tenant)
         for m in query.matchers:
             # The state is the usual filter of a worklist query: narrow in SQL.
-            if m.path.tags == (PROCEDURE_STEP_STATE,) and m.value and "*" not in m.value:
+            if m.path.tags == (PROCEDURE_STEP_STATE,) and m.value and not {"*", "?"} & set(m.value):
                 statement = statement.where(
                     col(Workitem.procedure_step_state).in_(m.value.replace("\\", ",").split(","))
                 )
@@ -657,14 +705,6 @@ def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     if contact:
         item[COMMUNICATIONS_URI] = {"vr": "SQ", "Value": [contact]}
     ds[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item]}
-
-
-def parse_filter(text: str | None) -> QidoQuery | None:
-    """A filtered subscription's matching keys (a query string, or ``k=v,k=v``)."""
-    if not text:
-        return None
-    pairs = parse_qsl(text.replace(",", "&"), keep_blank_values=True)
-    return parse_query(pairs, QueryLevel.IMAGE)
 
 
 def _filter_matches(text: str | None, ds: DicomJson) -> bool:

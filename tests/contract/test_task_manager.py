@@ -1,0 +1,335 @@
+"""The AIW-I Task Manager end to end: studies stored over STOW-RS become workitems by the
+routing rules, performers take them through UPS-RS, late instances, completion signals,
+deadlines and restarts (IHE RAD TF AIW-I; PS3.4 Annex CC)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import generate_uid
+
+from aifi.conformance.synthetic import Patient, radiograph_study
+from aifi.hub.settings import Settings
+from tests.conftest import LiveServer, running_hub
+from tests.support.dicom import multipart_related
+from tests.support.ups import completion, state_change
+
+JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
+BONE_AGE = "AIFI-BONEAGE"
+QUIET = 0.4
+
+
+def rules_file(tmp_path: Path, quiet: float = QUIET, **product_changes: Any) -> Path:
+    """The shipped rules with short quiet periods (and product changes) for tests."""
+    from importlib.resources import files
+
+    config = yaml.safe_load(files("aifi.ihe_profiles").joinpath("default_rules.yaml").read_text())
+    config["quiet_period_seconds"] = dict.fromkeys(("DX", "CR", "CT", "MR", "default"), quiet)
+    for product in config["products"]:
+        product.update(product_changes)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def hub_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        rules_file=rules_file(tmp_path),
+        task_manager_poll_seconds=0.02,
+    )
+
+
+@pytest.fixture
+def hub(hub_settings: Settings) -> Iterator[LiveServer]:
+    with running_hub(hub_settings, lifespan=True) as server:
+        yield server
+
+
+def stow(server: LiveServer, files: list[bytes]) -> None:
+    body, content_type = multipart_related(files)
+    response = httpx.post(
+        server.dicomweb + "/studies",
+        content=body,
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
+def workitems(server: LiveServer, **query: str) -> list[dict[str, Any]]:
+    response = httpx.get(server.dicomweb + "/workitems", params=query, headers=JSON, timeout=30)
+    assert response.status_code == 200
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def value(ds: dict[str, Any], tag: str) -> Any:
+    return (ds.get(tag, {}).get("Value") or [None])[0]
+
+
+def bone_age_items(server: LiveServer, study_uid: str) -> list[dict[str, Any]]:
+    return workitems(
+        server,
+        StudyInstanceUID=study_uid,
+        **{"ScheduledWorkitemCodeSequence.CodeValue": BONE_AGE},
+    )
+
+
+def hand(study_uid: str, images: int = 2, **kwargs: Any) -> list[bytes]:
+    return list(radiograph_study(images, study_uid=study_uid, **kwargs))
+
+
+def test_a_hand_study_becomes_one_bone_age_workitem_that_a_performer_completes(hub: LiveServer):
+    study_uid = str(generate_uid())
+    stow(hub, hand(study_uid))
+    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    assert value(item, "00741000") == "SCHEDULED"
+    assert value(item, "00404041") == "READY"
+    assert value(item, "00741204") == "Skeletal age (bone age)"
+    code = value(item, "00404018")
+    assert (value(code, "00080100"), value(code, "00080102")) == (BONE_AGE, "99AIFI")
+    [inputs] = item["00404021"]["Value"]
+    assert len(inputs["00081199"]["Value"]) == 2
+    retrieve_url = value(value(inputs, "0040E025"), "00081190")
+    assert retrieve_url.startswith(hub.dicomweb + f"/studies/{study_uid}/series/")
+    # Fracture detection also takes hand radiographs; no other product does.
+    codes = {
+        value(value(w, "00404018"), "00080100") for w in workitems(hub, StudyInstanceUID=study_uid)
+    }
+    assert codes == {BONE_AGE, "AIFI-FRACTURE"}
+
+    # A performer (dicomweb-client for DICOMweb, httpx for UPS-RS) claims and works it.
+    uid = value(item, "00080018")
+    txn = str(generate_uid())
+    ups = httpx.Client(base_url=hub.dicomweb, headers=JSON, timeout=30)
+    assert (
+        ups.put(f"/workitems/{uid}/state", json=state_change("IN PROGRESS", txn)).status_code == 200
+    )
+    client = DICOMwebClient(hub.dicomweb)
+    series_uid = value(inputs, "0020000E")
+    retrieved = client.retrieve_series(study_uid, series_uid)
+    assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(
+        value(r, "00081155") for r in inputs["00081199"]["Value"]
+    )
+    [result] = list(map(_read, radiograph_study(1, study_uid=study_uid, modality="OT")))
+    result.SeriesDescription = "AI result"
+    client.store_instances([result])
+    output = (study_uid, str(result.SeriesInstanceUID), str(result.SOPInstanceUID))
+    assert (
+        ups.post(f"/workitems/{uid}?transaction={txn}", json=completion(output)).status_code == 200
+    )
+    assert (
+        ups.put(f"/workitems/{uid}/state", json=state_change("COMPLETED", txn)).status_code == 200
+    )
+    ups.close()
+    client._session.close()
+
+    time.sleep(QUIET + 0.5)  # the result changed the study: routed again, nothing new
+    [done] = bone_age_items(hub, study_uid)
+    assert value(done, "00741000") == "COMPLETED"
+    outputs = done["00741216"]["Value"][0]["00404033"]["Value"]
+    assert value(outputs[0]["00081199"]["Value"][0], "00081155") == output[2]
+
+
+def _read(data: bytes) -> Any:
+    import io
+
+    import pydicom
+
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+def test_instances_arriving_late_update_a_scheduled_workitem(hub: LiveServer):
+    study_uid, series_uid = str(generate_uid()), str(generate_uid())
+    stow(hub, hand(study_uid, 1, series_uid=series_uid))
+    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    uid = value(item, "00080018")
+    stow(hub, hand(study_uid, 1, series_uid=series_uid))
+    # At once: the inputs are not complete any more ...
+    wait_for(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "INCOMPLETE", 2)
+    # ... and after the quiet period the same workitem lists both instances, READY.
+    wait_for(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "READY", 5)
+    [item] = bone_age_items(hub, study_uid)
+    assert value(item, "00080018") == uid
+    assert len(item["00404021"]["Value"][0]["00081199"]["Value"]) == 2
+
+
+def test_instances_arriving_after_a_claim_get_a_new_workitem(hub: LiveServer):
+    study_uid, series_uid = str(generate_uid()), str(generate_uid())
+    stow(hub, hand(study_uid, 1, series_uid=series_uid))
+    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    claimed = value(item, "00080018")
+    response = httpx.put(
+        f"{hub.dicomweb}/workitems/{claimed}/state",
+        json=state_change("IN PROGRESS", str(generate_uid())),
+        headers=JSON,
+    )
+    assert response.status_code == 200
+    stow(hub, hand(study_uid, 1, series_uid=series_uid))
+    items = wait_for(
+        lambda: len(bone_age_items(hub, study_uid)) == 2 and bone_age_items(hub, study_uid)
+    )
+    newer = [w for w in items if value(w, "00080018") != claimed]
+    assert value(newer[0], "00741000") == "SCHEDULED"
+    assert len(newer[0]["00404021"]["Value"][0]["00081199"]["Value"]) == 2
+    time.sleep(QUIET + 0.3)
+    assert len(bone_age_items(hub, study_uid)) == 2
+
+
+def test_a_completion_signal_routes_before_the_quiet_period(tmp_path: Path):
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        rules_file=rules_file(tmp_path, quiet=60),
+        task_manager_poll_seconds=0.02,
+    )
+    with running_hub(settings, lifespan=True) as server:
+        study_uid = str(generate_uid())
+        stow(server, hand(study_uid))
+        time.sleep(0.3)
+        assert bone_age_items(server, study_uid) == []
+        signalled = time.monotonic()
+        response = httpx.post(f"{server.url}/api/v1/studies/{study_uid}/complete")
+        assert response.status_code == 202
+        wait_for(lambda: bone_age_items(server, study_uid), timeout=2)
+        assert time.monotonic() - signalled < 1.0
+        missing = httpx.post(f"{server.url}/api/v1/studies/{generate_uid()}/complete")
+        assert missing.status_code == 404
+        explanation = httpx.get(f"{server.url}/api/v1/studies/{study_uid}/routing").text
+        assert "AIFI-BONEAGE" in explanation and "MATCH" in explanation
+        assert "AIFI-IPE" in explanation and "no match" in explanation
+
+
+def test_an_adult_hand_gets_fracture_detection_but_no_bone_age(hub: LiveServer):
+    study_uid = str(generate_uid())
+    adult = Patient(name="Demo^Volwassen", patient_id="ADULT-1", birth_date="19700101")
+    stow(hub, hand(study_uid, patient=adult))
+    wait_for(lambda: workitems(hub, StudyInstanceUID=study_uid))
+    time.sleep(QUIET)
+    codes = [
+        value(value(w, "00404018"), "00080100") for w in workitems(hub, StudyInstanceUID=study_uid)
+    ]
+    assert codes == ["AIFI-FRACTURE"]
+
+
+def test_deadlines_cancel_and_retry_then_give_up(tmp_path: Path):
+    """Driven with a clock of the test's own: claim timeout 1 min, two attempts."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        rules_file=rules_file(tmp_path, claim_timeout_minutes=1, max_attempts=2),
+        task_manager=False,
+    )
+    with running_hub(settings) as server:
+        manager = server.app.state.task_manager
+        worklist = server.app.state.worklist
+        now = [datetime.now(UTC)]
+        manager.clock = worklist.clock = lambda: now[0]
+        study_uid = str(generate_uid())
+        stow(server, hand(study_uid))
+        now[0] += timedelta(seconds=QUIET + 1)
+        created = manager.tick().created
+        assert len(created) == 2  # bone age + fracture
+        first = next(
+            u for u in created if value(value(_get(server, u), "00404018"), "00080100") == BONE_AGE
+        )
+
+        now[0] += timedelta(seconds=61)
+        report = manager.tick()
+        assert first in report.expired
+        old = _get(server, first)
+        assert value(old, "00741000") == "CANCELED"
+        reason = value(old["00741002"]["Value"][0], "00741238")
+        assert "Not claimed within 1 minutes" in reason and "retried" in reason
+        [retry] = [
+            w for w in bone_age_items(server, study_uid) if value(w, "00741000") == "SCHEDULED"
+        ]
+        assert value(retry["00741224"]["Value"][0], "00080018") == first  # Replaced Procedure Step
+
+        now[0] += timedelta(seconds=61)
+        manager.tick()
+        states = sorted(value(w, "00741000") for w in bone_age_items(server, study_uid))
+        assert states == ["CANCELED", "CANCELED"]
+        last = next(w for w in bone_age_items(server, study_uid) if value(w, "00080018") != first)
+        assert "no attempts left" in value(last["00741002"]["Value"][0], "00741238")
+
+
+def _get(server: LiveServer, uid: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.dicomweb}/workitems/{uid}", headers=JSON)
+    assert response.status_code == 200
+    [ds] = response.json()
+    assert isinstance(ds, dict)
+    return ds
+
+
+def test_a_restart_in_the_middle_loses_nothing(tmp_path: Path, hub_settings: Settings):
+    study_uid = str(generate_uid())
+    # 1. Stored, then the hub stops before the quiet period is over.
+    quiet_settings = hub_settings.model_copy(update={"rules_file": rules_file(tmp_path, quiet=1.5)})
+    with running_hub(quiet_settings, lifespan=True) as first:
+        stow(first, hand(study_uid))
+        assert bone_age_items(first, study_uid) == []
+    # 2. After the restart the pending study is routed, and a performer claims it.
+    with running_hub(quiet_settings, lifespan=True) as second:
+        [item] = wait_for(lambda: bone_age_items(second, study_uid))
+        uid, txn = value(item, "00080018"), str(generate_uid())
+        response = httpx.put(
+            f"{second.dicomweb}/workitems/{uid}/state",
+            json=state_change("IN PROGRESS", txn),
+            headers=JSON,
+        )
+        assert response.status_code == 200
+    # 3. Another restart while it is IN PROGRESS: the claim, and only it, survives.
+    with running_hub(quiet_settings, lifespan=True) as third:
+        time.sleep(2)
+        [item] = bone_age_items(third, study_uid)
+        assert value(item, "00741000") == "IN PROGRESS"
+        with httpx.Client(base_url=third.dicomweb, headers=JSON) as ups:
+            done = ups.post(f"/workitems/{uid}?transaction={txn}", json=completion())
+            assert done.status_code == 200
+            final = ups.put(f"/workitems/{uid}/state", json=state_change("COMPLETED", txn))
+            assert final.status_code == 200
+        assert len(bone_age_items(third, study_uid)) == 1
+
+
+def test_rules_explain_on_the_command_line(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from aifi.cli import app
+
+    settings = Settings(data_dir=tmp_path / "data", task_manager=False)
+    study_uid = str(generate_uid())
+    with running_hub(settings) as server:
+        stow(server, hand(study_uid, description="Rö hand links", body_part="HANDL"))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["rules", "explain", study_uid, "--data-dir", str(tmp_path / "data")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "AIFI-BONEAGE" in result.output and "MATCH" in result.output
+    assert "HANDL" in result.output  # the value seen, normalised
+    assert "FAIL  modality in CT" in result.output
+    missing = runner.invoke(
+        app, ["rules", "explain", "1.2.3", "--data-dir", str(tmp_path / "data")]
+    )
+    assert missing.exit_code == 2
+    checked = runner.invoke(app, ["rules", "check"])
+    assert checked.exit_code == 0 and "AIFI-IPE" in checked.output

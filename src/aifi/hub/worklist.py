@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.matching import QidoQuery, QueryResult, match_dataset
+from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
     FILTERED_WORKLIST,
@@ -80,6 +80,14 @@ HUMAN_PERFORMERS = "00404034"
 AFFECTED_SOP_CLASS = "00000002"
 AFFECTED_SOP_INSTANCE = "00001000"
 EVENT_TYPE_ID = "00001002"
+
+_INDEXED = {
+    (PROCEDURE_STEP_STATE,): "procedure_step_state",
+    (PRIORITY,): "priority",
+    (STUDY_INSTANCE_UID,): "study_instance_uid",
+    (SCHEDULED_WORKITEM_CODE, CODE_VALUE): "workitem_code",
+}
+"""Match keys the workitem table has a column for (exact values narrow the search in SQL)."""
 
 DEFAULT_WORKLIST_LABEL = "AIFI"
 """Worklist Label given to workitems created without one (PS3.4 CC.2.5.1.1: the SCP may)."""
@@ -532,13 +540,16 @@ class SqlWorklist:
         return result
 
     def _all(self, tenant: str, query: QidoQuery) -> Iterator[DicomJson]:
+        """The tenant's workitems in creation order, narrowed in SQL by the keys a worklist
+        query usually has (state, priority, study, workitem code) when they are exact
+        values or lists; every key is then matched on the data set itself."""
         statement = select(Workitem.attributes).where(col(Workitem.tenant) == tenant)
         for m in query.matchers:
-            # The state is the usual filter of a worklist query: narrow in SQL.
-            if m.path.tags == (PROCEDURE_STEP_STATE,) and m.value and not {"*", "?"} & set(m.value):
-                statement = statement.where(
-                    col(Workitem.procedure_step_state).in_(m.value.replace("\\", ",").split(","))
-                )
+            column = _INDEXED.get(m.path.tags)
+            if column is None or m.kind not in (MatchKind.SINGLE, MatchKind.LIST):
+                continue
+            values = list(m.values) or [m.value]
+            statement = statement.where(col(getattr(Workitem, column)).in_(values))
         statement = statement.order_by(col(Workitem.pk))
         with self.db.read() as session:
             for blob in session.exec(statement).all():

@@ -204,5 +204,34 @@ def bench_dicomweb(
         json_out.write_text(to_json(results))
 
 
+@bench_app.command("workflow")
+def bench_workflow(
+    studies: Annotated[int, typer.Option(help="Studies per routing-latency measurement.")] = 40,
+    quiet_seconds: Annotated[
+        float, typer.Option(help="DX quiet period during the run (shipped default: 10 s).")
+    ] = 1.0,
+    workitems: Annotated[int, typer.Option(help="Workitems to claim.")] = 400,
+    performers: Annotated[int, typer.Option(help="Concurrent performers claiming.")] = 8,
+    database_url: DatabaseOpt = None,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the hub's data here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """AIW-I: time from a complete study to a claimable workitem, and claims per second."""
+    from aifi.hub.bench_workflow import WorkflowConfig, report, run, to_json
+
+    config = WorkflowConfig(
+        studies=studies,
+        quiet_seconds=quiet_seconds,
+        workitems=workitems,
+        performers=performers,
+        database_url=database_url,
+        workdir=workdir,
+    )
+    results = run(config)
+    if json_out:
+        json_out.write_text(to_json(results))
+    typer.echo(report(results))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -42,3 +42,17 @@ def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert (results.value("QIDO p95 ms", "aifi-hub") or 0) > 0
     assert (results.value("WADO study c1 MB/s", "aifi-hub") or 0) > 0
     assert any("peak RSS" in line for line in lines)
+
+
+def test_workflow_bench_runs_end_to_end(tmp_path: Path) -> None:
+    from aifi.hub.bench_workflow import WorkflowConfig
+    from aifi.hub.bench_workflow import report as workflow_report
+    from aifi.hub.bench_workflow import run as workflow_run
+
+    config = WorkflowConfig(
+        studies=2, quiet_seconds=0.3, workitems=6, performers=3, workdir=tmp_path
+    )
+    results = workflow_run(config, say=lambda _line: None)
+    assert len(results.quiet_latency_ms) == 2 and len(results.signal_latency_ms) == 2
+    assert results.claims == 6
+    assert "claims/s" in workflow_report(results)

@@ -64,9 +64,9 @@ TRANSACTION_UID = "00081195"
 PROCEDURE_STEP_STATE = "00741000"
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, 16 chars
-EVENT_POLL_SECONDS = 0.05
-"""How often an open event channel looks for new events (they are in the database, so
-events produced by any hub process reach it)."""
+EVENT_POLL_SECONDS = 0.25
+"""How often an open event channel looks for new events in the database even when this
+process's doorbell did not ring (events queued by another hub process)."""
 
 
 def get_worklist(request: Request) -> Worklist:
@@ -342,23 +342,31 @@ async def event_channel(websocket: WebSocket, ae_title: str) -> None:
     after = 0
     receiver = asyncio.ensure_future(websocket.receive())
     try:
-        while True:
-            events = await run_in_threadpool(worklist.pending_events, principal.tenant, ae, after)
-            for event in events:
-                report = {"00000110": {"vr": "US", "Value": [event.id % 65536]}, **event.report}
-                await websocket.send_text(json.dumps(report, separators=(",", ":")))
-                after = event.id
-            if events:
-                await run_in_threadpool(
-                    worklist.mark_delivered, principal.tenant, [e.id for e in events]
+        with worklist.doorbell.listen() as bell:
+            while True:
+                bell.clear()
+                events = await run_in_threadpool(
+                    worklist.pending_events, principal.tenant, ae, after
                 )
-                continue
-            done, _ = await asyncio.wait({receiver}, timeout=EVENT_POLL_SECONDS)
-            if done:
-                message = receiver.result()
-                if message["type"] == "websocket.disconnect":
-                    return
-                receiver = asyncio.ensure_future(websocket.receive())
+                for event in events:
+                    report = {"00000110": {"vr": "US", "Value": [event.id % 65536]}, **event.report}
+                    await websocket.send_text(json.dumps(report, separators=(",", ":")))
+                    after = event.id
+                if events:
+                    await run_in_threadpool(
+                        worklist.mark_delivered, principal.tenant, [e.id for e in events]
+                    )
+                    continue
+                ring = asyncio.ensure_future(bell.wait())
+                done, _ = await asyncio.wait(
+                    {receiver, ring}, timeout=EVENT_POLL_SECONDS, return_when="FIRST_COMPLETED"
+                )
+                ring.cancel()
+                if receiver in done:
+                    message = receiver.result()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    receiver = asyncio.ensure_future(websocket.receive())
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:

@@ -8,7 +8,10 @@ transaction under a row lock, so two performers can never hold the same workitem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,7 +57,41 @@ class PendingEvent:
     report: DicomJson
 
 
+class Doorbell:
+    """Wakes the open event channels of this process when events were queued, so an
+    event reaches its subscriber at once instead of at the channel's next look at the
+    database (which stays, slower, for events queued by other hub processes).
+
+    :meth:`ring` may be called from any thread; :meth:`listen` runs on the event loop."""
+
+    def __init__(self) -> None:
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+
+    def ring(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    @contextlib.contextmanager
+    def listen(self) -> Iterator[asyncio.Event]:
+        """An event set each time the bell rings, for as long as the block runs (clear it
+        before looking at the database, so no ring between look and wait is lost)."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+
+
 class Worklist(Protocol):
+    doorbell: Doorbell
+
     def create(self, tenant: str, uid: str, attributes: DicomJson) -> DicomJson:
         """Create Workitem (PS3.18 §11.4, N-CREATE). Raises Conflict when ``uid`` exists,
         InvalidRequest when the data set is not a valid SCHEDULED workitem."""

@@ -93,6 +93,7 @@ def serve_subprocess(
     *,
     workers: int = 1,
     database_url: str | None = None,
+    rules_file: Path | None = None,
     startup_timeout: float = 60.0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``aifi serve`` as a child process on a free loopback port (benchmarks, crash tests).
@@ -116,6 +117,7 @@ def serve_subprocess(
                 "warning",
                 "--workers",
                 str(workers),
+                *(["--rules", str(rules_file)] if rules_file else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

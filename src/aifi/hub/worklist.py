@@ -16,10 +16,11 @@ events (RAD-85/RAD-86).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
@@ -30,6 +31,7 @@ from aifi.dicomweb.worklist import (
     UPS_EVENT_SOP_CLASS,
     UPS_PUSH_SOP_CLASS,
     ActionResult,
+    Doorbell,
     PendingEvent,
     UpsError,
     parse_filter,
@@ -144,11 +146,20 @@ class SqlWorklist:
     def __init__(self, db: Database, *, clock: Any = _now) -> None:
         self.db = db
         self.clock = clock
+        self.doorbell = Doorbell()
         self.run_timeouts: dict[str, float] = {}
         """Minutes an IN PROGRESS workitem of a product (routing rules) may take before
         the Task Manager ends it; products not listed have no deadline."""
 
     # -- helpers ------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction; once it has committed events, the doorbell rings."""
+        with self.db.write() as session:
+            yield session
+        if session.info.get("ups_events"):
+            self.doorbell.ring()
 
     def _locked(self, session: Session, tenant: str, uid: str) -> Workitem:
         statement = select(Workitem).where(
@@ -191,9 +202,11 @@ class SqlWorklist:
         info: DicomJson | None = None,
         only: str | None = None,
     ) -> None:
-        """Queue an event report (PS3.4 CC.2.4, Table CC.2.4-1) for each subscriber."""
+        """Queue an event report (PS3.4 CC.2.4, Table CC.2.4-1) for each subscriber; the
+        doorbell rings once the transaction has committed."""
         if not events:
             return
+        session.info["ups_events"] = True
         recipients = [only] if only else self._subscribers(session, tenant, uid)
         for event in events:
             report = self._report(uid, event, ds, info)
@@ -268,7 +281,7 @@ class SqlWorklist:
         problems = creation_problems(ds)
         if problems:
             raise InvalidRequest("Not a valid new workitem: " + "; ".join(problems))
-        with self.db.write() as session:
+        with self._write() as session:
             exists = session.exec(
                 select(Workitem.pk).where(
                     col(Workitem.tenant) == tenant, col(Workitem.sop_instance_uid) == uid
@@ -344,7 +357,7 @@ class SqlWorklist:
         problems = update_problems(changes)
         if problems:
             raise InvalidRequest("Not a valid workitem update: " + "; ".join(problems))
-        with self.db.write() as session:
+        with self._write() as session:
             row = self._locked(session, tenant, uid)
             outcome = self._apply(row, UpsAction.UPDATE, transaction_uid)
             ds = unpack_json(row.attributes)
@@ -399,7 +412,7 @@ class SqlWorklist:
             raise UpsError(UpsStatus.ONLY_SCHEDULED_VIA_CREATE, "")
         if state not in actions:
             raise InvalidRequest(f"{state!r} is not a Procedure Step State")
-        with self.db.write() as session:
+        with self._write() as session:
             row = self._locked(session, tenant, uid)
             if not transaction_uid:
                 raise UpsError(UpsStatus.MISSING_TRANSACTION_UID)
@@ -428,7 +441,7 @@ class SqlWorklist:
             return ActionResult(_public(ds), None)
 
     def request_cancel(self, tenant: str, uid: str, info: DicomJson) -> ActionResult:
-        with self.db.write() as session:
+        with self._write() as session:
             row = self._locked(session, tenant, uid)
             outcome = self._apply(row, UpsAction.REQUEST_CANCEL, None)
             ds = unpack_json(row.attributes)
@@ -457,7 +470,7 @@ class SqlWorklist:
         """The Task Manager ends a workitem itself (deadline passed, performer gone):
         CANCELED with the reason recorded, whatever Transaction UID a performer holds.
         False when it already was in a final state."""
-        with self.db.write() as session:
+        with self._write() as session:
             row = self._locked(session, tenant, uid)
             if row.procedure_step_state in (
                 ProcedureStepState.COMPLETED.value,
@@ -494,7 +507,7 @@ class SqlWorklist:
         """The Task Manager's own update of a SCHEDULED workitem: its Input Information
         Sequence (instances that arrived late) and Input Readiness State. False when the
         workitem is no longer SCHEDULED (a performer claimed it meanwhile)."""
-        with self.db.write() as session:
+        with self._write() as session:
             row = self._locked(session, tenant, uid)
             if row.procedure_step_state != ProcedureStepState.SCHEDULED.value:
                 return False
@@ -527,9 +540,23 @@ class SqlWorklist:
             return list(rows)
 
     def search(self, tenant: str, query: QidoQuery) -> QueryResult:
+        """Search for Workitems (PS3.18 §11.9): creation order, paged. When the indexed
+        columns answer every key (the usual worklist query: state, code, priority, study),
+        paging and counting happen in SQL; otherwise each candidate is matched here."""
         result = QueryResult()
+        statement, exact = self._narrowed(tenant, query)
+        if exact:
+            with self.db.read() as session:
+                total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+                page = session.exec(statement.offset(query.offset).limit(query.limit)).all()
+            result.matches = [_select(_public(unpack_json(blob)), query) for blob in page]
+            result.remaining = max(0, total - query.offset - len(result.matches))
+            return result
         matched = 0
-        for ds in self._all(tenant, query):
+        with self.db.read() as session:
+            blobs = session.exec(statement).all()
+        for blob in blobs:
+            ds = unpack_json(blob)
             if not match_dataset(query.matchers, ds, query.combined):
                 continue
             if matched >= query.offset and len(result.matches) < query.limit:
@@ -539,21 +566,22 @@ class SqlWorklist:
             matched += 1
         return result
 
-    def _all(self, tenant: str, query: QidoQuery) -> Iterator[DicomJson]:
-        """The tenant's workitems in creation order, narrowed in SQL by the keys a worklist
-        query usually has (state, priority, study, workitem code) when they are exact
-        values or lists; every key is then matched on the data set itself."""
+    def _narrowed(self, tenant: str, query: QidoQuery) -> tuple[Any, bool]:
+        """The tenant's workitems in creation order, narrowed in SQL by the keys the table
+        has columns for, when they are exact values or lists; and whether SQL answered
+        every key (then nothing is left to match on the data sets)."""
         statement = select(Workitem.attributes).where(col(Workitem.tenant) == tenant)
+        exact = not query.combined
         for m in query.matchers:
+            if m.kind is MatchKind.UNIVERSAL:
+                continue
             column = _INDEXED.get(m.path.tags)
             if column is None or m.kind not in (MatchKind.SINGLE, MatchKind.LIST):
+                exact = False
                 continue
             values = list(m.values) or [m.value]
             statement = statement.where(col(getattr(Workitem, column)).in_(values))
-        statement = statement.order_by(col(Workitem.pk))
-        with self.db.read() as session:
-            for blob in session.exec(statement).all():
-                yield unpack_json(blob)
+        return statement.order_by(col(Workitem.pk)), exact
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -566,7 +594,7 @@ class SqlWorklist:
         deletion_lock: bool = False,
         filter_query: str | None = None,
     ) -> None:
-        with self.db.write() as session:
+        with self._write() as session:
             if uid in (GLOBAL_WORKLIST, FILTERED_WORKLIST):
                 existing = session.exec(
                     select(UpsSubscription).where(
@@ -630,7 +658,7 @@ class SqlWorklist:
             )
 
     def unsubscribe(self, tenant: str, ae_title: str, uid: str) -> None:
-        with self.db.write() as session:
+        with self._write() as session:
             where = [
                 col(UpsSubscription.tenant) == tenant,
                 col(UpsSubscription.ae_title) == ae_title,
@@ -648,7 +676,7 @@ class SqlWorklist:
                 raise NotFound(f"{ae_title} has no subscription to {uid}")
 
     def suspend(self, tenant: str, ae_title: str, uid: str) -> None:
-        with self.db.write() as session:
+        with self._write() as session:
             result = session.exec(
                 update(UpsSubscription)
                 .where(
@@ -679,7 +707,7 @@ class SqlWorklist:
     def mark_delivered(self, tenant: str, event_ids: Sequence[int]) -> None:
         if not event_ids:
             return
-        with self.db.write() as session:
+        with self._write() as session:
             session.exec(
                 update(UpsEvent)
                 .where(col(UpsEvent.tenant) == tenant, col(UpsEvent.pk).in_(list(event_ids)))

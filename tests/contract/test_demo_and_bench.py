@@ -21,6 +21,9 @@ def test_demo_stores_finds_retrieves_and_renders(tmp_path: Path) -> None:
     assert result.thumbnail.read_bytes().startswith(b"\x89PNG")
     output = console.export_text()
     assert "6/6 instances byte-identical" in output
+    assert result.routed == ["AIFI-BONEAGE", "AIFI-FRACTURE"]
+    assert result.performed == "COMPLETED" and result.result_series
+    assert "AIW-I routing" in output and "AIFI-BONEAGE: COMPLETED" in output
     assert "demo OK" in output
 
 

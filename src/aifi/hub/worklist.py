@@ -15,31 +15,51 @@ events (RAD-85/RAD-86).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import func
+from sqlmodel import col, select
 
 from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
-    FILTERED_WORKLIST,
-    GLOBAL_WORKLIST,
-    UPS_EVENT_SOP_CLASS,
     UPS_PUSH_SOP_CLASS,
     ActionResult,
-    Doorbell,
-    PendingEvent,
     UpsError,
-    parse_filter,
 )
-from aifi.errors import Conflict, InvalidRequest, NotFound
+from aifi.errors import Conflict, InvalidRequest
 from aifi.hub.db import Database
-from aifi.hub.models import UpsEvent, UpsSubscription, Workitem
-from aifi.hub.repository import pack_json, unpack_json
+from aifi.hub.models import Workitem
+from aifi.hub.repository import unpack_json
+from aifi.hub.worklist_events import (
+    _INDEXED,
+    CANCELLATION_DATETIME,
+    COMMUNICATIONS_URI,
+    CONTACT_DISPLAY_NAME,
+    CONTACT_URI,
+    DEFAULT_WORKLIST_LABEL,
+    DISCONTINUATION_REASON_CODE,
+    HUMAN_PERFORMERS,
+    INPUT_INFORMATION,
+    INPUT_READINESS_STATE,
+    MODIFICATION_DATETIME,
+    PROCEDURE_STEP_STATE,
+    PROGRESS_INFORMATION,
+    REASON_FOR_CANCELLATION,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STATION_NAME_CODE,
+    TRANSACTION_UID,
+    WORKLIST_LABEL,
+    WorklistBase,
+    _dt,
+    _now,
+    _public,
+    _put,
+    _text,
+    _value,
+)
 from aifi.ihe_profiles.ups import (
     Outcome,
     ProcedureStepState,
@@ -55,196 +75,15 @@ from aifi.ihe_profiles.ups import (
     UpsEvent as EventType,
 )
 
-# -- DICOM JSON tags used here ------------------------------------------------------------
 
-SOP_CLASS_UID = "00080016"
-SOP_INSTANCE_UID = "00080018"
-TRANSACTION_UID = "00081195"
-STUDY_INSTANCE_UID = "0020000D"
-PROCEDURE_STEP_STATE = "00741000"
-INPUT_READINESS_STATE = "00404041"
-PRIORITY = "00741200"
-MODIFICATION_DATETIME = "00404010"
-WORKLIST_LABEL = "00741202"
-INPUT_INFORMATION = "00404021"
-SCHEDULED_WORKITEM_CODE = "00404018"
-CODE_VALUE = "00080100"
-PROGRESS_INFORMATION = "00741002"
-PROGRESS = "00741004"
-CANCELLATION_DATETIME = "00404052"
-REASON_FOR_CANCELLATION = "00741238"
-DISCONTINUATION_REASON_CODE = "0074100E"
-COMMUNICATIONS_URI = "00741008"
-CONTACT_URI = "0074100A"
-CONTACT_DISPLAY_NAME = "00741009"
-STATION_NAME_CODE = "00404025"
-HUMAN_PERFORMERS = "00404034"
-AFFECTED_SOP_CLASS = "00000002"
-AFFECTED_SOP_INSTANCE = "00001000"
-EVENT_TYPE_ID = "00001002"
-
-_INDEXED = {
-    (PROCEDURE_STEP_STATE,): "procedure_step_state",
-    (PRIORITY,): "priority",
-    (STUDY_INSTANCE_UID,): "study_instance_uid",
-    (SCHEDULED_WORKITEM_CODE, CODE_VALUE): "workitem_code",
-}
-"""Match keys the workitem table has a column for (exact values narrow the search in SQL)."""
-
-DEFAULT_WORKLIST_LABEL = "AIFI"
-"""Worklist Label given to workitems created without one (PS3.4 CC.2.5.1.1: the SCP may)."""
-
-
-def _value(ds: DicomJson, tag: str) -> Any:
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if values else None
-
-
-def _text(ds: DicomJson, tag: str) -> str | None:
-    value = _value(ds, tag)
-    return str(value) if value is not None else None
-
-
-def _put(ds: DicomJson, tag: str, vr: str, *values: Any) -> None:
-    ds[tag] = {"vr": vr, "Value": list(values)} if values else {"vr": vr}
-
-
-def _dt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f") + "+0000"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _study_of(ds: DicomJson) -> str | None:
-    """The study a workitem is about: its own Study Instance UID, else the first input's."""
-    direct = _text(ds, STUDY_INSTANCE_UID)
-    if direct:
-        return direct
-    for item in (ds.get(INPUT_INFORMATION) or {}).get("Value") or []:
-        if isinstance(item, dict) and _text(item, STUDY_INSTANCE_UID):
-            return _text(item, STUDY_INSTANCE_UID)
-    return None
-
-
-def _code_of(ds: DicomJson) -> str | None:
-    item = _value(ds, SCHEDULED_WORKITEM_CODE)
-    return _text(item, CODE_VALUE) if isinstance(item, dict) else None
-
-
-def _public(ds: DicomJson) -> DicomJson:
-    """The workitem as clients see it: never the Transaction UID (PS3.4 CC.1.1: only the
-    performer that claimed it knows it; PS3.18 §11.5)."""
-    return {tag: element for tag, element in ds.items() if tag != TRANSACTION_UID}
-
-
-class SqlWorklist:
+class SqlWorklist(WorklistBase):
     """:class:`aifi.dicomweb.worklist.Worklist` on :class:`~aifi.hub.db.Database`."""
 
     def __init__(self, db: Database, *, clock: Any = _now) -> None:
-        self.db = db
-        self.clock = clock
-        self.doorbell = Doorbell()
+        super().__init__(db, clock=clock)
         self.run_timeouts: dict[str, float] = {}
         """Minutes an IN PROGRESS workitem of a product (routing rules) may take before
         the Task Manager ends it; products not listed have no deadline."""
-
-    # -- helpers ------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        """A write transaction; once it has committed events, the doorbell rings."""
-        with self.db.write() as session:
-            yield session
-        if session.info.get("ups_events"):
-            self.doorbell.ring()
-
-    def _locked(self, session: Session, tenant: str, uid: str) -> Workitem:
-        statement = select(Workitem).where(
-            col(Workitem.tenant) == tenant,
-            col(Workitem.sop_instance_uid) == uid,
-        )
-        if not self.db.is_sqlite:
-            statement = statement.with_for_update()
-        row = session.exec(statement).first()
-        if row is None:
-            raise UpsError(UpsStatus.NO_SUCH_UPS, f"no workitem {uid}")
-        assert isinstance(row, Workitem)
-        return row
-
-    def _store(self, row: Workitem, ds: DicomJson) -> None:
-        row.procedure_step_state = _text(ds, PROCEDURE_STEP_STATE) or row.procedure_step_state
-        row.priority = _text(ds, PRIORITY) or row.priority
-        row.input_readiness_state = _text(ds, INPUT_READINESS_STATE) or row.input_readiness_state
-        row.study_instance_uid = _study_of(ds)
-        row.workitem_code = _code_of(ds)
-        row.attributes = pack_json(ds)
-        row.updated_at = self.clock()
-
-    def _subscribers(self, session: Session, tenant: str, uid: str) -> list[str]:
-        rows = session.exec(
-            select(UpsSubscription.ae_title).where(
-                col(UpsSubscription.tenant) == tenant,
-                col(UpsSubscription.workitem_uid) == uid,
-            )
-        ).all()
-        return sorted(set(rows))
-
-    def _emit(
-        self,
-        session: Session,
-        tenant: str,
-        uid: str,
-        events: Sequence[EventType],
-        ds: DicomJson,
-        info: DicomJson | None = None,
-        only: str | None = None,
-    ) -> None:
-        """Queue an event report (PS3.4 CC.2.4, Table CC.2.4-1) for each subscriber; the
-        doorbell rings once the transaction has committed."""
-        if not events:
-            return
-        session.info["ups_events"] = True
-        recipients = [only] if only else self._subscribers(session, tenant, uid)
-        for event in events:
-            report = self._report(uid, event, ds, info)
-            payload = pack_json(report)
-            for ae in recipients:
-                session.add(
-                    UpsEvent(
-                        tenant=tenant,
-                        ae_title=ae,
-                        workitem_uid=uid,
-                        event_type=int(event),
-                        payload=payload,
-                        created_at=self.clock(),
-                    )
-                )
-
-    @staticmethod
-    def _report(uid: str, event: EventType, ds: DicomJson, info: DicomJson | None) -> DicomJson:
-        report: DicomJson = {}
-        _put(report, AFFECTED_SOP_CLASS, "UI", UPS_EVENT_SOP_CLASS)
-        _put(report, AFFECTED_SOP_INSTANCE, "UI", uid)
-        _put(report, EVENT_TYPE_ID, "US", int(event))
-        if event is EventType.STATE_REPORT:
-            for tag in (PROCEDURE_STEP_STATE, INPUT_READINESS_STATE):
-                if tag in ds:
-                    report[tag] = ds[tag]
-            if info:
-                report.update(info)
-        elif event is EventType.CANCEL_REQUESTED:
-            report.update(info or {})
-        elif event is EventType.PROGRESS_REPORT:
-            if PROGRESS_INFORMATION in ds:
-                report[PROGRESS_INFORMATION] = ds[PROGRESS_INFORMATION]
-        elif event is EventType.ASSIGNED:
-            for tag in (STATION_NAME_CODE, HUMAN_PERFORMERS):
-                if tag in ds:
-                    report[tag] = ds[tag]
-        return report
 
     # -- Worklist ------------------------------------------------------------------------
 
@@ -303,42 +142,6 @@ class SqlWorklist:
             session.add(row)
             self._subscribe_new(session, tenant, uid, ds)
         return _public(ds)
-
-    def _subscribe_new(self, session: Session, tenant: str, uid: str, ds: DicomJson) -> None:
-        """A new workitem: every active global (and matching filtered) subscriber is
-        subscribed to it and gets its first State Report (PS3.4 CC.2.3.1)."""
-        rows = session.exec(
-            select(UpsSubscription).where(
-                col(UpsSubscription.tenant) == tenant,
-                col(UpsSubscription.workitem_uid).in_([GLOBAL_WORKLIST, FILTERED_WORKLIST]),
-                col(UpsSubscription.suspended) == False,  # noqa: E712
-            )
-        ).all()
-        for sub in rows:
-            if sub.workitem_uid == FILTERED_WORKLIST and not _filter_matches(sub.filter, ds):
-                continue
-            self._add_subscription(session, tenant, sub.ae_title, uid, sub.deletion_lock)
-            self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, only=sub.ae_title)
-
-    def _add_subscription(
-        self, session: Session, tenant: str, ae: str, uid: str, deletion_lock: bool
-    ) -> None:
-        existing = session.exec(
-            select(UpsSubscription).where(
-                col(UpsSubscription.tenant) == tenant,
-                col(UpsSubscription.ae_title) == ae,
-                col(UpsSubscription.workitem_uid) == uid,
-            )
-        ).first()
-        if existing is None:
-            session.add(
-                UpsSubscription(
-                    tenant=tenant, ae_title=ae, workitem_uid=uid, deletion_lock=deletion_lock
-                )
-            )
-        else:
-            existing.deletion_lock = deletion_lock
-            existing.suspended = False
 
     def retrieve(self, tenant: str, uid: str) -> DicomJson:
         with self.db.read() as session:
@@ -583,137 +386,6 @@ class SqlWorklist:
             statement = statement.where(col(getattr(Workitem, column)).in_(values))
         return statement.order_by(col(Workitem.pk)), exact
 
-    # -- subscriptions ----------------------------------------------------------------
-
-    def subscribe(
-        self,
-        tenant: str,
-        ae_title: str,
-        uid: str,
-        *,
-        deletion_lock: bool = False,
-        filter_query: str | None = None,
-    ) -> None:
-        with self._write() as session:
-            if uid in (GLOBAL_WORKLIST, FILTERED_WORKLIST):
-                existing = session.exec(
-                    select(UpsSubscription).where(
-                        col(UpsSubscription.tenant) == tenant,
-                        col(UpsSubscription.ae_title) == ae_title,
-                        col(UpsSubscription.workitem_uid) == uid,
-                    )
-                ).first()
-                if existing is None:
-                    session.add(
-                        UpsSubscription(
-                            tenant=tenant,
-                            ae_title=ae_title,
-                            workitem_uid=uid,
-                            deletion_lock=deletion_lock,
-                            filter=filter_query,
-                        )
-                    )
-                else:
-                    existing.deletion_lock = deletion_lock
-                    existing.suspended = False
-                    existing.filter = filter_query
-                # ... and to every workitem that exists now (PS3.4 CC.2.3.1), with a
-                # State Report for each so the subscriber learns where things stand.
-                rows = session.exec(
-                    select(Workitem).where(
-                        col(Workitem.tenant) == tenant,
-                        col(Workitem.procedure_step_state).in_(
-                            [
-                                ProcedureStepState.SCHEDULED.value,
-                                ProcedureStepState.IN_PROGRESS.value,
-                            ]
-                        ),
-                    )
-                ).all()
-                for row in rows:
-                    ds = unpack_json(row.attributes)
-                    if uid == FILTERED_WORKLIST and not _filter_matches(filter_query, ds):
-                        continue
-                    self._add_subscription(
-                        session, tenant, ae_title, row.sop_instance_uid, deletion_lock
-                    )
-                    self._emit(
-                        session,
-                        tenant,
-                        row.sop_instance_uid,
-                        [EventType.STATE_REPORT],
-                        ds,
-                        only=ae_title,
-                    )
-                return
-            row = self._locked(session, tenant, uid)
-            self._add_subscription(session, tenant, ae_title, uid, deletion_lock)
-            self._emit(
-                session,
-                tenant,
-                uid,
-                [EventType.STATE_REPORT],
-                unpack_json(row.attributes),
-                only=ae_title,
-            )
-
-    def unsubscribe(self, tenant: str, ae_title: str, uid: str) -> None:
-        with self._write() as session:
-            where = [
-                col(UpsSubscription.tenant) == tenant,
-                col(UpsSubscription.ae_title) == ae_title,
-            ]
-            if uid == GLOBAL_WORKLIST:
-                # From the global worklist: from every workitem too (PS3.4 CC.2.3.2).
-                result = session.exec(delete(UpsSubscription).where(*where))
-            else:
-                result = session.exec(
-                    delete(UpsSubscription).where(*where, col(UpsSubscription.workitem_uid) == uid)
-                )
-            if not result.rowcount:
-                if uid not in (GLOBAL_WORKLIST, FILTERED_WORKLIST):
-                    self._locked(session, tenant, uid)  # 404 for an unknown workitem
-                raise NotFound(f"{ae_title} has no subscription to {uid}")
-
-    def suspend(self, tenant: str, ae_title: str, uid: str) -> None:
-        with self._write() as session:
-            result = session.exec(
-                update(UpsSubscription)
-                .where(
-                    col(UpsSubscription.tenant) == tenant,
-                    col(UpsSubscription.ae_title) == ae_title,
-                    col(UpsSubscription.workitem_uid) == uid,
-                )
-                .values(suspended=True)
-            )
-            if not result.rowcount:
-                raise NotFound(f"{ae_title} has no subscription to {uid}")
-
-    def pending_events(self, tenant: str, ae_title: str, after: int) -> list[PendingEvent]:
-        with self.db.read() as session:
-            rows = session.exec(
-                select(UpsEvent.pk, UpsEvent.payload)
-                .where(
-                    col(UpsEvent.tenant) == tenant,
-                    col(UpsEvent.ae_title) == ae_title,
-                    col(UpsEvent.pk) > after,
-                    col(UpsEvent.delivered_at).is_(None),
-                )
-                .order_by(col(UpsEvent.pk))
-                .limit(500)
-            ).all()
-            return [PendingEvent(pk or 0, unpack_json(payload)) for pk, payload in rows]
-
-    def mark_delivered(self, tenant: str, event_ids: Sequence[int]) -> None:
-        if not event_ids:
-            return
-        with self._write() as session:
-            session.exec(
-                update(UpsEvent)
-                .where(col(UpsEvent.tenant) == tenant, col(UpsEvent.pk).in_(list(event_ids)))
-                .values(delivered_at=self.clock())
-            )
-
 
 def _cancellation_info(info: DicomJson, now: datetime, reason: str | None = None) -> DicomJson:
     """The Cancel Requested / cancellation attributes (PS3.4 Table CC.2.4-1, CC.2.5-3)."""
@@ -744,11 +416,6 @@ def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     if contact:
         item[COMMUNICATIONS_URI] = {"vr": "SQ", "Value": [contact]}
     ds[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item]}
-
-
-def _filter_matches(text: str | None, ds: DicomJson) -> bool:
-    query = parse_filter(text)
-    return query is None or match_dataset(query.matchers, ds, query.combined)
 
 
 def _select(ds: DicomJson, query: QidoQuery) -> DicomJson:

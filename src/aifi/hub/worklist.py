@@ -8,9 +8,9 @@ event reports for every subscriber are written together. Nothing lives in memory
 resumes exactly, and any hub process can deliver any event.
 
 Roles (IHE RAD TF-1 AIW-I): the hub is the Task Manager (the UPS SCP); Task Requesters
-create workitems (RAD-80 Create UPS Workitem), Task Performers query (RAD-81), claim and
-complete them (RAD-82/RAD-83 Change UPS State, RAD-84 Update UPS), and subscribe to
-events (RAD-85/RAD-86).
+create workitems (RAD-80 Create UPS Workitem) and may ask to cancel them (RAD-88); Task
+Performers query (RAD-81), claim (RAD-82), read (RAD-83), update (RAD-84) and complete
+(RAD-85) them, and manage subscriptions (RAD-86) to receive notifications (RAD-87).
 """
 
 from __future__ import annotations

@@ -29,17 +29,19 @@ from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.store import DicomJson
 from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from aifi.vendors.performer import (
-    CODE_VALUE,
     MULTIPART_DICOM,
-    SCHEDULED_WORKITEM_CODE_SEQUENCE,
-    SOP_INSTANCE_UID,
     AnalysisFailed,
     excerpt,
-    first,
-    items,
     part10,
     read_multipart_dicom,
     send,
+)
+from aifi.vendors.workitem import (
+    CODE_VALUE,
+    SCHEDULED_WORKITEM_CODE_SEQUENCE,
+    SOP_INSTANCE_UID,
+    first,
+    items,
 )
 
 __all__ = ["DEFAULT_TIMEOUT", "PushAnalyzer"]

@@ -23,11 +23,11 @@ from pydicom.uid import (
 )
 
 from aifi.dicomweb.store import DicomJson
-from aifi.vendors.performer import (
+from aifi.vendors.performer import AnalysisFailed
+from aifi.vendors.workitem import (
     CODE_VALUE,
     SCHEDULED_WORKITEM_CODE_SEQUENCE,
     SOP_INSTANCE_UID,
-    AnalysisFailed,
     first,
     items,
 )

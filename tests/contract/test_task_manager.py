@@ -333,3 +333,30 @@ def test_rules_explain_on_the_command_line(tmp_path: Path):
     assert missing.exit_code == 2
     checked = runner.invoke(app, ["rules", "check"])
     assert checked.exit_code == 0 and "AIFI-IPE" in checked.output
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_routing_and_late_instances_on_both_databases(backend: str, tmp_path: Path):
+    from tests.conftest import database_for
+
+    with database_for(backend) as url:
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            database_url=url,
+            rules_file=rules_file(tmp_path),
+            task_manager_poll_seconds=0.02,
+        )
+        with running_hub(settings, lifespan=True) as server:
+            study_uid, series_uid = str(generate_uid()), str(generate_uid())
+            stow(server, hand(study_uid, 1, series_uid=series_uid))
+            [item] = wait_for(lambda: bone_age_items(server, study_uid))
+            stow(server, hand(study_uid, 1, series_uid=series_uid))
+            wait_for(
+                lambda: value(bone_age_items(server, study_uid)[0], "00404041") == "INCOMPLETE", 2
+            )
+            wait_for(lambda: value(bone_age_items(server, study_uid)[0], "00404041") == "READY", 5)
+            [again] = bone_age_items(server, study_uid)
+            assert value(again, "00080018") == value(item, "00080018")
+            assert len(again["00404021"]["Value"][0]["00081199"]["Value"]) == 2

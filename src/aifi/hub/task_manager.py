@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from pydicom.uid import generate_uid
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from aifi.dicomweb.store import DicomStore
 from aifi.errors import NotFound
@@ -290,19 +290,8 @@ class TaskManager:
             if latest.procedure_step_state in (_P, _D) and wanted - have:
                 report.created.append(self._create(tenant, decision, header, now))
         with self.db.write() as session:
-            row = session.exec(
-                select(StudyRouting).where(
-                    col(StudyRouting.tenant) == tenant,
-                    col(StudyRouting.study_instance_uid) == study_uid,
-                )
-            ).first()
-            if row is None:
-                session.add(
-                    StudyRouting(
-                        tenant=tenant, study_instance_uid=study_uid, routed_version=version
-                    )
-                )
-            elif row.routed_version is None or _utc(row.routed_version) < version:
+            row = _routing_row(session, tenant, study_uid)
+            if row.routed_version is None or _utc(row.routed_version) < version:
                 row.routed_version = version
 
     def _reload(self, tenant: str, uid: str) -> Workitem:
@@ -423,18 +412,21 @@ def signal_complete(db: Database, tenant: str, study_uid: str, now: datetime) ->
     """Record an explicit completion signal for a study (the Task Manager routes it on its
     next round, without waiting for the quiet period)."""
     with db.write() as session:
-        row = session.exec(
-            select(StudyRouting).where(
-                col(StudyRouting.tenant) == tenant,
-                col(StudyRouting.study_instance_uid) == study_uid,
-            )
-        ).first()
-        if row is None:
-            session.add(
-                StudyRouting(tenant=tenant, study_instance_uid=study_uid, complete_requested_at=now)
-            )
-        else:
-            row.complete_requested_at = now
+        _routing_row(session, tenant, study_uid).complete_requested_at = now
+
+
+def _routing_row(session: Session, tenant: str, study_uid: str) -> StudyRouting:
+    """The study's routing row, added to the session when it has none yet."""
+    row = session.exec(
+        select(StudyRouting).where(
+            col(StudyRouting.tenant) == tenant,
+            col(StudyRouting.study_instance_uid) == study_uid,
+        )
+    ).first()
+    if row is None:
+        row = StudyRouting(tenant=tenant, study_instance_uid=study_uid)
+        session.add(row)
+    return row
 
 
 __all__ = ["INPUT_INFORMATION", "TaskManager", "TickReport", "signal_complete"]

@@ -254,12 +254,7 @@ class SqlWorklist(WorklistBase):
             if outcome.state is ProcedureStepState.CANCELED:
                 # SCHEDULED: nobody performs it yet, so the Task Manager cancels it at once
                 # and records why (final state requirements for CANCELED).
-                _record_cancellation(ds, reason)
-                _put(ds, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.CANCELED.value)
-                _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
-                row.transaction_uid = None
-                row.deadline = None
-                self._store(row, ds)
+                self._cancel(row, ds, reason)
                 # PS3.4 CC.2.2.3: first to IN PROGRESS, then to CANCELED, a report for each.
                 passing = dict(ds)
                 _put(passing, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.IN_PROGRESS.value)
@@ -268,6 +263,16 @@ class SqlWorklist(WorklistBase):
             else:
                 self._emit(session, tenant, uid, outcome.events, ds, info=reason)
             return ActionResult(_public(ds), None)
+
+    def _cancel(self, row: Workitem, ds: DicomJson, info: DicomJson) -> None:
+        """The SCP itself makes a workitem CANCELED and records when and why (the final
+        state requirements for CANCELED, PS3.4 Table CC.2.5-3)."""
+        _record_cancellation(ds, info)
+        _put(ds, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.CANCELED.value)
+        _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
+        row.transaction_uid = None
+        row.deadline = None
+        self._store(row, ds)
 
     def cancel_by_manager(self, tenant: str, uid: str, reason: str) -> bool:
         """The Task Manager ends a workitem itself (deadline passed, performer gone):
@@ -282,12 +287,7 @@ class SqlWorklist(WorklistBase):
                 return False
             ds = unpack_json(row.attributes)
             info = _cancellation_info({}, self.clock(), reason=reason)
-            _record_cancellation(ds, info)
-            _put(ds, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.CANCELED.value)
-            _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
-            row.transaction_uid = None
-            row.deadline = None
-            self._store(row, ds)
+            self._cancel(row, ds, info)
             self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, info=info)
             return True
 

@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aifi.dicomweb.deps import ConfigDep
 from aifi.dicomweb.errors import warning_header
+from aifi.dicomweb.json_model import dicom_json_problems, upper_case_tags
 from aifi.dicomweb.matching import QueryLevel, parse_query
 from aifi.dicomweb.media import parse_accept
 from aifi.dicomweb.store import DicomJson
@@ -106,12 +107,20 @@ async def _dataset(request: Request, *, required: bool = True) -> DicomJson:
         if len(value) != 1:
             raise InvalidRequest(f"The payload must hold one data set, not {len(value)}")
         value = value[0]
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and re.fullmatch(r"[0-9A-Fa-f]{8}", k) and isinstance(v, dict)
-        for k, v in value.items()
-    ):
-        raise InvalidRequest("The payload is not a DICOM JSON data set (PS3.18 F.2)")
-    return {k.upper(): v for k, v in value.items()}
+    problems = dicom_json_problems(value)
+    if problems:
+        raise InvalidRequest(
+            "The payload is not a DICOM JSON data set (PS3.18 F.2): " + "; ".join(problems)
+        )
+    return upper_case_tags(value)
+
+
+def _single(dataset: DicomJson, tag: str) -> str | None:
+    """The one value of ``tag`` (a checked data set: Value is a list of strings)."""
+    values = (dataset.get(tag) or {}).get("Value") or []
+    if len(values) > 1:
+        raise InvalidRequest(f"({tag[:4]},{tag[4:]}) must have one value, not {len(values)}")
+    return str(values[0]) if values and values[0] is not None else None
 
 
 def _json(value: Any, status: int = 200, **headers: str) -> Response:
@@ -213,7 +222,7 @@ async def update_workitem(
         or params.get("transaction-uid")
         or params.get("transactionuid")
         or _bare_query_uid(request)
-        or ((in_body or {}).get("Value") or [None])[0]
+        or _single({TRANSACTION_UID: in_body} if in_body else {}, TRANSACTION_UID)
     )
     result = await run_in_threadpool(
         get_worklist(request).update, principal.tenant, uid, changes, transaction
@@ -227,8 +236,8 @@ async def change_workitem_state(
 ) -> Response:
     uid = _check_uid(workitem)
     body = await _dataset(request)
-    state = ((body.get(PROCEDURE_STEP_STATE) or {}).get("Value") or [None])[0]
-    transaction = ((body.get(TRANSACTION_UID) or {}).get("Value") or [None])[0]
+    state = _single(body, PROCEDURE_STEP_STATE)
+    transaction = _single(body, TRANSACTION_UID)
     if not state:
         raise InvalidRequest("The payload has no Procedure Step State (0074,1000)")
     if transaction is not None:

@@ -408,7 +408,8 @@ def _cancelled_at(ds: DicomJson) -> str | None:
 def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     """Put the cancellation date-time and reason in the Procedure Step Progress
     Information Sequence, where PS3.4 Table CC.2.5-3 keeps them."""
-    item = dict(_value(ds, PROGRESS_INFORMATION) or {})
+    first = _value(ds, PROGRESS_INFORMATION)
+    item = dict(first) if isinstance(first, dict) else {}
     for tag in (CANCELLATION_DATETIME, REASON_FOR_CANCELLATION, DISCONTINUATION_REASON_CODE):
         if tag in info:
             item[tag] = info[tag]

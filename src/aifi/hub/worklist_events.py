@@ -84,7 +84,7 @@ DEFAULT_WORKLIST_LABEL = "AIFI"
 def _value(ds: DicomJson, tag: str) -> Any:
     element = ds.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if values else None
+    return values[0] if isinstance(values, list) and values else None
 
 
 def _text(ds: DicomJson, tag: str) -> str | None:

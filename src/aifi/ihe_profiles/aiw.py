@@ -160,14 +160,14 @@ def absolutize_retrieve_urls(workitem: DicomJson, service: str) -> DicomJson:
     """A copy whose relative Retrieve URLs (WADO-RS Retrieval Sequence in the Input
     Information Sequence) start with ``service`` (the DICOMweb service root)."""
     items = (workitem.get(INPUT_INFORMATION) or {}).get("Value")
-    if not items:
-        return workitem
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        return workitem  # nothing to make absolute (or not a sequence this code wrote)
     out = dict(workitem)
     new_items = []
     for item in items:
         item = dict(item)
         retrievals = (item.get(WADO_RS_RETRIEVAL) or {}).get("Value")
-        if retrievals:
+        if isinstance(retrievals, list) and all(isinstance(r, dict) for r in retrievals):
             fixed = []
             for r in retrievals:
                 r = dict(r)

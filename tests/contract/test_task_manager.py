@@ -360,3 +360,44 @@ def test_routing_and_late_instances_on_both_databases(backend: str, tmp_path: Pa
             [again] = bone_age_items(server, study_uid)
             assert value(again, "00080018") == value(item, "00080018")
             assert len(again["00404021"]["Value"][0]["00081199"]["Value"]) == 2
+
+
+def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: Path):
+    """Run timeout 2 min: the performer went quiet; its late completion is refused."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        rules_file=rules_file(tmp_path, run_timeout_minutes=2, max_attempts=3),
+        task_manager=False,
+    )
+    with running_hub(settings) as server:
+        manager = server.app.state.task_manager
+        worklist = server.app.state.worklist
+        now = [datetime.now(UTC)]
+        manager.clock = worklist.clock = lambda: now[0]
+        study_uid = str(generate_uid())
+        stow(server, hand(study_uid))
+        now[0] += timedelta(seconds=QUIET + 1)
+        manager.tick()
+        [item] = bone_age_items(server, study_uid)
+        uid, txn = value(item, "00080018"), str(generate_uid())
+        with httpx.Client(base_url=server.dicomweb, headers=JSON) as ups:
+            assert (
+                ups.put(
+                    f"/workitems/{uid}/state", json=state_change("IN PROGRESS", txn)
+                ).status_code
+                == 200
+            )
+            now[0] += timedelta(minutes=1)
+            assert manager.tick().expired == []  # still within its run time
+            now[0] += timedelta(minutes=1, seconds=1)
+            assert manager.tick().expired == [uid]
+            ended = _get(server, uid)
+            assert value(ended, "00741000") == "CANCELED"
+            reason = value(ended["00741002"]["Value"][0], "00741238")
+            assert "Not completed within 2 minutes" in reason and "attempt 1 of 3" in reason
+            late = ups.post(f"/workitems/{uid}?transaction={txn}", json=completion())
+            assert late.status_code == 409
+        retry = [
+            w for w in bone_age_items(server, study_uid) if value(w, "00741000") == "SCHEDULED"
+        ]
+        assert len(retry) == 1 and value(retry[0]["00741224"]["Value"][0], "00080018") == uid

@@ -5,6 +5,7 @@ deadlines and restarts (IHE RAD TF AIW-I; PS3.4 Annex CC)."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -401,3 +402,22 @@ def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: 
             w for w in bone_age_items(server, study_uid) if value(w, "00741000") == "SCHEDULED"
         ]
         assert len(retry) == 1 and value(retry[0]["00741224"]["Value"][0], "00080018") == uid
+
+
+def test_two_worker_processes_route_each_study_once(tmp_path: Path):
+    """`aifi serve --workers 2 --rules ...`: both processes run a Task Manager, one leads
+    (lease row); the rules reach both workers."""
+    from aifi.hub.serve import serve_subprocess
+
+    with serve_subprocess(
+        tmp_path / "data", tmp_path / "hub.log", workers=2, rules_file=rules_file(tmp_path)
+    ) as (_process, base):
+        server = LiveServer(url=base, app=None)  # type: ignore[arg-type]
+        studies = [str(generate_uid()) for _ in range(4)]
+        for study_uid in studies:
+            stow(server, hand(study_uid))
+        for study_uid in studies:
+            wait_for(partial(bone_age_items, server, study_uid), timeout=3)
+        time.sleep(QUIET + 0.5)
+        for study_uid in studies:
+            assert len(bone_age_items(server, study_uid)) == 1

@@ -60,9 +60,12 @@ def run_server(
 ) -> None:
     configure_pydicom()
     if workers > 1:
-        os.environ["AIFI_DATA_DIR"] = str(settings.data_dir)
-        if settings.database_url:
-            os.environ["AIFI_DATABASE_URL"] = settings.database_url
+        # The worker processes build their own settings from the environment: pass on
+        # every setting given explicitly (CLI options included).
+        for name in settings.model_fields_set:
+            value = getattr(settings, name)
+            if value is not None:
+                os.environ[f"AIFI_{name.upper()}"] = str(value)
         uvicorn.run(
             "aifi.hub.serve:app_from_environment",
             factory=True,

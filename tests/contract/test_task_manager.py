@@ -5,9 +5,9 @@ deadlines and restarts (IHE RAD TF AIW-I; PS3.4 Annex CC)."""
 from __future__ import annotations
 
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 

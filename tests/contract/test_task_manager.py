@@ -21,11 +21,12 @@ from aifi.conformance.synthetic import Patient, radiograph_study
 from aifi.hub.settings import Settings
 from tests.conftest import LiveServer, running_hub
 from tests.support.dicom import multipart_related
-from tests.support.ups import completion, state_change
+from tests.support.ups import completion, new_workitem, state_change
 
 JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
 BONE_AGE = "AIFI-BONEAGE"
 QUIET = 0.4
+GLOBAL = "1.2.840.10008.5.1.4.34.5"
 
 
 def rules_file(tmp_path: Path, quiet: float = QUIET, **product_changes: Any) -> Path:
@@ -421,3 +422,24 @@ def test_two_worker_processes_route_each_study_once(tmp_path: Path):
         time.sleep(QUIET + 0.5)
         for study_uid in studies:
             assert len(bone_age_items(server, study_uid)) == 1
+
+
+def test_delivered_event_reports_are_removed_after_a_week(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path / "data", task_manager=False)
+    with running_hub(settings) as server:
+        manager = server.app.state.task_manager
+        worklist = server.app.state.worklist
+        now = [datetime.now(UTC)]
+        manager.clock = worklist.clock = lambda: now[0]
+        with httpx.Client(base_url=server.dicomweb, headers=JSON) as ups:
+            assert ups.post(f"/workitems/{GLOBAL}/subscribers/KEEPER").status_code == 201
+            for _ in range(3):
+                created = ups.post("/workitems", json=new_workitem())
+                assert created.status_code == 201
+        events = worklist.pending_events("default", "KEEPER", 0)
+        assert len(events) == 3
+        worklist.mark_delivered("default", [e.id for e in events[:2]])
+        assert manager.tick().purged == 0  # delivered just now
+        now[0] += timedelta(days=8)
+        assert manager.tick().purged == 2  # the undelivered one stays
+        assert [e.id for e in worklist.pending_events("default", "KEEPER", 0)] == [events[2].id]

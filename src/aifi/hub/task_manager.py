@@ -25,6 +25,9 @@ rules select, the Task Requester. One hub process at a time runs this loop (it h
    with the reason; if the product allows more attempts a new workitem replaces it
    (Replaced Procedure Step Sequence), else the reason says the attempts are exhausted.
 
+Event reports already delivered are removed after :data:`EVENT_RETENTION` (checked every
+ten minutes), so the event queue does not grow without bound.
+
 Everything is in the database, so a restart resumes exactly: a study still pending is
 routed after the restart; a workitem is never created twice for the same input set.
 """
@@ -69,6 +72,9 @@ DISCOVERY_MARGIN = timedelta(seconds=60)
 """Studies changed this long before the last look are looked at again: a STOW-RS
 transaction stamps ``updated_at`` before it commits, so a commit can appear late."""
 
+EVENT_RETENTION = timedelta(days=7)
+"""Delivered event reports are kept this long (for support), then removed."""
+
 _S = ProcedureStepState.SCHEDULED.value
 _P = ProcedureStepState.IN_PROGRESS.value
 _D = ProcedureStepState.COMPLETED.value
@@ -97,6 +103,7 @@ class TickReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    purged: int = 0
     leader: bool = False
 
 
@@ -121,6 +128,7 @@ class TaskManager:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._cursor: datetime | None = None
         self._lease_until: datetime | None = None
+        self._next_purge: datetime | None = None
         worklist.run_timeouts = {p.code: p.run_timeout_minutes for p in rules.products}
 
     # -- leadership ---------------------------------------------------------------------
@@ -192,6 +200,9 @@ class TaskManager:
                 report.updated += self._mark_incomplete(tenant, study_uid)
                 pending.marked = True
         report.expired = self.sweep(now)
+        if self._next_purge is None or now >= self._next_purge:
+            report.purged = self.worklist.purge_delivered(now - EVENT_RETENTION)
+            self._next_purge = now + timedelta(minutes=10)
         return report
 
     def _discover(self, now: datetime) -> None:

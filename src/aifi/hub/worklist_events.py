@@ -396,6 +396,17 @@ class WorklistBase:
                 .values(delivered_at=self.clock())
             )
 
+    def purge_delivered(self, before: datetime) -> int:
+        """Forget event reports delivered before ``before`` (they are never sent again);
+        how many were removed."""
+        with self.db.write() as session:
+            result = session.exec(
+                delete(UpsEvent).where(
+                    col(UpsEvent.delivered_at).is_not(None), col(UpsEvent.delivered_at) < before
+                )
+            )
+            return int(result.rowcount or 0)
+
 
 def _filter_matches(text: str | None, ds: DicomJson) -> bool:
     query = parse_filter(text)

@@ -166,3 +166,20 @@ def test_age_in_years_counts_completed_years_like_people_do():
     assert int(age_in_years(birth, date(2025, 6, 15))) == 20
     assert age_in_years(birth, date(2006, 6, 15)) == pytest.approx(1.0)
     assert age_in_years(date(2004, 2, 29), date(2023, 3, 1)) == pytest.approx(19.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thorax geen contrast",
+        "CT kein KM",
+        "pre contrast",
+        "precontrast",
+        "pre-contrast",
+        "voor contrast",
+        "unenhanced CT chest",
+        "non-enhanced thorax",
+    ],
+)
+def test_negated_contrast_wording_in_dutch_german_english_is_no_contrast(text):
+    assert contrast_in_text(text) is False

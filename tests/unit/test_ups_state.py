@@ -379,23 +379,27 @@ def test_final_state_only_for_final_states(target):
 
 
 def test_module_tags_are_the_dictionary_tags_of_their_names():
-    """Every ``NAME = "gggg eeee"`` tag constant is the tag pydicom's dictionary gives
-    that keyword (catches e.g. the DA Start Date standing in for the DT Start DateTime)."""
+    """Every ``NAME = "ggggeeee"`` tag constant of the worklist modules is a tag of the
+    DICOM dictionary whose keyword contains each word of the name (catches the DA Start Date
+    standing in for the DT Start DateTime, or a Contact Display Name at a tag that does not
+    exist)."""
     import re
 
-    from pydicom.datadict import tag_for_keyword
+    from pydicom.datadict import keyword_for_tag
 
-    from aifi.ihe_profiles import ups
+    from aifi.hub import worklist_events
+    from aifi.ihe_profiles import aiw, ups
+    from aifi.vendors import workitem
 
     checked = 0
-    for name, value in vars(ups).items():
-        if not (isinstance(value, str) and re.fullmatch(r"[0-9A-F]{8}", value)):
-            continue
-        keyword = "".join(part.capitalize() for part in name.split("_"))
-        keyword = keyword.replace("Datetime", "DateTime").replace("Uid", "UID")
-        number = tag_for_keyword(keyword)
-        if number is None:
-            continue
-        assert f"{number:08X}" == value, name
-        checked += 1
-    assert checked >= 8
+    for module in (ups, aiw, worklist_events, workitem):
+        for name, value in vars(module).items():
+            if not (isinstance(value, str) and re.fullmatch(r"[0-9A-F]{8}", value)):
+                continue
+            keyword = keyword_for_tag(int(value, 16)).lower()
+            assert keyword, f"{module.__name__}.{name} = {value} is not in the dictionary"
+            words = name.lower().replace("ups_", "unified_procedure_step_").split("_")
+            for word in words:
+                assert word in keyword, f"{module.__name__}.{name} = {value} is {keyword}"
+            checked += 1
+    assert checked >= 40

@@ -218,7 +218,8 @@ _NO_CONTRAST = re.compile(
     r"ZONDER\s+(?:IV\s+)?(?:CONTRAST|KM)|NON[\s-]?CONTRAST|NO\s+(?:IV\s+)?CONTRAST"
     r"|WITHOUT\s+(?:IV\s+)?CONTRAST|W/?O\s+(?:IV\s+)?CONTRAST|\bBLANCO\b|\bBLANK\b"
     r"|\bNATIVE?\b|OHNE\s+(?:KM|KONTRAST)|SANS\s+(?:INJECTION|CONTRASTE)|\bC-(?!\w)"
-    r"|\bNECT\b|\bNCCT\b"
+    r"|\bNECT\b|\bNCCT\b|GEEN\s+(?:IV\s+)?(?:CONTRAST|KM)|KEINE?\s+(?:KM|KONTRAST)"
+    r"|PRE[\s-]?CONTRAST|VOOR\s+CONTRAST|\bUN[\s-]?ENHANCED|NON[\s-]?ENHANCED"
 )
 _BOTH = re.compile(
     r"MET\s+EN\s+ZONDER|ZONDER\s+EN\s+MET|WITH\s+AND\s+WITHOUT|WITHOUT\s+AND\s+WITH|W\s*/\s*WO\b"

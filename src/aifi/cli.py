@@ -212,7 +212,14 @@ def bench_workflow(
     ] = 1.0,
     workitems: Annotated[int, typer.Option(help="Workitems to claim.")] = 400,
     performers: Annotated[int, typer.Option(help="Concurrent performers claiming.")] = 8,
-    database_url: DatabaseOpt = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Run the hub on this database (an empty PostgreSQL database, e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1/bench); default SQLite in the workdir.",
+        ),
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="Keep the hub's data here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:

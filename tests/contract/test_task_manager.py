@@ -398,7 +398,7 @@ def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: 
             reason = value(ended["00741002"]["Value"][0], "00741238")
             assert "Not completed within 2 minutes" in reason and "attempt 1 of 3" in reason
             late = ups.post(f"/workitems/{uid}?transaction={txn}", json=completion())
-            assert late.status_code == 409
+            assert late.status_code == 400  # PS3.18 §11.6.2: update of a final workitem
         retry = [
             w for w in bone_age_items(server, study_uid) if value(w, "00741000") == "SCHEDULED"
         ]

@@ -743,8 +743,8 @@ def expect_state_change(m: Model, target: str, given: str | None) -> Expected:
 
 def expect_update(m: Model, given: str | None) -> Expected:
     """Update Workitem (PS3.4 CC.2.6.3; PS3.18 §11.6)."""
-    if m.state in FINAL:
-        return 409, "may no longer be updated"
+    if m.state in FINAL:  # §11.6.2: 400 for an update of a final workitem
+        return 400, "inconsistent with the current state of the Workitem"
     if m.state == SCHEDULED:
         return 200, ""
     if given is None:

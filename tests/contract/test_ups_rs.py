@@ -222,7 +222,8 @@ def test_complete_requires_the_final_state_attributes(hub):
     assert again.status_code == 200
     assert "already in the requested state of COMPLETED" in warning(again)
     late = hub.post(f"/workitems/{uid}?transaction={txn}", json={"00741204": element("LO", "x")})
-    assert late.status_code == 409
+    assert late.status_code == 400  # PS3.18 §11.6.2
+    assert "inconsistent with the current state" in warning(late)
 
 
 def test_cancel_request_on_scheduled_cancels_at_once(hub):

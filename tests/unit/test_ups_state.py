@@ -39,6 +39,7 @@ GIVEN = {"none": None, "right": HELD, "wrong": OTHER}
 MISSING = UpsStatus.MISSING_TRANSACTION_UID
 WRONG = UpsStatus.WRONG_TRANSACTION_UID
 C300 = UpsStatus.MAY_NO_LONGER_BE_UPDATED
+C300_UPDATE = UpsStatus.FINAL_STATE_NOT_UPDATABLE
 
 
 def ok(
@@ -70,12 +71,12 @@ EXPECTED: dict[tuple[ProcedureStepState, UpsAction], tuple[Any, Any, Any]] = {
     (D, UpsAction.COMPLETE): (MISSING, ok(D, warning=UpsStatus.ALREADY_COMPLETED_WARNING), WRONG),
     (D, UpsAction.DISCONTINUE): (MISSING, C300, WRONG),
     (D, UpsAction.REQUEST_CANCEL): (UpsStatus.ALREADY_COMPLETED,) * 3,
-    (D, UpsAction.UPDATE): (C300,) * 3,
+    (D, UpsAction.UPDATE): (C300_UPDATE,) * 3,
     (X, UpsAction.CLAIM): (MISSING, C300, WRONG),
     (X, UpsAction.COMPLETE): (MISSING, C300, WRONG),
     (X, UpsAction.DISCONTINUE): (MISSING, ok(X, warning=UpsStatus.ALREADY_CANCELED_WARNING), WRONG),
     (X, UpsAction.REQUEST_CANCEL): (ok(X, warning=UpsStatus.ALREADY_CANCELED_WARNING),) * 3,
-    (X, UpsAction.UPDATE): (C300,) * 3,
+    (X, UpsAction.UPDATE): (C300_UPDATE,) * 3,
 }
 
 CASES = [

@@ -144,7 +144,9 @@ class TaskManager:
             return True
         try:
             with self.db.write() as session:
-                lease = session.get(HubLease, LEASE_NAME)
+                # Locked (PostgreSQL; SQLite writers are serialised anyway): two processes
+                # that both see an expired lease must not both take it.
+                lease = session.get(HubLease, LEASE_NAME, with_for_update=not self.db.is_sqlite)
                 if lease is None:
                     session.add(
                         HubLease(
@@ -377,7 +379,14 @@ class TaskManager:
                 if retry and product
                 else f"; attempt {row.attempt}, no attempts left"
             )
-            if not self.worklist.cancel_by_manager(row.tenant, row.sop_instance_uid, reason):
+            ended_it = self.worklist.cancel_by_manager(
+                row.tenant,
+                row.sop_instance_uid,
+                reason,
+                expected_state=row.procedure_step_state,
+                due=now,
+            )
+            if not ended_it:
                 continue
             ended.append(row.sop_instance_uid)
             if retry and product:

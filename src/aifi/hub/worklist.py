@@ -15,10 +15,11 @@ Performers query (RAD-81), claim (RAD-82), read (RAD-83), update (RAD-84) and co
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
@@ -140,6 +141,10 @@ class SqlWorklist(WorklistBase):
             )
             self._store(row, ds)
             session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as exc:  # a concurrent create of the same UID won
+                raise Conflict(f"A workitem with SOP Instance UID {uid} already exists") from exc
             self._subscribe_new(session, tenant, uid, ds)
         return _public(ds)
 
@@ -274,16 +279,20 @@ class SqlWorklist(WorklistBase):
         row.deadline = None
         self._store(row, ds)
 
-    def cancel_by_manager(self, tenant: str, uid: str, reason: str) -> bool:
+    def cancel_by_manager(
+        self, tenant: str, uid: str, reason: str, *, expected_state: str, due: datetime
+    ) -> bool:
         """The Task Manager ends a workitem itself (deadline passed, performer gone):
         CANCELED with the reason recorded, whatever Transaction UID a performer holds.
-        False when it already was in a final state."""
+        Checked again under the row lock: False (nothing done) unless the workitem is still
+        in ``expected_state`` with a deadline at or before ``due`` — a claim that came in
+        between is not cancelled for the claim deadline it just met."""
         with self._write() as session:
             row = self._locked(session, tenant, uid)
-            if row.procedure_step_state in (
-                ProcedureStepState.COMPLETED.value,
-                ProcedureStepState.CANCELED.value,
-            ):
+            deadline = row.deadline
+            if deadline is not None and deadline.tzinfo is None:
+                deadline = deadline.replace(tzinfo=UTC)  # SQLite returns naive UTC
+            if row.procedure_step_state != expected_state or deadline is None or deadline > due:
                 return False
             ds = unpack_json(row.attributes)
             info = _cancellation_info({}, self.clock(), reason=reason)

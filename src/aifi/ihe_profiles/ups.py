@@ -129,6 +129,13 @@ class UpsStatus(enum.Enum):
         "The request is inconsistent with the current state of the Target Workitem: "
         "the UPS may no longer be updated.",
     )
+    FINAL_STATE_NOT_UPDATABLE = (
+        0xC300,
+        400,
+        "The submitted request is inconsistent with the current state of the Workitem.",
+    )
+    """Update Workitem of a COMPLETED or CANCELED workitem: PS3.18 §11.6.2 asks for 400
+    (Change Workitem State on one stays 409, §11.7)."""
     MISSING_TRANSACTION_UID = (0xC301, 400, "The Transaction UID is missing.")
     WRONG_TRANSACTION_UID = (0xC301, 400, "The Transaction UID is incorrect.")
     ALREADY_IN_PROGRESS = (0xC302, 409, "The UPS is already IN PROGRESS.")
@@ -253,7 +260,7 @@ TRANSITIONS: Mapping[tuple[ProcedureStepState, UpsAction], Transition] = Mapping
         (_D, UpsAction.COMPLETE): Transition(_HELD, warning=UpsStatus.ALREADY_COMPLETED_WARNING),
         (_D, UpsAction.DISCONTINUE): Transition(_HELD, refusal=UpsStatus.MAY_NO_LONGER_BE_UPDATED),
         (_D, UpsAction.REQUEST_CANCEL): Transition(_IGNORED, refusal=UpsStatus.ALREADY_COMPLETED),
-        (_D, UpsAction.UPDATE): Transition(_IGNORED, refusal=UpsStatus.MAY_NO_LONGER_BE_UPDATED),
+        (_D, UpsAction.UPDATE): Transition(_IGNORED, refusal=UpsStatus.FINAL_STATE_NOT_UPDATABLE),
         # CANCELED
         (_X, UpsAction.CLAIM): Transition(_HELD, refusal=UpsStatus.MAY_NO_LONGER_BE_UPDATED),
         (_X, UpsAction.COMPLETE): Transition(_HELD, refusal=UpsStatus.MAY_NO_LONGER_BE_UPDATED),
@@ -261,7 +268,7 @@ TRANSITIONS: Mapping[tuple[ProcedureStepState, UpsAction], Transition] = Mapping
         (_X, UpsAction.REQUEST_CANCEL): Transition(
             _IGNORED, warning=UpsStatus.ALREADY_CANCELED_WARNING
         ),
-        (_X, UpsAction.UPDATE): Transition(_IGNORED, refusal=UpsStatus.MAY_NO_LONGER_BE_UPDATED),
+        (_X, UpsAction.UPDATE): Transition(_IGNORED, refusal=UpsStatus.FINAL_STATE_NOT_UPDATABLE),
     }
 )
 """Table CC.1.1-2 (plus N-SET, CC.2.6.3) for every state × action; data, not code."""

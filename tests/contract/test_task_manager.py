@@ -405,14 +405,25 @@ def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: 
         assert len(retry) == 1 and value(retry[0]["00741224"]["Value"][0], "00080018") == uid
 
 
-def test_two_worker_processes_route_each_study_once(tmp_path: Path):
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_two_worker_processes_route_each_study_once(backend: str, tmp_path: Path):
     """`aifi serve --workers 2 --rules ...`: both processes run a Task Manager, one leads
     (lease row); the rules reach both workers."""
     from aifi.hub.serve import serve_subprocess
+    from tests.conftest import database_for
 
-    with serve_subprocess(
-        tmp_path / "data", tmp_path / "hub.log", workers=2, rules_file=rules_file(tmp_path)
-    ) as (_process, base):
+    with (
+        database_for(backend) as url,
+        serve_subprocess(
+            tmp_path / "data",
+            tmp_path / "hub.log",
+            workers=2,
+            database_url=url,
+            rules_file=rules_file(tmp_path),
+        ) as (_process, base),
+    ):
         server = LiveServer(url=base, app=None)  # type: ignore[arg-type]
         studies = [str(generate_uid()) for _ in range(4)]
         for study_uid in studies:

@@ -212,9 +212,13 @@ def _worklist_chain(
     with httpx.Client(timeout=60) as http:
         start = time.perf_counter()
         http.post(f"{base_url}/api/v1/studies/{result.hand_study_uid}/complete").raise_for_status()
+        # The routing explanation says how many products match; wait for all their
+        # workitems (the Task Manager creates them one after the other).
+        explanation = http.get(f"{base_url}/api/v1/studies/{result.hand_study_uid}/routing")
+        expected = max(1, explanation.text.count(": MATCH"))
         deadline = time.monotonic() + 30
         items: list[dict[str, object]] = []
-        while time.monotonic() < deadline and not items:
+        while time.monotonic() < deadline and len(items) < expected:
             items = http.get(
                 f"{dicomweb}/workitems",
                 params={"StudyInstanceUID": result.hand_study_uid},

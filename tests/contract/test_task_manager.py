@@ -4,6 +4,7 @@ deadlines and restarts (IHE RAD TF AIW-I; PS3.4 Annex CC)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -237,18 +238,27 @@ def test_an_adult_hand_gets_fracture_detection_but_no_bone_age(hub: LiveServer):
     assert codes == ["AIFI-FRACTURE"]
 
 
-def test_deadlines_cancel_and_retry_then_give_up(tmp_path: Path):
-    """Driven with a clock of the test's own: claim timeout 1 min, two attempts."""
+@contextlib.contextmanager
+def clocked_hub(
+    tmp_path: Path, **product_changes: Any
+) -> Iterator[tuple[LiveServer, list[datetime]]]:
+    """A hub whose Task Manager does not run by itself: the test calls ``tick()`` and sets
+    the clock (``now[0]``) that the Task Manager and the worklist read."""
     settings = Settings(
         data_dir=tmp_path / "data",
-        rules_file=rules_file(tmp_path, claim_timeout_minutes=1, max_attempts=2),
+        rules_file=rules_file(tmp_path, **product_changes),
         task_manager=False,
     )
     with running_hub(settings) as server:
-        manager = server.app.state.task_manager
-        worklist = server.app.state.worklist
         now = [datetime.now(UTC)]
-        manager.clock = worklist.clock = lambda: now[0]
+        server.app.state.task_manager.clock = server.app.state.worklist.clock = lambda: now[0]
+        yield server, now
+
+
+def test_deadlines_cancel_and_retry_then_give_up(tmp_path: Path):
+    """Driven with a clock of the test's own: claim timeout 1 min, two attempts."""
+    with clocked_hub(tmp_path, claim_timeout_minutes=1, max_attempts=2) as (server, now):
+        manager = server.app.state.task_manager
         study_uid = str(generate_uid())
         stow(server, hand(study_uid))
         now[0] += timedelta(seconds=QUIET + 1)
@@ -370,16 +380,8 @@ def test_routing_and_late_instances_on_both_databases(backend: str, tmp_path: Pa
 
 def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: Path):
     """Run timeout 2 min: the performer went quiet; its late completion is refused."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        rules_file=rules_file(tmp_path, run_timeout_minutes=2, max_attempts=3),
-        task_manager=False,
-    )
-    with running_hub(settings) as server:
+    with clocked_hub(tmp_path, run_timeout_minutes=2, max_attempts=3) as (server, now):
         manager = server.app.state.task_manager
-        worklist = server.app.state.worklist
-        now = [datetime.now(UTC)]
-        manager.clock = worklist.clock = lambda: now[0]
         study_uid = str(generate_uid())
         stow(server, hand(study_uid))
         now[0] += timedelta(seconds=QUIET + 1)
@@ -440,12 +442,9 @@ def test_two_worker_processes_route_each_study_once(backend: str, tmp_path: Path
 
 
 def test_delivered_event_reports_are_removed_after_a_week(tmp_path: Path):
-    settings = Settings(data_dir=tmp_path / "data", task_manager=False)
-    with running_hub(settings) as server:
+    with clocked_hub(tmp_path) as (server, now):
         manager = server.app.state.task_manager
         worklist = server.app.state.worklist
-        now = [datetime.now(UTC)]
-        manager.clock = worklist.clock = lambda: now[0]
         with httpx.Client(base_url=server.dicomweb, headers=JSON) as ups:
             assert ups.post(f"/workitems/{GLOBAL}/subscribers/KEEPER").status_code == 201
             for _ in range(3):

@@ -354,14 +354,17 @@ class SqlWorklist(WorklistBase):
     def search(self, tenant: str, query: QidoQuery) -> QueryResult:
         """Search for Workitems (PS3.18 §11.9): creation order, paged. When the indexed
         columns answer every key (the usual worklist query: state, code, priority, study),
-        paging and counting happen in SQL; otherwise each candidate is matched here."""
+        paging and counting happen in SQL; otherwise each candidate is matched here.
+        Results carry every attribute of the workitem (except the Transaction UID): an
+        entry is small and a performer needs its inputs, so ``includefield`` cannot ask
+        for more."""
         result = QueryResult()
         statement, exact = self._narrowed(tenant, query)
         if exact:
             with self.db.read() as session:
                 total = session.exec(select(func.count()).select_from(statement.subquery())).one()
                 page = session.exec(statement.offset(query.offset).limit(query.limit)).all()
-            result.matches = [_select(_public(unpack_json(blob)), query) for blob in page]
+            result.matches = [_public(unpack_json(blob)) for blob in page]
             result.remaining = max(0, total - query.offset - len(result.matches))
             return result
         matched = 0
@@ -372,7 +375,7 @@ class SqlWorklist(WorklistBase):
             if not match_dataset(query.matchers, ds, query.combined):
                 continue
             if matched >= query.offset and len(result.matches) < query.limit:
-                result.matches.append(_select(_public(ds), query))
+                result.matches.append(_public(ds))
             elif len(result.matches) >= query.limit:
                 result.remaining += 1
             matched += 1
@@ -426,12 +429,6 @@ def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     if contact:
         item[COMMUNICATIONS_URI] = {"vr": "SQ", "Value": [contact]}
     ds[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item]}
-
-
-def _select(ds: DicomJson, query: QidoQuery) -> DicomJson:
-    """Search results: every attribute of the workitem (a worklist entry is small and a
-    performer needs its inputs); ``includefield`` cannot ask for more than everything."""
-    return ds
 
 
 def expiry(minutes: float | None, now: datetime) -> datetime | None:

@@ -54,6 +54,27 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the Task Manager looks for complete studies and deadlines.",
     )
+    destinations_file: Path | None = Field(
+        default=None,
+        description="PACS destinations per tenant (YAML, aifi.hub.destinations); default: "
+        "none, released AI results stay in the hub's own store.",
+    )
+    delivery: bool = Field(
+        default=True,
+        description="Run the delivery loop (released AI results -> PACS destinations) in "
+        "this process; the outbox rows are leased, so several processes may run it.",
+    )
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the delivery loop looks for due deliveries."
+    )
+    delivery_max_attempts: int = Field(
+        default=20, ge=1, description="Attempts per destination before a delivery is failed."
+    )
+    delivery_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="First retry delay of a delivery; doubled per attempt (capped).",
+    )
 
     @field_validator("default_tenant")
     @classmethod

@@ -252,7 +252,7 @@ def test_refusal_is_not_retryable_and_carries_the_failure_reason(status: int) ->
     )
     assert not any(o.delivered or o.retryable for o in outcomes.values())
     assert "0xC122 (Referenced Transfer Syntax not supported)" in outcomes["1.2.3.1"].reason
-    assert "0x0122 (Referenced SOP Class not supported)" in outcomes["1.2.3.2"].reason
+    assert "0x0122 (Refused: SOP Class Not Supported)" in outcomes["1.2.3.2"].reason
     unlisted = outcomes["1.2.3.3"].reason
     assert f"refused the request (HTTP {status}, Warning: 299 x)" in unlisted
     assert "other failures: 0xC000 (Cannot Understand)" in unlisted

@@ -47,8 +47,6 @@ READ_CHUNK = 1 << 20
 
 _STOW_REASONS: dict[int, str] = {
     0xC122: "Referenced Transfer Syntax not supported",
-    0x0122: "Referenced SOP Class not supported",
-    0x0111: "Duplicate SOP Instance",
     0xC409: "Study Instance UID does not match the target study",
 }
 """Failure Reasons PS3.18 §10.5.3 names that the DIMSE storage statuses do not."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 
@@ -230,3 +231,82 @@ def test_codes_accept_tuples_pydicom_codes_and_coded_concepts():
         assert codes.coded(code).value == "125605004"
         assert codes.triple(code) == air.FRACTURE
     assert air.BONE_AGE == ("85151-9", "LN", "Bone age")
+
+
+def test_segmentation_one_frame_per_input_automatic():
+    from aifi.conformance.synthetic import ct_study
+
+    inputs = [dcmread(io.BytesIO(raw)) for raw in ct_study(3, size=32)]
+    mask = np.zeros((3, 32, 32), bool)
+    mask[1, 4:9, 4:9] = True
+    ds = air.segmentation(
+        inputs,
+        ALGORITHM,
+        mask,
+        segment_label="embolus",
+        category=("49755003", "SCT", "Morphologically Altered Structure"),
+        property_type=air.PULMONARY_EMBOLISM,
+    )
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert ds.NumberOfFrames == 3
+    segment = ds.SegmentSequence[0]
+    assert segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert segment.SegmentAlgorithmName == "fracture-detection"
+    assert ds.StudyInstanceUID == inputs[0].StudyInstanceUID
+    assert air.validate(reread(ds), air.InputContext.from_datasets(inputs)) == []
+    assert air.summarise(reread(ds)).kind == "SEG"
+    with pytest.raises(ValueError, match="one frame per input"):
+        air.segmentation(
+            inputs,
+            ALGORITHM,
+            mask[:2],
+            segment_label="x",
+            category=("49755003", "SCT", "Morphologically Altered Structure"),
+            property_type=air.PULMONARY_EMBOLISM,
+        )
+
+
+def test_overlay_presentation_draws_regions_with_labels():
+    inputs = radiographs(2)
+    regions = [
+        air.Region(inputs[0], "CIRCLE", [(20, 20), (25, 20)]),
+        air.Region(inputs[1], "POLYLINE", [(1, 1), (10, 1), (10, 10), (1, 1)]),
+    ]
+    ds = air.overlay_presentation(inputs, ALGORITHM, regions, ["Fracture", "Fracture"])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"
+    annotations = ds.GraphicAnnotationSequence
+    assert [a.ReferencedImageSequence[0].ReferencedSOPInstanceUID for a in annotations] == [
+        d.SOPInstanceUID for d in inputs
+    ]
+    assert annotations[0].GraphicObjectSequence[0].GraphicType == "CIRCLE"
+    assert annotations[0].TextObjectSequence[0].UnformattedTextValue == "Fracture"
+    assert air.validate(reread(ds), air.InputContext.from_datasets(inputs)) == []
+    assert air.summarise(ds).kind == "GSPS"
+    with pytest.raises(ValueError, match="labels"):
+        air.overlay_presentation(inputs, ALGORITHM, regions, ["one"])
+
+
+def test_summary_page_is_an_8_bit_secondary_capture():
+    inputs = radiographs(1)
+    ds = air.summary_page(inputs, ALGORITHM, ["Bone age: 10.5 years"], title="Skeletal age")
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert (ds.BitsAllocated, ds.PhotometricInterpretation) == (8, "MONOCHROME2")
+    assert ds.pixel_array.max() > 0  # text was drawn
+    assert ds.PatientID == inputs[0].PatientID
+    assert air.validate(reread(ds), air.InputContext.from_datasets(inputs)) == []
+    assert air.summarise(ds).kind == "SC"
+
+
+def test_key_objects_select_inputs():
+    inputs = radiographs(3)
+    ds = air.key_objects(inputs, ALGORITHM, inputs[1:2])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.59"
+    assert ds.ConceptNameCodeSequence[0].CodeValue == "113000"
+    selected = [i for i in ds.ContentSequence if i.ValueType == "IMAGE"]
+    assert [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in selected] == [
+        inputs[1].SOPInstanceUID
+    ]
+    assert air.validate(reread(ds), air.InputContext.from_datasets(inputs)) == []
+    assert air.summarise(ds).kind == "KO"
+    with pytest.raises(ValueError, match="among the inputs"):
+        air.key_objects(inputs[:1], ALGORITHM, inputs[1:2])

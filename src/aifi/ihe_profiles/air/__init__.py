@@ -30,6 +30,10 @@ from aifi.ihe_profiles.air.codes import (
     CodeTriple,
 )
 from aifi.ihe_profiles.air.equipment import AlgorithmIdentity
+from aifi.ihe_profiles.air.gsps import overlay_presentation
+from aifi.ihe_profiles.air.ko import key_objects
+from aifi.ihe_profiles.air.sc import summary_page
+from aifi.ihe_profiles.air.seg import segmentation
 from aifi.ihe_profiles.air.sr import Measurement, QualitativeFinding, measurement_report
 from aifi.ihe_profiles.air.summary import (
     FindingSummary,
@@ -66,7 +70,11 @@ __all__ = [
     "ResultSummary",
     "Violation",
     "is_ai_result",
+    "key_objects",
     "measurement_report",
+    "overlay_presentation",
+    "segmentation",
     "summarise",
+    "summary_page",
     "validate",
 ]

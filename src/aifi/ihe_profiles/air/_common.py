@@ -99,6 +99,14 @@ def headers(inputs: Sequence[Dataset]) -> list[Dataset]:
     return copies
 
 
+def series_laterality(ds: Dataset, source: Dataset) -> None:
+    """General Series (PS3.3 C.7.3.1) Laterality, Type 2C for a paired body part: dciodvfy
+    asks for it in GSPS and SC (it cannot tell whether the part is paired); the source's
+    left/right, or present and empty (unknown)."""
+    laterality = source.get("Laterality") or source.get("ImageLaterality") or ""
+    ds.Laterality = laterality if laterality in ("L", "R") else ""
+
+
 def carry_over(ds: Dataset, source: Dataset) -> None:
     """Copy the patient and study of ``source`` into ``ds`` (Type 2 ones even if empty)."""
     ds.StudyInstanceUID = source.StudyInstanceUID

@@ -313,10 +313,19 @@ def test_a_silent_peer_times_out_retryable(tmp_path: Path, silent_port: int) -> 
 # --- a pynetdicom Storage SCP with chosen statuses -----------------------------------------
 
 
+SCP_SYNTAXES = ["1.2.840.10008.1.2.1"]
+
+
 @pytest.fixture
-def storage_scp() -> Iterator[tuple[int, dict[str, int], list[Dataset]]]:
-    """A C-STORE SCP on a free port; ``statuses`` maps SOP Instance UID -> status to answer
-    (default 0x0000); every received data set is recorded."""
+def scp_syntaxes() -> list[str]:
+    """Transfer Syntaxes the Storage SCP accepts (override by parametrizing)."""
+    return SCP_SYNTAXES
+
+
+@pytest.fixture
+def storage_scp(scp_syntaxes: list[str]) -> Iterator[tuple[int, dict[str, int], list[Dataset]]]:
+    """A C-STORE SCP for CT and DX on a free port, in ``scp_syntaxes``; ``statuses`` maps
+    SOP Instance UID -> status to answer (default 0x0000); every data set is recorded."""
     statuses: dict[str, int] = {}
     received: list[Dataset] = []
 
@@ -328,8 +337,8 @@ def storage_scp() -> Iterator[tuple[int, dict[str, int], list[Dataset]]]:
 
     ae = AE(ae_title="TEST-SCP")
     ae.require_called_aet = True
-    ae.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
-    ae.add_supported_context(DigitalXRayImageStorageForPresentation, ["1.2.840.10008.1.2.1"])
+    ae.add_supported_context(CTImageStorage, scp_syntaxes)
+    ae.add_supported_context(DigitalXRayImageStorageForPresentation, scp_syntaxes)
     server = ae.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
@@ -380,6 +389,42 @@ def test_c_store_rejected_association_is_retryable(
     assert received == []
     assert all(not o.delivered and o.retryable for o in outcomes), outcomes
     assert "rejected the association" in outcomes[0].reason
+
+
+@pytest.mark.parametrize("scp_syntaxes", [["1.2.840.10008.1.2"]])
+def test_c_store_falls_back_to_implicit_vr_little_endian(
+    tmp_path: Path, storage_scp: tuple[int, dict[str, int], list[Dataset]]
+) -> None:
+    port, _statuses, received = storage_scp
+    study = make_study(tmp_path)
+    with DimsePacs("127.0.0.1", port, called_ae="TEST-SCP") as pacs:
+        outcomes = pacs.send(study.files)
+    assert all(o.delivered for o in outcomes), outcomes
+    for ds, f in zip(received, study.files, strict=True):
+        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+        original = dcmread(f.path)
+        assert ds.SOPInstanceUID == original.SOPInstanceUID
+        assert ds.PixelData == original.PixelData
+        assert ds.PatientName == original.PatientName
+
+
+@pytest.mark.parametrize("scp_syntaxes", [["1.2.840.10008.1.2.4.50"]])  # JPEG Baseline only
+def test_c_store_in_an_unsupported_transfer_syntax_is_refused(
+    tmp_path: Path, storage_scp: tuple[int, dict[str, int], list[Dataset]]
+) -> None:
+    port, _statuses, received = storage_scp
+    study = make_study(tmp_path)
+    with DimsePacs("127.0.0.1", port, called_ae="TEST-SCP", name="jpeg-only") as pacs:
+        outcomes = pacs.send(study.files)
+    assert received == []
+    assert all(not o.delivered and not o.retryable for o in outcomes), outcomes
+    assert (
+        "PACS 'jpeg-only' (DIMSE TEST-SCP@127.0.0.1:" in outcomes[0].reason
+        and "accepts no presentation context for CT Image Storage (1.2.840.10008.5.1.4.1.1.2)"
+        " in Explicit VR Little Endian (1.2.840.10008.1.2.1), Implicit VR Little Endian"
+        " (1.2.840.10008.1.2) (SOP Class or Transfer Syntax not supported)"
+        in outcomes[0].reason
+    ), outcomes[0].reason
 
 
 # --- a STOW-RS server with chosen answers ---------------------------------------------------

@@ -323,27 +323,41 @@ def test_a_delivered_outcome_is_never_retryable() -> None:
 
 JPEG = "1.2.840.10008.1.2.4.50"
 SR = "1.2.840.10008.5.1.4.1.1.88.34"
+IMPLICIT = "1.2.840.10008.1.2"
 
 
-def test_contexts_offer_the_stored_syntax_and_explicit_vr_little_endian() -> None:
+def test_contexts_offer_the_stored_syntax_then_explicit_and_implicit_vr_little_endian() -> None:
     files = [
         OutgoingInstance(CT, "1.1", JPEG, Path("a")),
         OutgoingInstance(CT, "1.2", EXPLICIT, Path("b")),
         OutgoingInstance(SR, "1.3", EXPLICIT, Path("c")),
-        OutgoingInstance(SR, "1.4", EXPLICIT, Path("d")),
+        OutgoingInstance(SR, "1.4", IMPLICIT, Path("d")),
     ]
     offered = [
         (str(cx.abstract_syntax), [str(t) for t in cx.transfer_syntax])
         for cx in requested_contexts(files)
     ]
-    assert offered == [(CT, [JPEG]), (CT, [EXPLICIT]), (SR, [EXPLICIT])]
+    assert offered == [
+        (CT, [JPEG]),
+        (CT, [EXPLICIT]),
+        (CT, [IMPLICIT]),
+        (SR, [EXPLICIT]),
+        (SR, [IMPLICIT]),
+    ]
 
 
 def test_many_sop_classes_are_split_over_associations() -> None:
     files = [
         OutgoingInstance(f"1.2.826.0.1.3680043.8.498.{i}", f"9.{i}", JPEG, Path("x"))
         for i in range(100)
-    ]  # two contexts each
+    ]  # three contexts each
+    per_association = MAX_CONTEXTS // 3
     batches = _batches(files)
-    assert [len(b) for b in batches] == [MAX_CONTEXTS // 2, 100 - MAX_CONTEXTS // 2]
-    assert sorted(i for b in batches for i in b) == list(range(100))
+    assert [len(b) for b in batches] == [
+        per_association,
+        per_association,
+        100 - 2 * per_association,
+    ]
+    assert [i for b in batches for i in b] == list(range(100))
+    for batch in batches:
+        assert len(requested_contexts([files[i] for i in batch])) <= MAX_CONTEXTS

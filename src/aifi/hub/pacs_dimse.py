@@ -2,8 +2,10 @@
 
 One association per :meth:`DimsePacs.send` (PS3.8 association establishment): one
 presentation context per SOP Class and Transfer Syntax, offering each file's stored
-Transfer Syntax and Explicit VR Little Endian (PS3.5 §10.1, which every SCP of the
-uncompressed syntaxes can take; pynetdicom converts an uncompressed data set to it).
+Transfer Syntax, Explicit VR Little Endian and, as a last resort, Implicit VR Little Endian
+(the default Transfer Syntax, PS3.5 §10.1). A file goes in its stored syntax when the PACS
+accepts it (bytes unchanged), else pynetdicom re-encodes it (uncompressed) or it is
+decompressed first (compressed, where pydicom has a decoder).
 Each file then gets its own C-STORE on that association. Statuses (PS3.4 Table B.2-1):
 
 =========================  ===============================================================
@@ -28,7 +30,7 @@ from typing import Any, Self
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import code_to_category
@@ -46,11 +48,17 @@ MAX_CONTEXTS = 128
 
 
 def _syntaxes(transfer_syntax_uid: str) -> list[str]:
-    return list(dict.fromkeys([transfer_syntax_uid, ExplicitVRLittleEndian]))
+    """What a file may be sent in, best first: as stored, then Explicit VR Little Endian,
+    then Implicit VR Little Endian (the DICOM default every SCP supports, PS3.5 §10.1)."""
+    return list(
+        dict.fromkeys([transfer_syntax_uid, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    )
 
 
 def requested_contexts(files: Sequence[OutgoingInstance]) -> list[PresentationContext]:
-    """One context per (SOP Class, Transfer Syntax): the stored syntaxes and Explicit VR LE."""
+    """One context per (SOP Class, Transfer Syntax), each with a single Transfer Syntax, so
+    the PACS's answer says exactly which it takes: the stored syntaxes, Explicit and
+    Implicit VR Little Endian."""
     pairs: dict[tuple[str, str], None] = {}
     for f in files:
         for syntax in _syntaxes(f.transfer_syntax_uid):

@@ -68,6 +68,21 @@ def create_workitem(
     retrieve_url: str = "absolute",
 ) -> str:
     """A SCHEDULED workitem (RAD-80) whose Input Information Sequence names ``study``."""
+    ds = workitem_request(hub, study, priority=priority, retrieve_url=retrieve_url)
+    uid = str(generate_uid())
+    response = hub.post(f"/workitems?workitem={uid}", json=ds)
+    assert response.status_code == 201, response.headers.get("warning")
+    return uid
+
+
+def workitem_request(
+    hub: httpx.Client,
+    study: list[Dataset],
+    *,
+    priority: str = "MEDIUM",
+    retrieve_url: str = "absolute",
+) -> DicomJson:
+    """The DICOM JSON of a new workitem for ``study`` (see :func:`create_workitem`)."""
     first = study[0]
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
     ds = new_workitem(study_uid=study_uid, priority=priority, product=PRODUCT)
@@ -92,10 +107,7 @@ def create_workitem(
             url = f"{str(hub.base_url).rstrip('/')}/{url}"
         item["0040E025"] = element("SQ", {"00081190": element("UR", url)})
     ds["00404021"] = element("SQ", item)
-    uid = str(generate_uid())
-    response = hub.post(f"/workitems?workitem={uid}", json=ds)
-    assert response.status_code == 201, response.headers.get("warning")
-    return uid
+    return ds
 
 
 def workitem(hub: httpx.Client, uid: str) -> DicomJson:
@@ -437,3 +449,131 @@ def test_cli_once_performs_one_workitem(sqlite_live_server: LiveServer, hub: htt
     helptext = CliRunner().invoke(root, ["performer", "run", "--help"])
     for option in ("--hub", "--product", "--ae", "--push-url", "--once", "--poll"):
         assert option in helptext.output
+
+
+# -- cancellation and progress ------------------------------------------------------------------
+
+
+def sr_series(hub: httpx.Client, study: list[Dataset]) -> list[Any]:
+    found = hub.get(f"/studies/{study[0].StudyInstanceUID}/series", params={"Modality": "SR"})
+    return list(found.json()) if found.status_code == 200 else []
+
+
+class CancelledWhileAnalysing(ReferenceAnalyzer):
+    """Asks the hub to cancel its own workitem (a Task Requester's RAD-88 stand-in) and
+    waits until the performer heard the Cancel Requested event, then returns a result."""
+
+    def __init__(self, hub: httpx.Client, reason: str) -> None:
+        super().__init__()
+        self.hub, self.reason, self.performer = hub, reason, None
+        self.heard = False
+
+    def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+        uid = str(workitem["00080018"]["Value"][0])
+        body = {REASON: element("LT", self.reason)}
+        assert self.hub.post(f"/workitems/{uid}/cancelrequest", json=body).status_code == 202
+        assert workitem_state(self.hub, uid) == "IN PROGRESS"  # the hub leaves it to us
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self.heard:
+            self.heard = self.performer is not None and self.performer.cancellation(uid) is not None
+            time.sleep(0.02)
+        return super().analyze(workitem, inputs)
+
+
+def workitem_state(hub: httpx.Client, uid: str) -> str:
+    return str(workitem(hub, uid)[STATE]["Value"][0])
+
+
+def test_cancel_requested_during_analysis_discontinues_without_storing(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    uid = create_workitem(hub, study)
+    analyzer = CancelledWhileAnalysing(hub, "Wrong patient, study to be split")
+    with performer(sqlite_live_server, analyzer) as p:
+        analyzer.performer = p  # type: ignore[assignment]
+        assert p.run_once() == "CANCELED"
+    assert analyzer.heard  # over the workitem's own event channel (run_once)
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["CANCELED"]
+    assert ds[PROGRESS_INFO]["Value"][0][REASON]["Value"] == ["Wrong patient, study to be split"]
+    assert sr_series(hub, study) == []  # no result stored for a cancelled workitem
+    assert PERFORMED not in ds or not ds[PERFORMED].get("Value")
+
+
+def test_cancel_requested_is_heard_on_the_run_loops_channel(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    study = store_study(hub)
+    analyzer = CancelledWhileAnalysing(hub, "Ordered in error")
+    stop = threading.Event()
+    with performer(sqlite_live_server, analyzer, ae="LOOPING") as p:
+        analyzer.performer = p  # type: ignore[assignment]
+        done: list[int] = []
+        thread = threading.Thread(target=lambda: done.append(p.run(stop, max_items=1)))
+        thread.start()
+        time.sleep(0.5)
+        uid = create_workitem(hub, study)
+        thread.join(timeout=30)
+        stop.set()
+    assert done == [1] and analyzer.heard
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["CANCELED"]
+    assert ds[PROGRESS_INFO]["Value"][0][REASON]["Value"] == ["Ordered in error"]
+    assert sr_series(hub, study) == []
+
+
+def test_a_workitem_canceled_by_the_task_manager_is_left_alone(
+    sqlite_live_server: LiveServer, hub: httpx.Client
+):
+    from datetime import UTC, datetime, timedelta
+
+    study = store_study(hub)
+    worklist = sqlite_live_server.app.state.worklist
+    # As the Task Manager creates it: with a product, so a claim gets a run deadline.
+    worklist.run_timeouts[PRODUCT] = 15.0
+    uid = str(generate_uid())
+    worklist.create("default", uid, workitem_request(hub, study), product=PRODUCT)
+
+    class OverDeadline(ReferenceAnalyzer):
+        def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
+            # The Task Manager's run timeout passes while the analysis runs.
+            assert worklist.cancel_by_manager(
+                "default",
+                uid,
+                "Run timeout passed",
+                expected_state="IN PROGRESS",
+                due=datetime.now(UTC) + timedelta(days=1),
+            )
+            return super().analyze(workitem, inputs)
+
+    with performer(sqlite_live_server, OverDeadline(), ae="LATE") as p:
+        assert p.run_once() == "CANCELED"
+    ds = workitem(hub, uid)
+    assert ds[STATE]["Value"] == ["CANCELED"]
+    assert ds[PROGRESS_INFO]["Value"][0][REASON]["Value"] == ["Run timeout passed"]
+    assert sr_series(hub, study) == []
+
+
+def test_progress_is_reported_step_by_step(sqlite_live_server: LiveServer, hub: httpx.Client):
+    study = store_study(hub, per_series=3)
+    uid = create_workitem(hub, study)
+    seen: list[tuple[int, str]] = []
+
+    class Recording(Performer):
+        def report_progress(self, claimed: Any, percent: int, description: str) -> None:
+            super().report_progress(claimed, percent, description)
+            progress = workitem(hub, claimed.uid)[PROGRESS_INFO]["Value"][0]
+            assert [float(v) for v in progress["00741004"]["Value"]] == [percent]
+            seen.append((percent, description))
+
+    with Recording(sqlite_live_server.dicomweb, PRODUCT, "PROGRESS", ReferenceAnalyzer()) as p:
+        assert p.run_once() == "COMPLETED"
+    assert [d for _p, d in seen] == [
+        "Retrieved 3/3 input instance(s)",
+        "Analysing 3 input instance(s)",
+        "Storing 1 result(s)",
+    ]
+    percents = [p for p, _d in seen]
+    assert percents == sorted(percents) and percents[-1] < 100
+    assert workitem_state(hub, uid) == "COMPLETED"

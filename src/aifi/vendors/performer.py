@@ -16,6 +16,16 @@ Open Event Channel, §11.13; the reports are RAD-87 Send UPS Notification); any 
 it up to search again, so a new workitem is claimed within milliseconds instead of at the
 next poll. Without the channel it falls back to polling.
 
+Cancellation: while it performs a workitem the performer listens for a **UPS Cancel
+Requested** event report (PS3.4 CC.2.4, Event Type ID 2; a Task Requester's Request
+Cancellation, PS3.18 §11.8) on the same channel — or, in :meth:`Performer.run_once`, on a
+channel opened for that workitem alone — and checks between steps (after retrieval, after
+analysis, before storing), re-reading the workitem's state as well. A requested cancel is
+honoured by discontinuing (RAD-85, CANCELED) with the requester's Reason For Cancellation; a
+workitem already CANCELED (the Task Manager's deadline) is left alone. No result is stored
+once a cancellation is known. Progress is reported (RAD-84, Procedure Step Progress
+(0074,1004)) as the inputs arrive, when the analysis starts, and before storing.
+
 The AI itself is an :class:`Analyzer`: input instances in, result instances out, or
 :class:`AnalysisFailed` to discontinue the workitem with a reason. The push adapter
 (:mod:`aifi.vendors.push`) and the reference analyzer (:mod:`aifi.vendors.reference`) are
@@ -24,11 +34,9 @@ two of them. This module talks to the hub only over HTTP (it must not import ``a
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -36,18 +44,21 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from pydicom import Dataset
+from pydicom.uid import generate_uid
 
-from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
-from aifi.dicomweb.multipart_reader import read_parts
 from aifi.dicomweb.store import DicomJson
-from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from aifi.errors import InvalidRequest, UpstreamError
+from aifi.vendors.channel import Cancellation, EventChannel, open_channel
+from aifi.vendors.transport import (
+    MULTIPART_DICOM,
+    RETRYABLE,
+    excerpt,
+    part10,
+    read_multipart_dicom,
+    send,
+)
 from aifi.vendors.workitem import (  # noqa: F401 - re-exported for adapters and tests
     CODE_VALUE,
     FAILED_SOP_SEQUENCE,
@@ -91,10 +102,15 @@ from aifi.vendors.workitem import (  # noqa: F401 - re-exported for adapters and
 )
 
 __all__ = [
+    "MULTIPART_DICOM",
+    "RETRYABLE",
     "AnalysisFailed",
     "Analyzer",
     "Claimed",
     "Performer",
+    "excerpt",
+    "part10",
+    "read_multipart_dicom",
     "send",
 ]
 
@@ -102,9 +118,6 @@ log = logging.getLogger(__name__)
 
 
 DICOM_JSON = "application/dicom+json"
-MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
-RETRYABLE = frozenset({408, 429, 503, 504})
-"""The only statuses retried (CONVENTIONS: outbound HTTP)."""
 MAX_REASON = 1024
 """Reason For Cancellation (0074,1238) is LT (10240 chars); keep reasons readable."""
 
@@ -135,95 +148,12 @@ class Claimed:
     claimed_at: datetime
 
 
-# -- DICOM JSON helpers (pure) -----------------------------------------------------------------
-
-
-def part10(ds: Dataset) -> bytes:
-    """``ds`` as PS3.10 bytes, adding File Meta Information when it has none."""
-    if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
-        meta = FileMetaDataset()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    if "ImplementationClassUID" not in ds.file_meta:
-        ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def read_multipart_dicom(response: httpx.Response, what: str) -> list[Dataset]:
-    """The instances of a ``multipart/related; type="application/dicom"`` answer;
-    :class:`InvalidRequest` naming ``what`` when it is not one."""
-    try:
-        media = parse_media_type(response.headers.get("content-type", ""))
-    except InvalidRequest as exc:
-        raise InvalidRequest(f"{what}: unreadable Content-Type ({exc.reason})") from exc
-    boundary = media.params.get("boundary")
-    if media.mime != "multipart/related" or not boundary:
-        raise InvalidRequest(
-            f"{what}: expected {MULTIPART_DICOM}, got {media.mime or 'no Content-Type'}"
-        )
-    out: list[Dataset] = []
-    try:
-        for headers, body in read_parts(response.content, boundary):
-            part_type = headers.get("content-type", "application/dicom").split(";")[0].strip()
-            if part_type.lower() != "application/dicom":
-                raise InvalidRequest(f"{what}: a part is {part_type}, not application/dicom")
-            out.append(dcmread(io.BytesIO(body)))
-    except (InvalidDicomError, EOFError, ValueError) as exc:
-        raise InvalidRequest(f"{what}: a part is not a DICOM instance ({exc})") from exc
-    return out
-
-
-def excerpt(response: httpx.Response, size: int = 200) -> str:
-    """The status and first bytes of an answer, for reasons and logs."""
-    text = response.content[:size].decode("utf-8", "replace").strip()
-    warning = response.headers.get("warning")
-    return (
-        f"HTTP {response.status_code}"
-        + (f" ({warning})" if warning else "")
-        + (f": {text!r}" if text else "")
-    )
-
-
-def send(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    *,
-    retries: int = 3,
-    backoff: float = 0.5,
-    **kwargs: Any,
-) -> httpx.Response:
-    """One HTTP request, retried only on 408/429/503/504 with exponential backoff
-    (honouring a numeric ``Retry-After`` up to 30 s). Transport failures become
-    :class:`UpstreamTimeout` / :class:`UpstreamError`; statuses are the caller's business."""
-    for attempt in range(retries + 1):
-        try:
-            response = client.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"{method} {url} timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"{method} {url} failed: {exc}") from exc
-        if response.status_code not in RETRYABLE or attempt == retries:
-            return response
-        delay = backoff * 2**attempt
-        after = response.headers.get("retry-after", "")
-        if after.isdigit():
-            delay = min(float(after), 30.0)
-        log.info("%s %s answered %s; retrying in %.1f s", method, url, response.status_code, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 class Performer:
     """An AIW-I Task Performer for one product (Scheduled Workitem Code value) at one hub.
 
     ``dicomweb`` is the hub's DICOMweb base URL (``http://host:8000/dicomweb``). The
     performer owns ``client`` only when it made it (:meth:`close`, or use it as a context
-    manager).
+    manager). One performer works one workitem at a time, from one thread.
     """
 
     def __init__(
@@ -238,6 +168,7 @@ class Performer:
         retries: int = 3,
         backoff: float = 0.5,
         search_limit: int = 50,
+        watch_cancel: bool = True,
     ) -> None:
         if not dicomweb.startswith(("http://", "https://")):
             raise ValueError(f"The DICOMweb base URL must be http(s), not {dicomweb!r}")
@@ -254,6 +185,10 @@ class Performer:
         self.retries = retries
         self.backoff = backoff
         self.search_limit = search_limit
+        self.watch_cancel = watch_cancel
+        """Open an event channel per workitem (when :meth:`run` has none) to hear cancel
+        requests; without it only a CANCELED state at the hub is noticed."""
+        self._channel: EventChannel | None = None
 
     def close(self) -> None:
         if self._owns_client:
@@ -335,13 +270,21 @@ class Performer:
 
     # -- retrieve, store, report --------------------------------------------------------------
 
-    def retrieve_inputs(self, workitem: DicomJson) -> list[Dataset]:
+    def retrieve_inputs(
+        self,
+        workitem: DicomJson,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> list[Dataset]:
         """The instances of the Input Information Sequence, by WADO-RS (PS3.18 §10.4) from
         each item's Retrieve URL (0008,1190) or, without one, the hub's series (or study)
-        URL; limited to the Referenced SOP Sequence when the item lists instances."""
+        URL; limited to the Referenced SOP Sequence when the item lists instances.
+        ``progress(n, total)`` is called after each item (``total`` None when an item does
+        not list its instances)."""
         out: list[Dataset] = []
         seen: set[str] = set()
-        for ref in input_references(workitem):
+        refs = input_references(workitem)
+        total = sum(len(r.sop_uids) for r in refs) if all(r.sop_uids for r in refs) else None
+        for ref in refs:
             url = ref.retrieve_url or (
                 f"studies/{ref.study_uid}" + (f"/series/{ref.series_uid}" if ref.series_uid else "")
             )
@@ -361,6 +304,8 @@ class Performer:
                 if (not ref.sop_uids or sop in ref.sop_uids) and sop not in seen:
                     seen.add(sop)
                     out.append(ds)
+            if progress is not None:
+                progress(len(out), total)
         return out
 
     def store(self, results: Sequence[Dataset]) -> None:
@@ -459,15 +404,44 @@ class Performer:
             return "UNKNOWN"
         return str(first(workitem, PROCEDURE_STEP_STATE) or "UNKNOWN")
 
+    def cancellation(self, uid: str) -> Cancellation | None:
+        """A cancellation of workitem ``uid`` heard on the event channel (no request to the
+        hub): an analyzer that runs long may call this to stop early."""
+        return self._channel.cancellation(uid) if self._channel is not None else None
+
+    def checkpoint(self, claimed: Claimed) -> None:
+        """Between steps: raise :class:`_Stopped` when a cancel was requested (event) or the
+        workitem is no longer IN PROGRESS at the hub (re-read, RAD-83)."""
+        if (heard := self.cancellation(claimed.uid)) is not None:
+            raise _Stopped(heard)
+        state = self.state(claimed.uid)
+        if state in ("CANCELED", "COMPLETED"):
+            raise _Stopped(Cancellation(False, f"the workitem is {state} at the hub"), state)
+
     def perform(self, claimed: Claimed) -> str:
-        """Retrieve the inputs, analyse, store the results and complete the workitem; on
+        """Retrieve the inputs, analyse, store the results and complete the workitem,
+        reporting progress and stopping at a cancellation (module docstring); on
         :class:`AnalysisFailed`, hub errors or an analyzer bug, discontinue it with the
         reason. Returns the final Procedure Step State."""
+        with self._watching(claimed.uid):
+            try:
+                return self._perform(claimed)
+            finally:
+                if self._channel is not None:
+                    self._channel.forget(claimed.uid)
+
+    def _perform(self, claimed: Claimed) -> str:
+        def retrieved(n: int, total: int | None) -> None:
+            percent = 5 + (35 * n // total if total else 0)
+            of = f"/{total}" if total else ""
+            self.report_progress(claimed, percent, f"Retrieved {n}{of} input instance(s)")
+
         try:
-            inputs = self.retrieve_inputs(claimed.workitem)
+            inputs = self.retrieve_inputs(claimed.workitem, retrieved)
             if not inputs:
                 raise AnalysisFailed("The workitem's Input Information Sequence names no instances")
-            self.report_progress(claimed, 20, f"Retrieved {len(inputs)} input instance(s)")
+            self.checkpoint(claimed)
+            self.report_progress(claimed, 40, f"Analysing {len(inputs)} input instance(s)")
             try:
                 results = self.analyzer.analyze(claimed.workitem, inputs)
             except (AnalysisFailed, UpstreamError):
@@ -475,23 +449,53 @@ class Performer:
             except Exception as exc:  # a bug in the product's code must not strand the item
                 log.exception("Analyzer failed on workitem %s", claimed.uid)
                 raise AnalysisFailed(f"The analyzer raised {type(exc).__name__}: {exc}") from exc
-            self.report_progress(claimed, 80, f"Analysis produced {len(results)} result(s)")
+            self.checkpoint(claimed)
+            self.report_progress(claimed, 80, f"Storing {len(results)} result(s)")
+            self.checkpoint(claimed)  # never store for a cancelled workitem
             if results:
                 self.store(results)
             self.complete(claimed, results)
+        except _Stopped as stop:
+            if stop.cancellation.requested:
+                return self.discontinue(claimed, stop.cancellation.reason)
+            log.warning("Workitem %s stopped: %s", claimed.uid, stop.cancellation.reason)
+            return stop.state
         except UpstreamError as exc:  # AnalysisFailed included
             return self.discontinue(claimed, exc.reason)
         log.info("Completed workitem %s with %d result(s)", claimed.uid, len(results))
         return "COMPLETED"
 
+    @contextmanager
+    def _watching(self, uid: str) -> Iterator[None]:
+        """Listen for cancellation while performing ``uid``: the run loop's channel when it
+        has one, else (``watch_cancel``) a subscription to this workitem and a channel of
+        its own, closed and unsubscribed afterwards."""
+        if self._channel is not None and not self._channel.broken:
+            yield
+            return
+        if not self.watch_cancel:
+            yield
+            return
+        url = self.subscribe(uid)
+        channel = open_channel(url) if url else None
+        self._channel = channel
+        try:
+            yield
+        finally:
+            self._channel = None
+            if channel is not None:
+                channel.close()
+            if url:
+                self.unsubscribe(uid)
+
     # -- the loop -----------------------------------------------------------------------------
 
-    def subscribe(self) -> str | None:
-        """RAD-86 Manage UPS Subscription: subscribe this AE to the global worklist
-        (PS3.18 §11.10); the event channel URL, or None when the hub refuses."""
+    def subscribe(self, uid: str = GLOBAL_WORKLIST) -> str | None:
+        """RAD-86 Manage UPS Subscription: subscribe this AE to the global worklist, or to
+        one workitem (PS3.18 §11.10); the event channel URL, or None when the hub refuses."""
         try:
             response = self._send(
-                "POST", f"{self.dicomweb}/workitems/{GLOBAL_WORKLIST}/subscribers/{self.ae_title}"
+                "POST", f"{self.dicomweb}/workitems/{uid}/subscribers/{self.ae_title}"
             )
         except UpstreamError as exc:
             log.warning("Subscription failed (%s); polling instead", exc.reason)
@@ -502,12 +506,11 @@ class Performer:
         fallback = self.dicomweb.replace("http", "ws", 1) + f"/subscribers/{self.ae_title}"
         return response.headers.get("content-location") or fallback
 
-    def unsubscribe(self) -> None:
-        """Unsubscribe this AE from the worklist (PS3.18 §11.11)."""
+    def unsubscribe(self, uid: str = GLOBAL_WORKLIST) -> None:
+        """Unsubscribe this AE from the worklist, or one workitem (PS3.18 §11.11)."""
         try:
             response = self._send(
-                "DELETE",
-                f"{self.dicomweb}/workitems/{GLOBAL_WORKLIST}/subscribers/{self.ae_title}",
+                "DELETE", f"{self.dicomweb}/workitems/{uid}/subscribers/{self.ae_title}"
             )
         except UpstreamError as exc:
             log.warning("Unsubscribe failed: %s", exc.reason)
@@ -551,60 +554,24 @@ class Performer:
     @contextmanager
     def _wakeups(self, events: bool) -> Iterator[Callable[[threading.Event, float], bool]]:
         """A wait function: sleep until the poll interval passes, ``stop`` is set, or (with
-        an open event channel) an event report arrives. Unsubscribes on the way out."""
+        an open event channel) an event report arrives. While it is open the channel also
+        carries cancellations (:meth:`cancellation`). Unsubscribes on the way out."""
         with ExitStack() as stack:
             channel = None
             if events and (url := self.subscribe()):
                 stack.callback(self.unsubscribe)
-                connection = _connect(url)
-                if connection is not None:
-                    channel = _Channel(stack.enter_context(connection))
+                channel = open_channel(url)
+                if channel is not None:
+                    stack.callback(channel.close)
+                    self._channel = channel
+                    stack.callback(setattr, self, "_channel", None)
             yield channel.wait if channel else (lambda stop, seconds: stop.wait(seconds))
 
 
-# -- the event channel -------------------------------------------------------------------------
+class _Stopped(Exception):
+    """A workitem must not go on (see :meth:`Performer.checkpoint`)."""
 
-
-class _Channel:
-    """A WebSocket event channel (PS3.18 §11.13): :meth:`wait` returns early when an
-    event report arrives; events are only a wake-up call, the worklist is searched anyway."""
-
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.broken = False
-
-    def wait(self, stop: threading.Event, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self.broken:
-                return stop.wait(remaining)
-            try:
-                self.connection.recv(timeout=min(remaining, 0.5))
-            except TimeoutError:
-                continue
-            except (ConnectionClosed, OSError) as exc:
-                log.warning("Event channel lost (%s); polling instead", exc)
-                self.broken = True
-                continue
-            self._drain()
-            return True
-        return True
-
-    def _drain(self) -> None:
-        """Swallow events already queued: one search answers them all."""
-        while True:
-            try:
-                self.connection.recv(timeout=0)
-            except (TimeoutError, ConnectionClosed, OSError):
-                return  # empty; a broken channel shows up at the next wait
-
-
-def _connect(url: str) -> ClientConnection | None:
-    try:
-        return connect(url, subprotocols=["dicom"], open_timeout=10)  # type: ignore[list-item]
-    except (InvalidURI, InvalidHandshake, OSError, TimeoutError) as exc:
-        log.warning("Event channel %s could not be opened (%s); polling instead", url, exc)
-        return None
+    def __init__(self, cancellation: Cancellation, state: str = "CANCELED") -> None:
+        super().__init__(cancellation.reason)
+        self.cancellation = cancellation
+        self.state = state

@@ -1,3 +1,10 @@
-"""IHE radiology profiles: AIW-I (UPS worklist state machine and Task Manager rules) and
-AIR (AI result builders and validators). Not yet implemented: see the AIW-I and AIR issues.
+"""IHE radiology profiles, as pure code (no I/O):
+
+* AIW-I (AI Workflow for Imaging): :mod:`~aifi.ihe_profiles.ups` (the UPS state machine of
+  PS3.4 Annex CC as data), :mod:`~aifi.ihe_profiles.aiw` (workitems the Task Manager
+  requests), :mod:`~aifi.ihe_profiles.rules` + :mod:`~aifi.ihe_profiles.normalise` (routing
+  rules);
+* AIR (AI Results): :mod:`~aifi.ihe_profiles.air` (builders for TID 1500 SR, SEG, GSPS,
+  SC and KOS result objects with algorithm identification, a validator naming the rule each
+  violation breaks, and a summary of what a result says).
 """

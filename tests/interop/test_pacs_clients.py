@@ -254,7 +254,7 @@ def test_a_stopped_orthanc_gives_retryable_outcomes_quickly(tmp_path: Path) -> N
     web, dimse = reasons
     assert web.startswith("cannot reach PACS 'stopped-web' (STOW-RS ")
     assert "ConnectError" in web
-    assert dimse.startswith(f"cannot connect to PACS 'ORTHANC@127.0.0.1:{dicom_port}'")
+    assert dimse.startswith(f"cannot connect to PACS ORTHANC@127.0.0.1:{dicom_port} (DIMSE):")
 
 
 # --- peers without Orthanc ---------------------------------------------------------------------
@@ -288,6 +288,20 @@ def test_a_closed_port_gives_retryable_outcomes(tmp_path: Path) -> None:
             outcomes = pacs.send(study.files)
         assert time.monotonic() - started < 3 * QUICK
         assert all(not o.delivered and o.retryable for o in outcomes), outcomes
+
+
+def test_an_unknown_host_is_retryable(tmp_path: Path) -> None:
+    study = make_study(tmp_path)
+    with DimsePacs("no-such-host.invalid", 104, called_ae="NOBODY", timeout_seconds=QUICK) as pacs:
+        [outcome, *_] = pacs.send(study.files)
+    assert not outcome.delivered and outcome.retryable
+    assert outcome.reason.startswith("cannot connect to PACS NOBODY@no-such-host.invalid:104")
+    with DicomwebPacs("http://no-such-host.invalid/dw", timeout_seconds=QUICK) as web:
+        [outcome, *_] = web.send(study.files)
+    assert not outcome.delivered and outcome.retryable
+    assert outcome.reason.startswith(
+        "cannot reach PACS at http://no-such-host.invalid/dw/studies (STOW-RS): ConnectError"
+    )
 
 
 def test_a_silent_peer_times_out_retryable(tmp_path: Path, silent_port: int) -> None:

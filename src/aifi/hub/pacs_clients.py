@@ -274,6 +274,7 @@ class DicomwebPacs:
         self.url = url.rstrip("/")
         self.stow_url = f"{self.url}/studies"
         self.name = name or self.url
+        self._named = bool(name)
         self.timeout_seconds = timeout_seconds
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_seconds),
@@ -285,6 +286,8 @@ class DicomwebPacs:
 
     @property
     def _pacs(self) -> str:
+        if not self._named:
+            return f"PACS at {self.stow_url} (STOW-RS)"
         return f"PACS {self.name!r} (STOW-RS {self.stow_url})"
 
     def send(self, files: Sequence[OutgoingInstance]) -> list[SendOutcome]:
@@ -329,7 +332,7 @@ class DicomwebPacs:
         except httpx.TimeoutException as exc:
             reason = f"{self._pacs} did not answer within {seconds} ({type(exc).__name__})"
             return fail_all(files, reason, retryable=True)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # connect, network, protocol, decoding errors
             reason = f"cannot reach {self._pacs}: {type(exc).__name__}: {exc}"
             return fail_all(files, reason, retryable=True)
         except OSError as exc:  # a file vanished between stat() and reading it

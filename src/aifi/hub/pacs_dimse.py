@@ -109,6 +109,7 @@ class DimsePacs:
         self.calling_ae = calling_ae
         self.timeout_seconds = timeout_seconds
         self.name = name or f"{called_ae}@{host}:{port}"
+        self._named = bool(name)
         self._ae = AE(ae_title=calling_ae)
         self._ae.acse_timeout = timeout_seconds
         self._ae.dimse_timeout = timeout_seconds
@@ -118,7 +119,8 @@ class DimsePacs:
 
     @property
     def _pacs(self) -> str:
-        return f"PACS {self.name!r} (DIMSE {self.called_ae}@{self.host}:{self.port})"
+        address = f"{self.called_ae}@{self.host}:{self.port}"
+        return f"PACS {self.name!r} (DIMSE {address})" if self._named else f"PACS {address} (DIMSE)"
 
     def send(self, files: Sequence[OutgoingInstance]) -> list[SendOutcome]:
         results: dict[int, SendOutcome] = {}
@@ -134,25 +136,29 @@ class DimsePacs:
         def on_open(_event: Any) -> None:
             opened.append(True)
 
-        assoc = self._ae.associate(
-            self.host,
-            self.port,
-            contexts=requested_contexts(files),
-            ae_title=self.called_ae,
-            evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
-        )
+        try:
+            assoc = self._ae.associate(
+                self.host,
+                self.port,
+                contexts=requested_contexts(files),
+                ae_title=self.called_ae,
+                evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
+            )
+        except OSError as exc:  # the host name does not resolve
+            reason = f"cannot connect to {self._pacs}: {exc.strerror or exc}"
+            return fail_all(files, reason, retryable=True)
         if not assoc.is_established:
             answer = assoc.acceptor.primitive
             if answer is not None and answer.result == 0x00 and not assoc.accepted_contexts:
-                return [self._no_context(f, assoc) for f in files]
+                return [self._no_context(f) for f in files]
             return fail_all(files, self._association_failure(assoc, bool(opened)), retryable=True)
         outcomes: list[SendOutcome] = []
         try:
             for f in files:
                 if not assoc.is_established:
                     reason = (
-                        f"{self._pacs} ended the association after {len(outcomes)} of"
-                        f" {len(files)} instances"
+                        f"{self._pacs} ended the association after {len(outcomes)} of the"
+                        f" {len(files)} C-STORE requests"
                     )
                     outcomes.append(SendOutcome(f.sop_instance_uid, False, True, reason))
                     continue
@@ -179,7 +185,7 @@ class DimsePacs:
             return f"{self._pacs} did not answer the association request within {seconds}"
         return f"{self._pacs} aborted the association during negotiation"
 
-    def _no_context(self, f: OutgoingInstance, assoc: Any) -> SendOutcome:
+    def _no_context(self, f: OutgoingInstance) -> SendOutcome:
         offered = ", ".join(_uid_name(s) for s in _syntaxes(f.transfer_syntax_uid))
         reason = (
             f"{self._pacs} accepts no presentation context for {_uid_name(f.sop_class_uid)}"
@@ -203,13 +209,13 @@ class DimsePacs:
         uid = f.sop_instance_uid
         syntax = self._context_for(f, assoc)
         if syntax is None:
-            return self._no_context(f, assoc)
+            return self._no_context(f)
         try:
             dataset = dcmread(f.path)
         except (OSError, InvalidDicomError) as exc:
             return SendOutcome(uid, False, False, f"cannot read {f.path} for {self._pacs}: {exc}")
-        if str(dataset.SOPInstanceUID) != uid:
-            reason = f"{f.path} holds SOP Instance {dataset.SOPInstanceUID}, not {uid}"
+        if str(dataset.get("SOPInstanceUID", "")) != uid:
+            reason = f"{f.path} holds SOP Instance {dataset.get('SOPInstanceUID')!r}, not {uid}"
             return SendOutcome(uid, False, False, reason)
         if UID(syntax) != UID(f.transfer_syntax_uid) and UID(f.transfer_syntax_uid).is_compressed:
             try:
@@ -224,6 +230,8 @@ class DimsePacs:
             status = assoc.send_c_store(dataset, msg_id=next(self._message_ids) % 65535 + 1)
         except (ValueError, AttributeError) as exc:  # no context after all, or not encodable
             return SendOutcome(uid, False, False, f"cannot send to {self._pacs}: {exc}")
+        except RuntimeError as exc:  # the association ended under us
+            return SendOutcome(uid, False, True, f"lost the association with {self._pacs}: {exc}")
         if "Status" not in status:
             reason = (
                 f"{self._pacs} gave no C-STORE response within {self.timeout_seconds:g} s"

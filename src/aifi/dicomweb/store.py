@@ -45,12 +45,18 @@ class StoreStatus(enum.Enum):
     """An identical instance (same bytes) was stored before; nothing changed."""
     CONFLICT = "conflict"
     """A different instance with this SOP Instance UID is stored; it was kept, this one refused."""
+    REFUSED = "refused"
+    """A check of the store refused the instance (e.g. the hub's AI result gate, IHE AIR):
+    not stored; ``reason`` says why and ``failure`` is the STOW-RS Failure Reason
+    (0008,1197) to answer with (PS3.18 §10.5.3)."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoreOutcome:
     status: StoreStatus
     reason: str = ""
+    failure: int | None = None
+    """For :attr:`StoreStatus.REFUSED`: the Failure Reason code (default C000)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,12 @@ C409    (specific) Study Instance UID differs from the study in the request path
         Instance UID is stored; the stored one is kept untouched (repository policy).
 0122    Referenced SOP Class not supported — a SOP Class the data dictionary knows and
         that is not a storage SOP Class (e.g. Verification). Private SOP Classes pass.
+A900    also: an AI result refused by the hub's gate (IHE AIR, ``aifi.hub.results``) because
+        it does not conform to the result object's IOD or template (algorithm
+        identification, TID 1500 rows, SEG segment algorithm, ...).
+C410    (specific) an AI result refused by the hub's gate because it does not fit its
+        workitem (IHE AIW-I): another patient or study than the inputs, references to
+        instances that are not inputs, or no workitem IN PROGRESS for the study.
 ======  ======================================================================
 
 Warning Reason values (PS3.18 Table I.2-1: B000 coercion, B006 elements discarded, B007
@@ -112,6 +118,7 @@ from aifi.dicomweb.dicomxml import json_to_native_xml
 from aifi.dicomweb.errors import warning_header
 from aifi.dicomweb.instance_checks import (
     BODY_BROKEN,
+    CANNOT_UNDERSTAND,
     DUPLICATE_SOP_INSTANCE,
     OUT_OF_RESOURCES,
     PART_NOT_DICOM,
@@ -319,6 +326,8 @@ def _apply(outcome: PartOutcome, result: StoreOutcome | Exception) -> None:
     if isinstance(result, StoreOutcome):
         if result.status is StoreStatus.CONFLICT:
             outcome.fail(DUPLICATE_SOP_INSTANCE, result.reason or "duplicate SOP Instance UID")
+        elif result.status is StoreStatus.REFUSED:
+            outcome.fail(result.failure or CANNOT_UNDERSTAND, result.reason or "refused")
         else:
             outcome.stored = True
         return

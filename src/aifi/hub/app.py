@@ -1,8 +1,12 @@
 """The app factory: builds one FastAPI application from :class:`~aifi.hub.settings.Settings`.
 
 Composition only: persistence (:class:`~aifi.hub.db.Database`), the DICOM store
-(:class:`~aifi.hub.repository.SqlDicomStore`), the principal resolver, and the error
-mapping (DICOMweb paths answer with a status and ``Warning: 299``; PS3.18 §8.7.3).
+(:class:`~aifi.hub.repository.SqlDicomStore`) with the IHE AIR result gate in front of it
+for STOW-RS (:class:`~aifi.hub.results.ResultGate`), the worklist with its completion hook
+(:class:`~aifi.hub.results.ResultsHook`), the Task Manager and the delivery outbox
+(:class:`~aifi.hub.delivery.Deliverer`, PACS destinations from ``destinations_file``) with
+their background loops, the principal resolver, and the error mapping (DICOMweb paths
+answer with a status and ``Warning: 299``; PS3.18 §8.7.3).
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from aifi.dicomweb.deps import DicomwebConfig
 from aifi.dicomweb.errors import dicomweb_error_response
 from aifi.dicomweb.router import build_router
 from aifi.errors import HubError, InvalidRequest
-from aifi.hub import api
+from aifi.hub import api, results_api
 from aifi.hub.db import Database
+from aifi.hub.delivery import Deliverer, run_delivery_loop
+from aifi.hub.destinations import load_destinations
 from aifi.hub.repository import SqlDicomStore
+from aifi.hub.results import ResultGate, ResultsHook
 from aifi.hub.settings import Settings
 from aifi.hub.task_manager import TaskManager
 from aifi.hub.tenants import default_tenant_resolver
@@ -59,12 +66,23 @@ def create_app(settings: Settings) -> FastAPI:
         log.warning("removed %d staging files left by an interrupted upload", swept)
     store.ensure_tenant(settings.default_tenant)
 
+    destinations = load_destinations(settings.destinations_file)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         loop = None
         if settings.task_manager:
             loop = asyncio.create_task(_run_task_manager(task_manager, settings))
+        delivering = None
+        if settings.delivery:
+            delivering = asyncio.create_task(
+                run_delivery_loop(deliverer, settings.delivery_poll_seconds)
+            )
         yield
+        if delivering is not None:
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -81,10 +99,22 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.dicom_store = store
-    worklist = SqlWorklist(db)
-    app.state.worklist = worklist
     rules = load_rules(settings.rules_file)
+    app.state.dicom_store = ResultGate(store, db, rules)  # what STOW-RS (and WADO, QIDO) use
+    app.state.destinations = destinations
+    deliverer = Deliverer(
+        db,
+        store,
+        destinations,
+        max_attempts=settings.delivery_max_attempts,
+        backoff_seconds=settings.delivery_backoff_seconds,
+    )
+    app.state.deliverer = deliverer
+    worklist = SqlWorklist(db)
+    results_hook = ResultsHook(db, rules, deliverer=deliverer, clock=lambda: worklist.clock())
+    worklist.final_state_hook = results_hook
+    app.state.results_hook = results_hook
+    app.state.worklist = worklist
     task_manager = TaskManager(db, store, worklist, rules)
     app.state.task_manager = task_manager
     app.state.dicomweb_config = DicomwebConfig(
@@ -97,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.principal_resolver = default_tenant_resolver(settings.default_tenant)
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(api.router, prefix=API_PREFIX)
+    app.include_router(results_api.router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

@@ -25,11 +25,14 @@ def build_settings(
     data_dir: Path | None = None,
     database_url: str | None = None,
     rules_file: Path | None = None,
+    destinations_file: Path | None = None,
 ) -> Settings:
     """Settings from the environment (``AIFI_*``), overridden by explicit CLI options."""
     overrides: dict[str, object] = {}
     if rules_file is not None:
         overrides["rules_file"] = rules_file
+    if destinations_file is not None:
+        overrides["destinations_file"] = destinations_file
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     if database_url is not None:
@@ -61,7 +64,8 @@ def run_server(
     configure_pydicom()
     if workers > 1:
         # The worker processes build their own settings from the environment: pass on
-        # every setting given explicitly (CLI options included).
+        # every setting given explicitly (CLI options included: rules and destinations
+        # files, the delivery settings).
         for name in settings.model_fields_set:
             value = getattr(settings, name)
             if value is not None:
@@ -97,6 +101,7 @@ def serve_subprocess(
     workers: int = 1,
     database_url: str | None = None,
     rules_file: Path | None = None,
+    destinations_file: Path | None = None,
     startup_timeout: float = 60.0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``aifi serve`` as a child process on a free loopback port (benchmarks, crash tests).
@@ -124,7 +129,11 @@ def serve_subprocess(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "AIFI_DATABASE_URL": database_url or ""},
+            env={
+                **os.environ,
+                "AIFI_DATABASE_URL": database_url or "",
+                **({"AIFI_DESTINATIONS_FILE": str(destinations_file)} if destinations_file else {}),
+            },
         )
     url = f"http://127.0.0.1:{port}"
     try:

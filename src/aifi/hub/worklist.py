@@ -16,11 +16,11 @@ Performers query (RAD-81), claim (RAD-82), read (RAD-83), update (RAD-84) and co
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
 from aifi.dicomweb.store import DicomJson
@@ -77,6 +77,30 @@ from aifi.ihe_profiles.ups import (
 )
 
 
+class FinalStateHook(Protocol):
+    """Told, inside the transaction, when a workitem reaches a final state (the hub's IHE
+    AIR results: :class:`aifi.hub.results.ResultsHook`). ``on_final`` returns why the
+    change may not happen (it is then refused with C304 and rolled back, and ``refused``
+    records the reason in a transaction of its own), or None."""
+
+    def on_final(
+        self,
+        session: Session,
+        row: Workitem,
+        ds: DicomJson,
+        state: ProcedureStepState,
+        cause: Literal["performer", "requester", "manager"],
+    ) -> str | None: ...
+
+    def refused(self, tenant: str, uid: str, problem: str) -> None: ...
+
+
+class _HookRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class SqlWorklist(WorklistBase):
     """:class:`aifi.dicomweb.worklist.Worklist` on :class:`~aifi.hub.db.Database`."""
 
@@ -85,6 +109,7 @@ class SqlWorklist(WorklistBase):
         self.run_timeouts: dict[str, float] = {}
         """Minutes an IN PROGRESS workitem of a product (routing rules) may take before
         the Task Manager ends it; products not listed have no deadline."""
+        self.final_state_hook: FinalStateHook | None = None
 
     # -- Worklist ------------------------------------------------------------------------
 
@@ -211,6 +236,22 @@ class SqlWorklist(WorklistBase):
         *,
         deadline: datetime | None = None,
     ) -> ActionResult:
+        try:
+            return self._change_state(tenant, uid, state, transaction_uid, deadline=deadline)
+        except _HookRefused as exc:
+            if self.final_state_hook is not None:
+                self.final_state_hook.refused(tenant, uid, exc.reason)
+            raise UpsError(UpsStatus.FINAL_STATE_NOT_MET, exc.reason) from None
+
+    def _change_state(
+        self,
+        tenant: str,
+        uid: str,
+        state: str,
+        transaction_uid: str | None,
+        *,
+        deadline: datetime | None = None,
+    ) -> ActionResult:
         actions = {
             ProcedureStepState.IN_PROGRESS.value: UpsAction.CLAIM,
             ProcedureStepState.COMPLETED.value: UpsAction.COMPLETE,
@@ -236,6 +277,7 @@ class SqlWorklist(WorklistBase):
                 problems = final_state_problems(ds, target)
                 if problems:
                     raise UpsError(UpsStatus.FINAL_STATE_NOT_MET, "; ".join(problems))
+                self._final(session, row, ds, target, "performer")
             _put(ds, PROCEDURE_STEP_STATE, "CS", target.value)
             _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
             row.transaction_uid = outcome.transaction_uid
@@ -259,7 +301,7 @@ class SqlWorklist(WorklistBase):
             if outcome.state is ProcedureStepState.CANCELED:
                 # SCHEDULED: nobody performs it yet, so the Task Manager cancels it at once
                 # and records why (final state requirements for CANCELED).
-                self._cancel(row, ds, reason)
+                self._cancel(session, row, ds, reason, "requester")
                 # PS3.4 CC.2.2.3: first to IN PROGRESS, then to CANCELED, a report for each.
                 passing = dict(ds)
                 _put(passing, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.IN_PROGRESS.value)
@@ -269,10 +311,31 @@ class SqlWorklist(WorklistBase):
                 self._emit(session, tenant, uid, outcome.events, ds, info=reason)
             return ActionResult(_public(ds), None)
 
-    def _cancel(self, row: Workitem, ds: DicomJson, info: DicomJson) -> None:
+    def _final(
+        self,
+        session: Session,
+        row: Workitem,
+        ds: DicomJson,
+        state: ProcedureStepState,
+        cause: Literal["performer", "requester", "manager"],
+    ) -> None:
+        if self.final_state_hook is not None:
+            refusal = self.final_state_hook.on_final(session, row, ds, state, cause)
+            if refusal is not None:
+                raise _HookRefused(refusal)
+
+    def _cancel(
+        self,
+        session: Session,
+        row: Workitem,
+        ds: DicomJson,
+        info: DicomJson,
+        cause: Literal["requester", "manager"],
+    ) -> None:
         """The SCP itself makes a workitem CANCELED and records when and why (the final
         state requirements for CANCELED, PS3.4 Table CC.2.5-3)."""
         _record_cancellation(ds, info)
+        self._final(session, row, ds, ProcedureStepState.CANCELED, cause)
         _put(ds, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.CANCELED.value)
         _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
         row.transaction_uid = None
@@ -296,7 +359,7 @@ class SqlWorklist(WorklistBase):
                 return False
             ds = unpack_json(row.attributes)
             info = _cancellation_info({}, self.clock(), reason=reason)
-            self._cancel(row, ds, info)
+            self._cancel(session, row, ds, info, "manager")
             self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, info=info)
             return True
 

@@ -355,6 +355,14 @@ class Product(BaseModel):
     max_attempts: Annotated[int, Field(ge=1)]
     when: list[Condition]
     inputs: Literal["matching_series", "study"] = "matching_series"
+    urgent_findings: bool = False
+    """A positive finding of this product is urgent (IHE AIR results on the hub: an
+    "urgent-finding" notification when its result is positive)."""
+    model_name: str | None = None
+    """Manufacturer's Model Name in the Contributing Equipment (IHE AIR algorithm
+    identification) of this product's results, when it is not the product's ``name``:
+    tells the hub which workitem a result belongs to when several are IN PROGRESS for
+    one study."""
 
     @model_validator(mode="after")
     def _push_url(self) -> Product:

@@ -1,0 +1,738 @@
+"""IHE AIR results on the hub: the gate at the door and the answer of each workitem.
+
+**The gate** (:class:`ResultGate`, a :class:`~aifi.dicomweb.store.DicomStore` in front of
+the hub's own store, used by STOW-RS). IHE AIW-I has the Task Performer store its results
+into the inputs' study while the workitem is IN PROGRESS (RAD-85 follows); IHE RAD TF AIR
+defines what a result object must carry. So an incoming instance is checked with
+:func:`aifi.ihe_profiles.air.validate` against the :class:`~aifi.ihe_profiles.air.InputContext`
+of its workitem (the instances the Input Information Sequence references — or the stored
+instances of a listed series — and the patient of the stored inputs) when
+
+* its study has a workitem IN PROGRESS, its SOP Class is a result class
+  (:data:`~aifi.ihe_profiles.air.RESULT_SOP_CLASSES`) and it is not one of that workitem's
+  inputs, or
+* it declares itself an AI result (:func:`~aifi.ihe_profiles.air.is_ai_result`: a result
+  class with a Contributing Equipment item of purpose 109102 "Processing Equipment").
+
+With several workitems IN PROGRESS for the study, the result's algorithm identification
+(Manufacturer's Model Name of the Contributing Equipment) picks the product
+(``model_name``, else ``name`` or ``code`` of :class:`~aifi.ihe_profiles.rules.Product`).
+A declared AI result for a study without a workitem IN PROGRESS is refused.
+
+A refused instance is not stored: :attr:`~aifi.dicomweb.store.StoreStatus.REFUSED`, which
+STOW-RS answers with a Failed SOP Sequence item, its Failure Reason and the violations in a
+``Warning`` header (PS3.18 §10.5.3), and a :class:`~aifi.hub.models.ResultProblem` row (the
+workitem records why). Failure Reason codes — two, so that a performer can tell a broken
+object from a misplaced one:
+
+* **A900** (PS3.18 Table I.2-2 "data set does not match SOP Class") when any violation is
+  about the object itself: its IOD or template (algorithm identification, TID 1500 rows,
+  TID 4019, units, SEG segment algorithm...);
+* **C410** (implementation-specific, in the Cxxx "cannot understand" range as the hub's
+  other specific codes) when the object is fine but does not belong where it was sent
+  (IHE AIW-I): other patient or study than the inputs, references to instances that are
+  not inputs, no workitem IN PROGRESS for the study, or a workitem that cannot be told.
+
+An accepted result is stored as usual and gets a :class:`~aifi.hub.models.ResultInstance`
+row with its summary (:func:`aifi.ihe_profiles.air.summarise`), written right after the
+store's own transaction; if the process dies in between, the performer's re-send (an
+identical instance: "already stored") writes it, and the completion check below refuses to
+complete until then. The hot path stays cheap: a batch without any instance of a result
+SOP class costs nothing, a batch with some costs one query for the studies' IN PROGRESS
+workitems.
+
+**The answer** (:class:`ResultsHook`, called by :class:`~aifi.hub.worklist.SqlWorklist` in
+the transaction that ends a workitem the Task Manager routed, i.e. with a product):
+
+* COMPLETED: every instance named in the Output Information Sequence (PS3.4 Table
+  CC.2.5-3) must be an accepted result of this workitem; an instance of a non-result SOP
+  Class stored in the hub passes unchecked (the gate does not look at it either). Else the
+  completion is refused (C304, the reasons in the Warning) and a ResultProblem recorded.
+  Then the :class:`~aifi.hub.models.AiResult`: positive when a result instance reports a
+  present finding, else negative; urgent when positive and the product has
+  ``urgent_findings`` (a :class:`~aifi.hub.models.Notification` and a WARNING log line,
+  UIDs only); supervised products await review, autonomous ones are released at once and
+  handed to the delivery outbox.
+* CANCELED: an AiResult "failed" (Task Manager deadline, performer discontinued) or
+  "cancelled" (requester) with the reason — only when no further attempt follows. The Task
+  Manager retries a workitem it ended for a deadline while ``attempt < max_attempts``
+  (:meth:`aifi.hub.task_manager.TaskManager.sweep`); those attempts get no AiResult, the
+  retry's workitem gets the answer. So there is one AiResult per routed study, product
+  and input set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydicom import Dataset
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from aifi.dicomweb.store import (
+    DicomJson,
+    DicomStore,
+    IncomingInstance,
+    StoredInstance,
+    StoreOutcome,
+    StoreStatus,
+)
+from aifi.errors import NotFound
+from aifi.hub.db import Database
+from aifi.hub.models import (
+    AiResult,
+    Instance,
+    Notification,
+    ResultInstance,
+    ResultProblem,
+    Workitem,
+)
+from aifi.hub.repository import unpack_json
+from aifi.ihe_profiles import air
+from aifi.ihe_profiles.aiw import (
+    INPUT_INFORMATION,
+    REFERENCED_SOP_INSTANCE,
+    REFERENCED_SOP_SEQUENCE,
+    SERIES_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+    input_uids,
+)
+from aifi.ihe_profiles.rules import Product, RulesConfig
+from aifi.ihe_profiles.ups import ProcedureStepState
+
+if TYPE_CHECKING:
+    from aifi.dicomweb.matching import QidoQuery, QueryResult
+    from aifi.hub.models import Delivery
+
+log = logging.getLogger(__name__)
+
+MISMATCH_WITH_SOP_CLASS = 0xA900
+"""Failure Reason: the result does not conform to its IOD / template (PS3.18 Table I.2-2)."""
+NOT_THIS_WORKITEM = 0xC410
+"""Failure Reason (implementation-specific): the result does not fit its workitem (AIW-I)."""
+
+NO_WORKITEM = (
+    "no workitem in progress for this study: store results into the inputs' study while "
+    "the workitem is IN PROGRESS (IHE AIW-I)"
+)
+
+PERFORMED_PROCEDURE = "00741216"
+OUTPUT_INFORMATION = "00404033"
+PROGRESS_INFORMATION = "00741002"
+REASON_FOR_CANCELLATION = "00741238"
+PATIENT_NAME = "00100010"
+PATIENT_ID = "00100020"
+
+Cause = Literal["performer", "requester", "manager"]
+"""Who ended a workitem: its performer (RAD-85 / discontinue), a requester (RAD-88, while
+SCHEDULED) or the Task Manager (deadline)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _first(ds: DicomJson, tag: str) -> Any:
+    element = ds.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return values[0] if isinstance(values, list) and values else None
+
+
+def _items(ds: DicomJson, tag: str) -> list[DicomJson]:
+    element = ds.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+
+
+def _person_name(value: Any) -> str:
+    """A DICOM JSON PN value as pydicom's ``str(PersonName)`` gives it."""
+    if isinstance(value, dict):
+        groups = [str(value.get(k, "")) for k in ("Alphabetic", "Ideographic", "Phonetic")]
+        while groups and not groups[-1]:
+            groups.pop()
+        return "=".join(groups)
+    return str(value or "")
+
+
+def _norm(text: str | None) -> str:
+    return re.sub(r"[^a-z0-9]", "", (text or "").lower())
+
+
+def product_of(rules: RulesConfig, row: Workitem) -> Product | None:
+    """The routing rules' product of a workitem (its routed product, else its code)."""
+    for code in (row.product, row.workitem_code):
+        if code:
+            try:
+                return rules.product(code)
+            except NotFound:
+                continue
+    return None
+
+
+def output_uids(ds: DicomJson) -> list[str]:
+    """SOP Instance UIDs in the Output Information Sequence of the UPS Performed Procedure
+    Sequence (PS3.4 Table CC.2.5-3), in order."""
+    found: list[str] = []
+    for performed in _items(ds, PERFORMED_PROCEDURE):
+        for output in _items(performed, OUTPUT_INFORMATION):
+            for ref in _items(output, REFERENCED_SOP_SEQUENCE):
+                uid = _first(ref, REFERENCED_SOP_INSTANCE)
+                if uid and str(uid) not in found:
+                    found.append(str(uid))
+    return found
+
+
+def cancellation_reason(ds: DicomJson) -> str | None:
+    for item in _items(ds, PROGRESS_INFORMATION):
+        text = _first(item, REASON_FOR_CANCELLATION)
+        if text:
+            return str(text)
+    return None
+
+
+# -- the gate -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    row: Workitem
+    attributes: DicomJson
+    inputs: frozenset[str]
+    product: Product | None
+
+
+@dataclass(slots=True)
+class _Verdict:
+    workitem: _Candidate | None
+    reason: str = ""
+    failure: int | None = None
+    summary: Any = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.failure is None
+
+
+class ResultGate:
+    """The hub's :class:`~aifi.dicomweb.store.DicomStore` with the IHE AIR gate in front
+    of :meth:`put` (see the module docstring); everything else goes to ``inner``."""
+
+    def __init__(self, inner: Any, db: Database, rules: RulesConfig) -> None:
+        self.inner: DicomStore = inner
+        self.db = db
+        self.rules = rules
+        self.fsync = bool(getattr(inner, "fsync", True))
+
+    # -- delegated ---------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else of the hub's store (``root``, ``ensure_tenant``, ``close``...)."""
+        return getattr(self.inner, name)
+
+    def staging_dir(self) -> Path:
+        return self.inner.staging_dir()
+
+    def find_instances(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[StoredInstance]:
+        return self.inner.find_instances(
+            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
+        )
+
+    def instance_metadata(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[DicomJson]:
+        return self.inner.instance_metadata(
+            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
+        )
+
+    def query(self, tenant: str, query: QidoQuery) -> QueryResult:
+        return self.inner.query(tenant, query)
+
+    # -- put ---------------------------------------------------------------------------
+
+    def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
+        results = [
+            i for i in instances if str(i.header.get("SOPClassUID", "")) in air.RESULT_SOP_CLASSES
+        ]
+        if not results:  # the usual case (images): no query at all
+            return list(self.inner.put(tenant, instances))
+        candidates = self._in_progress(tenant, {str(i.header.StudyInstanceUID) for i in results})
+        contexts: dict[str, air.InputContext] = {}
+        verdicts = [self._check(tenant, i, candidates, contexts) for i in instances]
+        passing = []
+        for instance, verdict in zip(instances, verdicts, strict=True):
+            if verdict is None or verdict.accepted:
+                passing.append(instance)
+            else:
+                instance.staged_path.unlink(missing_ok=True)  # put consumes what it is given
+        stored = iter(list(self.inner.put(tenant, passing)) if passing else [])
+        outcomes: list[StoreOutcome] = []
+        accepted: list[ResultInstance] = []
+        problems: list[ResultProblem] = []
+        for instance, verdict in zip(instances, verdicts, strict=True):
+            header = instance.header
+            if verdict is not None and not verdict.accepted:
+                outcomes.append(StoreOutcome(StoreStatus.REFUSED, verdict.reason, verdict.failure))
+                log.info(
+                    "AI result %s refused (workitem %s): %s",
+                    header.SOPInstanceUID,
+                    verdict.workitem.row.sop_instance_uid if verdict.workitem else "-",
+                    f"{verdict.failure:04X}",
+                )
+                if verdict.workitem is not None:
+                    problems.append(
+                        ResultProblem(
+                            tenant=tenant,
+                            workitem_uid=verdict.workitem.row.sop_instance_uid,
+                            sop_instance_uid=str(header.SOPInstanceUID),
+                            problem=verdict.reason,
+                        )
+                    )
+                continue
+            outcome = next(stored)
+            outcomes.append(outcome)
+            if (
+                verdict is not None
+                and verdict.workitem is not None
+                and outcome.status in (StoreStatus.STORED, StoreStatus.ALREADY_STORED)
+            ):
+                accepted.append(_result_row(tenant, verdict.workitem, header, verdict.summary))
+        if accepted or problems:
+            self._record(tenant, accepted, problems)
+        return outcomes
+
+    def _in_progress(self, tenant: str, studies: set[str]) -> dict[str, list[_Candidate]]:
+        """The IN PROGRESS workitems of the studies (one query), oldest first."""
+        with self.db.read() as session:
+            rows = session.exec(
+                select(Workitem)
+                .where(
+                    col(Workitem.tenant) == tenant,
+                    col(Workitem.study_instance_uid).in_(sorted(studies)),
+                    col(Workitem.procedure_step_state) == ProcedureStepState.IN_PROGRESS.value,
+                )
+                .order_by(col(Workitem.pk))
+            ).all()
+        out: dict[str, list[_Candidate]] = {}
+        for row in rows:
+            attributes = unpack_json(row.attributes)
+            out.setdefault(row.study_instance_uid or "", []).append(
+                _Candidate(row, attributes, input_uids(attributes), product_of(self.rules, row))
+            )
+        return out
+
+    def _check(
+        self,
+        tenant: str,
+        instance: IncomingInstance,
+        candidates: dict[str, list[_Candidate]],
+        contexts: dict[str, air.InputContext],
+    ) -> _Verdict | None:
+        """None: not a result the gate looks at; else accepted or refused."""
+        header = instance.header
+        if str(header.get("SOPClassUID", "")) not in air.RESULT_SOP_CLASSES:
+            return None
+        sop = str(header.SOPInstanceUID)
+        in_study = candidates.get(str(header.StudyInstanceUID), [])
+        open_ = [c for c in in_study if sop not in c.inputs]
+        declared = air.is_ai_result(header)
+        if not open_:
+            if not declared or in_study:  # an ordinary instance, or an input sent again
+                return None
+            return self._misplaced(tenant, header, contexts)
+        chosen = _pick(open_, header)
+        if chosen is None:
+            names = ", ".join(c.row.product or c.row.workitem_code or "?" for c in open_)
+            return _Verdict(
+                open_[0],
+                f"several workitems are IN PROGRESS for this study ({names}) and the "
+                "result's algorithm identification (Contributing Equipment, Manufacturer's "
+                "Model Name) names none of their products (IHE AIR)",
+                NOT_THIS_WORKITEM,
+            )
+        uid = chosen.row.sop_instance_uid
+        if uid not in contexts:
+            contexts[uid] = self._context(tenant, chosen)
+        violations = air.validate(header, contexts[uid])
+        if violations:
+            own = any(not v.rule.startswith("AIW-I") for v in violations)
+            return _Verdict(
+                chosen,
+                "; ".join(str(v) for v in violations),
+                MISMATCH_WITH_SOP_CLASS if own else NOT_THIS_WORKITEM,
+            )
+        return _Verdict(chosen, summary=air.summarise(header))
+
+    def _misplaced(
+        self, tenant: str, header: Dataset, contexts: dict[str, air.InputContext]
+    ) -> _Verdict:
+        """A declared AI result for a study without a workitem IN PROGRESS: refused. When
+        the product it names has exactly one workitem IN PROGRESS (a result sent into the
+        wrong study, say), that workitem records the refusal with the violations against
+        its inputs (one more query, on this rare path only)."""
+        with self.db.read() as session:
+            rows = session.exec(
+                select(Workitem)
+                .where(
+                    col(Workitem.tenant) == tenant,
+                    col(Workitem.procedure_step_state) == ProcedureStepState.IN_PROGRESS.value,
+                )
+                .order_by(col(Workitem.pk))
+                .limit(200)
+            ).all()
+        model = _model_name(header)
+        named = [
+            c
+            for c in (
+                _Candidate(r, a, input_uids(a), product_of(self.rules, r))
+                for r, a in ((r, unpack_json(r.attributes)) for r in rows)
+            )
+            if _score(c, model) > 0
+        ]
+        if len(named) != 1:
+            return _Verdict(None, NO_WORKITEM, NOT_THIS_WORKITEM)
+        [chosen] = named
+        uid = chosen.row.sop_instance_uid
+        if uid not in contexts:
+            contexts[uid] = self._context(tenant, chosen)
+        violations = air.validate(header, contexts[uid])
+        own = any(not v.rule.startswith("AIW-I") for v in violations)
+        reason = "; ".join([NO_WORKITEM, *(str(v) for v in violations)])
+        return _Verdict(chosen, reason, MISMATCH_WITH_SOP_CLASS if own else NOT_THIS_WORKITEM)
+
+    def _context(self, tenant: str, candidate: _Candidate) -> air.InputContext:
+        """What the workitem's results must agree with: its inputs (the Input Information
+        Sequence's instances, or every stored instance of a series listed without them)
+        and the patient of the stored inputs (else of the workitem)."""
+        ds = candidate.attributes
+        study = candidate.row.study_instance_uid or str(_first(ds, STUDY_INSTANCE_UID) or "")
+        uids = set(candidate.inputs)
+        first: tuple[str, str | None, str | None] | None = None
+        for item in _items(ds, INPUT_INFORMATION):
+            item_study = str(_first(item, STUDY_INSTANCE_UID) or study)
+            series = _first(item, SERIES_INSTANCE_UID)
+            refs = [
+                str(_first(r, REFERENCED_SOP_INSTANCE))
+                for r in _items(item, REFERENCED_SOP_SEQUENCE)
+                if _first(r, REFERENCED_SOP_INSTANCE)
+            ]
+            if not refs and series:
+                refs = [
+                    s.sop_instance_uid
+                    for s in self.inner.find_instances(tenant, item_study, str(series))
+                ]
+                uids.update(refs)
+            if first is None and refs:
+                first = (item_study, str(series) if series else None, refs[0])
+        patient_id = str(_first(ds, PATIENT_ID) or "")
+        patient_name = _person_name(_first(ds, PATIENT_NAME))
+        if first is not None:
+            stored = self.inner.instance_metadata(tenant, first[0], first[1], first[2])
+            if stored:
+                patient_id = str(_first(stored[0], PATIENT_ID) or "")
+                patient_name = _person_name(_first(stored[0], PATIENT_NAME))
+        return air.InputContext(
+            study_instance_uid=study,
+            patient_id=patient_id,
+            patient_name=patient_name,
+            sop_instance_uids=frozenset(uids),
+        )
+
+    def _record(
+        self, tenant: str, accepted: list[ResultInstance], problems: list[ResultProblem]
+    ) -> None:
+        """ResultInstance rows (an instance sent again keeps its row) and ResultProblems."""
+        for attempt in range(3):
+            try:
+                with self.db.write() as session:
+                    known = set(
+                        session.exec(
+                            select(ResultInstance.sop_instance_uid).where(
+                                col(ResultInstance.tenant) == tenant,
+                                col(ResultInstance.sop_instance_uid).in_(
+                                    [r.sop_instance_uid for r in accepted]
+                                ),
+                            )
+                        ).all()
+                    )
+                    for row in accepted:
+                        if row.sop_instance_uid not in known:
+                            known.add(row.sop_instance_uid)
+                            session.add(row.model_copy())
+                    for problem in problems:
+                        session.add(problem.model_copy())
+                return
+            except IntegrityError:  # a concurrent re-send wrote the same row first
+                if attempt == 2:
+                    raise
+
+
+def _model_name(header: Dataset) -> str:
+    identity = air.AlgorithmIdentity.from_dataset(header)
+    return _norm(identity.model_name if identity else "")
+
+
+def _score(candidate: _Candidate, model: str) -> int:
+    """How well a result's (normalised) Manufacturer's Model Name names the workitem's
+    product: 2 exactly (``model_name``, else ``name`` or ``code``), 1 as a part of it."""
+    p = candidate.product
+    if p is None or not model:
+        return 0
+    names = [_norm(p.model_name)] if p.model_name else [_norm(p.name), _norm(p.code)]
+    if model in names:
+        return 2
+    if any(n and min(len(n), len(model)) >= 5 and (n in model or model in n) for n in names):
+        return 1
+    return 0
+
+
+def _pick(candidates: list[_Candidate], header: Dataset) -> _Candidate | None:
+    """The workitem a result belongs to: the only one, else the one whose product the
+    algorithm identification names best; None if that does not tell."""
+    if len(candidates) == 1:
+        return candidates[0]
+    model = _model_name(header)
+    scores = [_score(c, model) for c in candidates]
+    best = max(scores)
+    winners = [c for c, s in zip(candidates, scores, strict=True) if s == best]
+    if best == 0 or len({w.product.code if w.product else "" for w in winners}) > 1:
+        return None
+    return winners[-1]  # the same product twice (a new input set): the newest workitem
+
+
+def _result_row(
+    tenant: str, candidate: _Candidate, header: Dataset, summary: Any
+) -> ResultInstance:
+    return ResultInstance(
+        tenant=tenant,
+        workitem_uid=candidate.row.sop_instance_uid,
+        study_instance_uid=str(header.StudyInstanceUID),
+        series_instance_uid=str(header.SeriesInstanceUID),
+        sop_instance_uid=str(header.SOPInstanceUID),
+        sop_class_uid=str(header.SOPClassUID),
+        kind=str(getattr(summary, "kind", "OTHER"))[:16],
+        summary=(summary.text() if summary is not None else "")[:4000],
+        positive=bool(getattr(summary, "positive", False)),
+    )
+
+
+# -- the answer ---------------------------------------------------------------------------
+
+
+class Enqueuer(Protocol):
+    """What the hook needs of :class:`aifi.hub.delivery.Deliverer`."""
+
+    def enqueue(self, session: Session, result: AiResult) -> list[Delivery]: ...
+
+
+class ResultsHook:
+    """Called by :class:`~aifi.hub.worklist.SqlWorklist` inside the transaction that ends a
+    workitem (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: Database,
+        rules: RulesConfig,
+        *,
+        deliverer: Enqueuer | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.db = db
+        self.rules = rules
+        self.deliverer = deliverer
+        self.clock = clock
+
+    def on_final(
+        self,
+        session: Session,
+        row: Workitem,
+        ds: DicomJson,
+        state: ProcedureStepState,
+        cause: Cause,
+    ) -> str | None:
+        """Create the workitem's AiResult; or return why it may not complete (then the
+        caller refuses the change and calls :meth:`refused` after rolling back)."""
+        if not row.product:
+            return None  # not requested by the hub's Task Manager: not the hub's result
+        exists = session.exec(
+            select(AiResult.pk).where(
+                col(AiResult.tenant) == row.tenant,
+                col(AiResult.workitem_uid) == row.sop_instance_uid,
+            )
+        ).first()
+        if exists is not None:
+            return None
+        product = product_of(self.rules, row)
+        if state is ProcedureStepState.COMPLETED:
+            return self._completed(session, row, ds, product)
+        if cause == "manager" and product is not None and row.attempt < product.max_attempts:
+            return None  # the Task Manager retries: the last attempt gives the answer
+        reason = (
+            cancellation_reason(ds)
+            or {
+                "performer": "discontinued by the performer",
+                "requester": "cancelled at the requester's request",
+                "manager": "ended by the Task Manager",
+            }[cause]
+        )
+        session.add(
+            self._result(
+                row,
+                product,
+                outcome="cancelled" if cause == "requester" else "failed",
+                summary="",
+                reason=reason,
+                release=False,
+            )
+        )
+        return None
+
+    def _completed(
+        self, session: Session, row: Workitem, ds: DicomJson, product: Product | None
+    ) -> str | None:
+        instances = session.exec(
+            select(ResultInstance)
+            .where(
+                col(ResultInstance.tenant) == row.tenant,
+                col(ResultInstance.workitem_uid) == row.sop_instance_uid,
+            )
+            .order_by(col(ResultInstance.pk))
+        ).all()
+        reasons = self._output_problems(
+            session, row, output_uids(ds), {r.sop_instance_uid for r in instances}
+        )
+        if reasons:
+            return (
+                "the Output Information Sequence names instances that are not accepted "
+                "results of this workitem (IHE AIR): " + "; ".join(reasons)
+            )
+        positive = any(r.positive for r in instances)
+        texts: list[str] = []
+        for r in instances:
+            if r.summary and r.summary not in texts:
+                texts.append(r.summary)
+        supervised = product is None or product.supervision == "supervised"
+        urgent = positive and product is not None and product.urgent_findings
+        result = self._result(
+            row,
+            product,
+            outcome="positive" if positive else "negative",
+            summary="; ".join(texts) if texts else "no result instances",
+            reason=None,
+            release=not supervised,
+        )
+        result.urgent = urgent
+        session.add(result)
+        session.flush()
+        if result.released_at is not None and self.deliverer is not None:
+            self.deliverer.enqueue(session, result)
+        if urgent:
+            session.add(
+                Notification(
+                    tenant=row.tenant,
+                    kind="urgent-finding",
+                    workitem_uid=row.sop_instance_uid,
+                    study_instance_uid=result.study_instance_uid,
+                    product=result.product,
+                    text=result.summary,
+                    created_at=self.clock(),
+                )
+            )
+            log.warning(
+                "urgent finding: product %s, study %s, workitem %s",
+                result.product,
+                result.study_instance_uid,
+                row.sop_instance_uid,
+            )
+        return None
+
+    @staticmethod
+    def _output_problems(
+        session: Session, row: Workitem, outputs: list[str], accepted: set[str]
+    ) -> list[str]:
+        missing = [u for u in outputs if u not in accepted]
+        if not missing:
+            return []
+        refused: dict[str, str] = {}
+        for uid, problem in session.exec(
+            select(ResultProblem.sop_instance_uid, ResultProblem.problem)
+            .where(
+                col(ResultProblem.tenant) == row.tenant,
+                col(ResultProblem.workitem_uid) == row.sop_instance_uid,
+                col(ResultProblem.sop_instance_uid).in_(missing),
+            )
+            .order_by(col(ResultProblem.pk))
+        ).all():
+            refused[str(uid)] = problem
+        stored = dict(
+            session.exec(
+                select(Instance.sop_instance_uid, Instance.sop_class_uid).where(
+                    col(Instance.tenant) == row.tenant,
+                    col(Instance.sop_instance_uid).in_(missing),
+                )
+            ).all()
+        )
+        reasons = []
+        for uid in missing:
+            if uid in stored and stored[uid] not in air.RESULT_SOP_CLASSES:
+                continue  # not an AI result object: the hub neither checks nor delivers it
+            if uid in refused:
+                reasons.append(f"{uid} was refused at STOW-RS ({refused[uid]})")
+            elif uid not in stored:
+                reasons.append(f"{uid} is not stored in the hub")
+            else:
+                reasons.append(
+                    f"{uid} was not stored as a result of this workitem while it was IN PROGRESS"
+                )
+        return reasons
+
+    def _result(
+        self,
+        row: Workitem,
+        product: Product | None,
+        *,
+        outcome: str,
+        summary: str,
+        reason: str | None,
+        release: bool,
+    ) -> AiResult:
+        now = self.clock()
+        supervised = product is None or product.supervision == "supervised"
+        review = "not-required"
+        if outcome in ("positive", "negative") and supervised:
+            review = "awaiting-review"
+        return AiResult(
+            tenant=row.tenant,
+            workitem_uid=row.sop_instance_uid,
+            study_instance_uid=row.study_instance_uid or "",
+            product=row.product or "",
+            supervision="supervised" if supervised else "autonomous",
+            outcome=outcome,
+            summary=summary,
+            reason=reason,
+            review_state=review,
+            workitem_created_at=row.created_at,
+            completed_at=now,
+            released_at=now if release else None,
+            created_at=now,
+        )
+
+    def refused(self, tenant: str, uid: str, problem: str) -> None:
+        """Record why a completion was refused (after its transaction rolled back)."""
+        with self.db.write() as session:
+            session.add(ResultProblem(tenant=tenant, workitem_uid=uid, problem=problem))

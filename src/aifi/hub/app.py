@@ -3,7 +3,7 @@
 Composition only: persistence (:class:`~aifi.hub.db.Database`), the DICOM store
 (:class:`~aifi.hub.repository.SqlDicomStore`) with the IHE AIR result gate in front of it
 for STOW-RS (:class:`~aifi.hub.results.ResultGate`), the worklist with its completion hook
-(:class:`~aifi.hub.results.ResultsHook`), the Task Manager and the delivery outbox
+(:class:`~aifi.hub.results_hook.ResultsHook`), the Task Manager and the delivery outbox
 (:class:`~aifi.hub.delivery.Deliverer`, PACS destinations from ``destinations_file``) with
 their background loops, the principal resolver, and the error mapping (DICOMweb paths
 answer with a status and ``Warning: 299``; PS3.18 §8.7.3).
@@ -32,7 +32,8 @@ from aifi.hub.db import Database
 from aifi.hub.delivery import Deliverer, run_delivery_loop
 from aifi.hub.destinations import load_destinations
 from aifi.hub.repository import SqlDicomStore
-from aifi.hub.results import ResultGate, ResultsHook
+from aifi.hub.results import ResultGate
+from aifi.hub.results_hook import ResultsHook
 from aifi.hub.settings import Settings
 from aifi.hub.task_manager import TaskManager
 from aifi.hub.tenants import default_tenant_resolver

@@ -79,7 +79,7 @@ from aifi.ihe_profiles.ups import (
 
 class FinalStateHook(Protocol):
     """Told, inside the transaction, when a workitem reaches a final state (the hub's IHE
-    AIR results: :class:`aifi.hub.results.ResultsHook`). ``on_final`` returns why the
+    AIR results: :class:`aifi.hub.results_hook.ResultsHook`). ``on_final`` returns why the
     change may not happen (it is then refused with C304 and rolled back, and ``refused``
     records the reason in a transaction of its own), or None."""
 

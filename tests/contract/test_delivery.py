@@ -650,3 +650,67 @@ def test_two_processes_ticking_at_once_never_send_one_delivery_twice(bench: Benc
     for name in ("pacs-a", "pacs-b"):
         sent = bench.pacs.sent[name]
         assert sorted(sent) == sorted(r.sop_uids[0] for r in results)  # each exactly once
+
+
+def test_while_a_pacs_is_down_one_delivery_per_round_tries_it_and_the_rest_wait(bench: Bench):
+    deliverer = bench.deliverer(backoff_seconds=2.0)
+    results = [bench.release(deliverer, instances=1) for _ in range(3)]
+    bench.pacs.behaviour = unavailable
+    assert deliverer.tick() == 3
+    assert bench.pacs.sent["pacs-a"] == results[0].sop_uids  # only the first was tried
+    probe = deliveries(bench.db, results[0])["pacs-a"]
+    assert (probe.state, probe.attempts) == ("pending", 1)
+    for released in results[1:]:
+        row = deliveries(bench.db, released)["pacs-a"]
+        assert (row.state, row.attempts) == ("pending", 0)  # no attempt used up
+        assert utc(row.next_attempt_at) == utc(probe.next_attempt_at)
+        assert row.last_error is not None
+        assert row.last_error.startswith("waiting: 'pacs-a' failed for another result")
+        assert "HTTP 503" in row.last_error
+
+    bench.pacs.behaviour = confirm
+    bench.clock.advance(2)
+    assert deliverer.tick() == 3
+    rows = [deliveries(bench.db, r)["pacs-a"] for r in results]
+    assert [(r.state, r.attempts, r.last_error) for r in rows] == [
+        ("delivered", 2, None),
+        ("delivered", 1, None),
+        ("delivered", 1, None),
+    ]
+
+
+def test_the_delivery_loop_delivers_and_outlives_a_failing_round(bench: Bench):
+    import asyncio
+
+    from aifi.hub.delivery import run_delivery_loop
+
+    deliverer = bench.deliverer()
+    deliverer.clock = lambda: datetime.now(UTC)
+    released = bench.release(deliverer, instances=1)
+    real_tick = deliverer.tick
+    rounds: list[str] = []
+
+    def tick() -> int:
+        if not rounds:
+            rounds.append("failed")
+            raise RuntimeError("database went away for a moment")
+        rounds.append("ran")
+        return real_tick()
+
+    deliverer.tick = tick  # type: ignore[method-assign]
+
+    async def main() -> None:
+        loop = asyncio.create_task(run_delivery_loop(deliverer, 0.01))
+        try:
+            for _ in range(500):
+                if deliveries(bench.db, released)["pacs-a"].state == "delivered":
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            loop.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await loop
+
+    asyncio.run(main())
+    assert deliveries(bench.db, released)["pacs-a"].state == "delivered"
+    assert rounds[0] == "failed" and "ran" in rounds

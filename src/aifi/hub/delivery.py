@@ -32,6 +32,14 @@ workitem) has nothing to deliver and gets none either.
    once when every instance still missing was refused for good (a non-retryable status).
    :meth:`Deliverer.retry` puts a failed row back to ``pending`` with fresh attempts.
 
+Each destination's rows are worked in their own thread, so a slow PACS does not hold up
+another hospital's. When an attempt reaches nothing (no instance confirmed, every failure
+retryable: the PACS is down or busy), the destination's other rows of that round are given
+back untried, due when the failed one is, without using an attempt (``last_error`` says
+they are waiting and why): a PACS that times out costs one timeout per round, and a long
+outage does not use up the attempts of every waiting result. A row held past half its
+lease before its turn comes has the lease renewed first.
+
 ``last_error`` names the destination, the instances and the PACS's own reason (the STOW-RS
 Failure Reason / HTTP status, or the C-STORE status, as :mod:`aifi.hub.destinations`
 reports it), e.g. ``attempt 3 to 'pacs-main': 1.2.3 (Comprehensive 3D SR Storage):
@@ -307,13 +315,39 @@ class Deliverer:
         return claims
 
     def _work(self, claims: list[_Claim]) -> None:
+        """One destination's rows, one after the other. When an attempt reaches nothing
+        (no instance confirmed, every failure retryable: the PACS is down or busy), the
+        rest of the group is not tried in this round: each waits until the same time
+        without using an attempt, so a PACS that times out costs one timeout per round."""
+        waiting: tuple[str, datetime] | None = None
         for claim in claims:
+            if waiting is not None:
+                self._defer(claim, *waiting)
+                continue
+            half = timedelta(seconds=self.lease_seconds / 2)
+            if self.clock() >= claim.lease_until - half and not self._progress(
+                claim, _Attempt(wanted=[])
+            ):
+                continue  # held so long in this round that another process took it
             try:
                 attempt = self._attempt(claim)
             except Exception as exc:  # a bug or a broken store: recorded, retried later
                 log.exception("delivery %d to %r failed", claim.pk, claim.destination)
                 attempt = _Attempt(wanted=[], error=f"internal error: {type(exc).__name__}: {exc}")
-            self._record(claim, attempt)
+            row = self._record(claim, attempt)
+            if (
+                row is not None
+                and row.state == PENDING
+                and attempt.error is None
+                and not attempt.confirmed
+                and attempt.failures
+                and all(o.retryable for o in attempt.failures.values())
+            ):
+                waiting = (
+                    f"waiting: {claim.destination!r} failed for another result: "
+                    + (row.last_error or ""),
+                    _utc(row.next_attempt_at),
+                )
 
     def _attempt(self, claim: _Claim) -> _Attempt:
         """Send what the PACS has not confirmed yet; the network I/O is here, outside any
@@ -451,12 +485,26 @@ class Deliverer:
         claim.lease_until = lease_until
         return True
 
-    def _record(self, claim: _Claim, attempt: _Attempt) -> None:
+    def _defer(self, claim: _Claim, reason: str, until: datetime) -> None:
+        """Give a claimed row back untried (its attempt not counted), due at ``until``."""
+        with self.db.write() as session:
+            row = self._locked(session, claim.pk)
+            if row is None or not self._owned(row, claim):
+                return
+            row.state = PENDING
+            row.attempts -= 1
+            row.lease_until = None
+            row.next_attempt_at = until
+            row.last_error = reason[:_ERROR_CHARS]
+
+    def _record(self, claim: _Claim, attempt: _Attempt) -> Delivery | None:
+        """Write the attempt's outcome; the row as written (None when it is gone or no
+        longer this process's)."""
         now = self.clock()
         with self.db.write() as session:
             row = self._locked(session, claim.pk)
             if row is None:
-                return
+                return None
             confirmed = set(_uids(row.delivered_sop_uids)) | attempt.confirmed
             row.delivered_sop_uids = json.dumps(sorted(confirmed))
             if attempt.lost or not self._owned(row, claim):
@@ -465,7 +513,7 @@ class Deliverer:
                     claim.pk,
                     claim.destination,
                 )
-                return
+                return None
             row.lease_until = None
             missing = [uid for uid in attempt.wanted if uid not in confirmed]
             if attempt.wanted and not missing:
@@ -478,7 +526,7 @@ class Deliverer:
                     len(confirmed),
                     claim.destination,
                 )
-                return
+                return row
             if attempt.error is not None:
                 error = f"attempt {claim.attempt} to {claim.destination!r}: {attempt.error}"
                 retryable = True
@@ -514,6 +562,7 @@ class Deliverer:
                 )
             row.last_error = row.last_error[:_ERROR_CHARS]
             log.warning("delivery %d: %s", claim.pk, row.last_error)
+            return row
 
 
 def _describe(claim: _Claim, failures: dict[str, SendOutcome], classes: dict[str, str]) -> str:

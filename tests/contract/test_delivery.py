@@ -667,13 +667,22 @@ def test_while_a_pacs_is_down_one_delivery_per_round_tries_it_and_the_rest_wait(
         assert row.last_error is not None
         assert row.last_error.startswith("waiting: 'pacs-a' failed for another result")
         assert "HTTP 503" in row.last_error
+    # results released meanwhile wait too, without the PACS being tried again
+    bench.clock.advance(1)
+    later = bench.release(deliverer, instances=1)
+    assert deliverer.tick() == 1
+    assert bench.pacs.calls == 1
+    row = deliveries(bench.db, later)["pacs-a"]
+    assert (row.state, row.attempts) == ("pending", 0)
+    assert utc(row.next_attempt_at) == utc(probe.next_attempt_at)
 
     bench.pacs.behaviour = confirm
-    bench.clock.advance(2)
-    assert deliverer.tick() == 3
-    rows = [deliveries(bench.db, r)["pacs-a"] for r in results]
+    bench.clock.advance(1)
+    assert deliverer.tick() == 4
+    rows = [deliveries(bench.db, r)["pacs-a"] for r in [*results, later]]
     assert [(r.state, r.attempts, r.last_error) for r in rows] == [
         ("delivered", 2, None),
+        ("delivered", 1, None),
         ("delivered", 1, None),
         ("delivered", 1, None),
     ]

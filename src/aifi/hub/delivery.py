@@ -36,8 +36,9 @@ Each destination's rows are worked in their own thread, so a slow PACS does not 
 another hospital's. When an attempt reaches nothing (no instance confirmed, every failure
 retryable: the PACS is down or busy), the destination's other rows of that round are given
 back untried, due when the failed one is, without using an attempt (``last_error`` says
-they are waiting and why): a PACS that times out costs one timeout per round, and a long
-outage does not use up the attempts of every waiting result. A row held past half its
+they are waiting and why), and so are its rows of the following rounds until then: a PACS
+that times out costs one timeout per backoff step, however many results wait for it, and a
+long outage does not use up the attempts of every waiting result. A row held past half its
 lease before its turn comes has the lease renewed first.
 
 ``last_error`` names the destination, the instances and the PACS's own reason (the STOW-RS
@@ -178,6 +179,9 @@ class Deliverer:
         self.lease_seconds = lease_seconds
         self.client_factory = client_factory
         self.batch_size = CLAIM_BATCH
+        self._waiting: dict[tuple[str, str], tuple[str, datetime]] = {}
+        """Destinations that reached nothing this process's last try: why, and until when
+        their rows wait (one probe per destination and backoff, however many rows)."""
 
     # -- enqueue (in the releasing transaction) ---------------------------------------------
 
@@ -317,9 +321,12 @@ class Deliverer:
     def _work(self, claims: list[_Claim]) -> None:
         """One destination's rows, one after the other. When an attempt reaches nothing
         (no instance confirmed, every failure retryable: the PACS is down or busy), the
-        rest of the group is not tried in this round: each waits until the same time
-        without using an attempt, so a PACS that times out costs one timeout per round."""
-        waiting: tuple[str, datetime] | None = None
+        destination's other rows are not tried until that attempt's retry is due: they
+        wait without using an attempt (module docstring)."""
+        key = (claims[0].tenant, claims[0].destination)
+        waiting = self._waiting.get(key)
+        if waiting is not None and self.clock() >= waiting[1]:
+            waiting = None
         for claim in claims:
             if waiting is not None:
                 self._defer(claim, *waiting)
@@ -348,6 +355,9 @@ class Deliverer:
                     + (row.last_error or ""),
                     _utc(row.next_attempt_at),
                 )
+                self._waiting[key] = waiting
+            elif row is not None:
+                self._waiting.pop(key, None)
 
     def _attempt(self, claim: _Claim) -> _Attempt:
         """Send what the PACS has not confirmed yet; the network I/O is here, outside any

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import aifi
-from aifi.vendors.cli import vendors_app
+from aifi.vendors.cli import products_app, vendors_app
 
 app = typer.Typer(
     name="aifi",
@@ -30,6 +30,7 @@ rules_app = typer.Typer(
 )
 app.add_typer(rules_app, name="rules")
 app.add_typer(vendors_app, name="performer")
+app.add_typer(products_app, name="vendors")
 
 DataDirOpt = Annotated[
     Path | None,

@@ -1,5 +1,7 @@
-"""``aifi performer …``: run an AIW-I Task Performer against a hub (registered by
-:mod:`aifi.cli` from :data:`vendors_app`)."""
+"""``aifi performer …`` (:data:`vendors_app`: a Task Performer with the reference analyzer or
+the push adapter) and ``aifi vendors …`` (:data:`products_app`: the reference products,
+each in its own process) — IHE AIW-I Task Performers against a hub, registered by
+:mod:`aifi.cli`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 
 from aifi.vendors.performer import Analyzer, Performer
+from aifi.vendors.products import PRODUCTS, reference_product
 from aifi.vendors.push import PushAnalyzer
 from aifi.vendors.reference import ReferenceAnalyzer
 
@@ -93,40 +96,137 @@ def run(
     ] = False,
 ) -> None:
     """Work the worklist for one product until interrupted (Ctrl-C), or once with --once."""
+    _logging(verbose)
+    analyzer: Analyzer = PushAnalyzer(push_url) if push_url else ReferenceAnalyzer()
+    try:
+        performer = Performer(hub, product, ae, analyzer, timeout=timeout, watch_cancel=events)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        _work(performer, once=once, poll=poll, events=events)
+    finally:
+        if isinstance(analyzer, PushAnalyzer):
+            analyzer.close()
+
+
+def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    analyzer: Analyzer = PushAnalyzer(push_url) if push_url else ReferenceAnalyzer()
+
+
+def _work(performer: Performer, *, once: bool, poll: float, events: bool) -> None:
+    """Perform once (exit 1: nothing to claim, 2: not COMPLETED) or until interrupted."""
+    product, ae, hub = performer.product, performer.ae_title, performer.dicomweb
+    with performer:
+        if once:
+            state = performer.run_once()
+            if state is None:
+                typer.echo(f"No SCHEDULED workitem for {product}.")
+                raise typer.Exit(1)
+            typer.echo(f"Workitem {state}.")
+            if state != "COMPLETED":
+                raise typer.Exit(2)
+            return
+        stop = threading.Event()
+
+        def _stop(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)
+        typer.echo(f"Performing {product} as {ae} from {hub} (Ctrl-C to stop).")
+        try:
+            done = performer.run(stop, poll_seconds=poll, events=events)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.")
+            return
+        typer.echo(f"Stopped after {done} workitem(s).")
+
+
+# -- aifi vendors: the reference products ------------------------------------------------------
+
+products_app = typer.Typer(
+    help="The reference AI products (DEMONSTRATORS, not for clinical use): run one as a "
+    "Task Performer against a hub.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@products_app.callback()
+def _products() -> None:
+    """The reference AI products (DEMONSTRATORS, not for clinical use)."""
+
+
+@products_app.command("list")
+def list_products() -> None:
+    """List the reference products: name, product code, default AE title, what it does."""
+    for p in PRODUCTS.values():
+        typer.echo(f"{p.name:<20} {p.code:<14} {p.ae_title:<14} {p.title}")
+
+
+@products_app.command("run")
+def run_product(
+    name: Annotated[
+        str,
+        typer.Argument(help=f"The product: {', '.join(PRODUCTS)}.", show_default=False),
+    ],
+    hub: Annotated[
+        str,
+        typer.Option(
+            "--hub", help="The hub's DICOMweb base URL, e.g. http://127.0.0.1:8000/dicomweb."
+        ),
+    ],
+    ae: Annotated[
+        str | None,
+        typer.Option(
+            "--ae", help="AE title of this performer (default: the product code, e.g. AIFI-IPE)."
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Perform at most one workitem, then exit (1: none to claim, 2: not COMPLETED).",
+        ),
+    ] = False,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", min=0.1, help="Seconds between worklist searches."),
+    ] = 5.0,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events/--no-events",
+            help="Use the WebSocket event channel: wake-ups (Triggered Pull) and Cancel "
+            "Requested events (default); without it only a CANCELED state is noticed.",
+        ),
+    ] = True,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, help="Seconds to wait for each answer from the hub."),
+    ] = 60.0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
+    ] = False,
+) -> None:
+    """Run one reference product against the hub's worklist (its own process)."""
+    _logging(verbose)
     try:
-        performer = Performer(hub, product, ae, analyzer, timeout=timeout)
+        product = reference_product(name)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from exc
+    try:
+        performer = Performer(
+            hub,
+            product.code,
+            ae or product.ae_title,
+            product.factory(),
+            timeout=timeout,
+            watch_cancel=events,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    try:
-        with performer:
-            if once:
-                state = performer.run_once()
-                if state is None:
-                    typer.echo(f"No SCHEDULED workitem for {product}.")
-                    raise typer.Exit(1)
-                typer.echo(f"Workitem {state}.")
-                if state != "COMPLETED":
-                    raise typer.Exit(2)
-                return
-            stop = threading.Event()
-
-            def _stop(_signum: int, _frame: FrameType | None) -> None:
-                stop.set()
-
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, _stop)
-            typer.echo(f"Performing {product} as {ae} from {hub} (Ctrl-C to stop).")
-            try:
-                done = performer.run(stop, poll_seconds=poll, events=events)
-            except KeyboardInterrupt:
-                typer.echo("Interrupted.")
-                return
-            typer.echo(f"Stopped after {done} workitem(s).")
-    finally:
-        if isinstance(analyzer, PushAnalyzer):
-            analyzer.close()
+    _work(performer, once=once, poll=poll, events=events)

@@ -723,3 +723,33 @@ def test_the_delivery_loop_delivers_and_outlives_a_failing_round(bench: Bench):
     asyncio.run(main())
     assert deliveries(bench.db, released)["pacs-a"].state == "delivered"
     assert rounds[0] == "failed" and "ran" in rounds
+
+
+def test_a_row_whose_turn_comes_late_in_a_round_is_renewed_or_left_to_its_new_holder(
+    bench: Bench,
+):
+    slow = bench.deliverer(lease_seconds=10)
+    first, second, third = (bench.release(slow, instances=1) for _ in range(3))
+    other = bench.deliverer(lease_seconds=10)
+    calls: list[str] = []
+
+    def slow_pacs(name: str, pacs: FakePacs, item: OutgoingInstance) -> SendOutcome:
+        calls.append(item.sop_instance_uid)
+        if item.sop_instance_uid == first.sop_uids[0]:
+            bench.clock.advance(6)  # past half the lease: the next row's lease is renewed
+        elif item.sop_instance_uid == second.sop_uids[0]:
+            bench.clock.advance(
+                5
+            )  # t=11: the third row's lease (t=10) ran out, not this one's (16)
+            assert other.tick() == 1
+        return confirm(name, pacs, item)
+
+    bench.pacs.behaviour = slow_pacs
+    assert slow.tick() == 3
+    assert calls == [first.sop_uids[0], second.sop_uids[0], third.sop_uids[0]]  # each once
+    rows = [deliveries(bench.db, r)["pacs-a"] for r in (first, second, third)]
+    assert [(r.state, r.attempts) for r in rows] == [
+        ("delivered", 1),
+        ("delivered", 1),
+        ("delivered", 2),  # by the other process
+    ]

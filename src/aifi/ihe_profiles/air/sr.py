@@ -216,7 +216,8 @@ def _empty_imaging_measurements(report: MeasurementReport) -> None:
 
 
 def _image_library(inputs: Sequence[Dataset]) -> ContainerContentItem:
-    """TID 1600 Image Library: one group (TID 1601) with an IMAGE entry per input.
+    """TID 1600 Image Library: one group (TID 1601) with an IMAGE entry per image given
+    (:func:`library_images`).
 
     highdicom's ``ImageLibrary`` needs the modality-specific descriptors (TID 1603/1604:
     Patient Orientation, Imager Pixel Spacing, Image Position ...) on every input; an input
@@ -243,6 +244,32 @@ def _image_library(inputs: Sequence[Dataset]) -> ContainerContentItem:
     )
     library.ContentSequence = ContentSequence([group])
     return library
+
+
+LIBRARY_ALL_INPUTS = 16
+"""Up to this many inputs (radiographs, a few slices) all go in the Image Library."""
+
+
+def library_images(
+    inputs: Sequence[Dataset],
+    measurements: Sequence[Measurement],
+    findings: Sequence[QualitativeFinding],
+) -> list[Dataset]:
+    """The images of the TID 1600 Image Library: every input when there are at most
+    :data:`LIBRARY_ALL_INPUTS`; else (a CT or MR series of hundreds of slices) the images the
+    regions are drawn on, or the first input when there are none. Every input stays in the
+    evidence (Current Requested Procedure Evidence Sequence, PS3.3 C.17.2); an entry per
+    slice with its descriptors would make the report grow with the series (a 300-slice CT:
+    thousands of content items to write, store, validate and deliver)."""
+    if len(inputs) <= LIBRARY_ALL_INPUTS:
+        return list(inputs)
+    drawn = {
+        str(region.source.SOPInstanceUID)
+        for region in [m.region for m in measurements if m.region is not None]
+        + [r for f in findings for r in f.regions]
+    }
+    chosen = [ds for ds in inputs if str(ds.SOPInstanceUID) in drawn]
+    return chosen or [inputs[0]]
 
 
 def _insert_image_library(report: MeasurementReport, inputs: Sequence[Dataset]) -> None:
@@ -296,7 +323,7 @@ def measurement_report(
     )
     if not groups:
         _empty_imaging_measurements(report)
-    _insert_image_library(report, inputs)
+    _insert_image_library(report, library_images(inputs, measurements, findings))
     sr = Comprehensive3DSR(
         evidence=headers(inputs),
         content=report,

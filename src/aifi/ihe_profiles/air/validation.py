@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.tag import BaseTag, Tag
 
 from aifi.ihe_profiles.air.codes import (
     ALGORITHM_NAME,
@@ -334,15 +336,31 @@ def _seg(ds: Dataset) -> list[Violation]:
     return found
 
 
+REFERENCED_SOP_INSTANCE_UID = Tag(0x0008, 0x1155)
+
+
 def _all_references(ds: Dataset) -> Iterator[str]:
-    """Every Referenced SOP Instance UID (0008,1155) anywhere in ``ds``'s sequences."""
-    for element in ds:
-        if element.VR != "SQ":
+    """Every Referenced SOP Instance UID (0008,1155) anywhere in ``ds``'s sequences.
+
+    Only sequences are converted from their raw encoding (``get_item`` leaves the other
+    elements raw): a TID 1500 report of a CT study holds thousands of elements, and
+    converting each one costs far more than the walk."""
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        vr = getattr(raw, "VR", None) or _dictionary_vr(tag)
+        if vr != "SQ":
             continue
-        for item in element.value:
-            if "ReferencedSOPInstanceUID" in item:
-                yield str(item.ReferencedSOPInstanceUID)
+        for item in ds[tag].value or ():
+            if REFERENCED_SOP_INSTANCE_UID in item:
+                yield str(item[REFERENCED_SOP_INSTANCE_UID].value)
             yield from _all_references(item)
+
+
+def _dictionary_vr(tag: BaseTag) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:  # private or unknown: not a sequence we look into
+        return None
 
 
 def _normalised_name(name: object) -> str:

@@ -4,8 +4,12 @@ TF AIW-I RAD-109; the reports are RAD-87 Send UPS Notification, PS3.4 CC.2.4).
 A background thread reads every event report as it arrives, so reports are never left
 waiting in the socket while the performer is busy with a workitem. Two uses:
 
-* wake-up (Triggered Pull): :meth:`EventChannel.wait` returns as soon as any report arrives;
-  the worklist is searched anyway, events only save the wait;
+* wake-up (Triggered Pull): :meth:`EventChannel.wait` returns as soon as a report says
+  there may be new work — a **UPS State Report** of a SCHEDULED workitem (created, or its
+  inputs became ready; PS3.4 CC.2.4.2). Progress reports and the state changes of
+  workitems already claimed do not wake it: on a busy worklist those are most reports,
+  and each wake-up is a search at the hub. The worklist is searched anyway; events only
+  save the wait;
 * cancellation: a **UPS Cancel Requested** report (Event Type ID 2, Table CC.2.4-1) for a
   workitem is remembered with its Reason For Cancellation (0074,1238), and a **UPS State
   Report** (Event Type ID 1) saying CANCELED too (the Task Manager ended it, e.g. at its
@@ -35,7 +39,7 @@ from aifi.vendors.workitem import (
     items,
 )
 
-__all__ = ["Cancellation", "EventChannel", "open_channel"]
+__all__ = ["Cancellation", "EventChannel", "announces_work", "open_channel"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,14 @@ def cancellation_of(report: dict[str, Any]) -> tuple[str, Cancellation] | None:
     if event == STATE_REPORT and first(report, PROCEDURE_STEP_STATE) == "CANCELED":
         return str(uid), Cancellation(False, str(reason or "CANCELED by the Task Manager"))
     return None
+
+
+def announces_work(report: dict[str, Any]) -> bool:
+    """Does this report say a workitem may be waiting to be claimed (pure)?"""
+    return bool(
+        first(report, EVENT_TYPE_ID) == STATE_REPORT
+        and first(report, PROCEDURE_STEP_STATE) == "SCHEDULED"
+    )
 
 
 class EventChannel:
@@ -112,7 +124,8 @@ class EventChannel:
                     if uid not in self._cancellations or not cancellation.requested:
                         self._cancellations[uid] = cancellation
                 log.info("Event: workitem %s %s", uid, cancellation)
-            self._arrived.set()
+            if isinstance(report, dict) and announces_work(report):
+                self._arrived.set()
 
     def cancellation(self, uid: str) -> Cancellation | None:
         """The cancellation reported for workitem ``uid`` since the channel opened."""
@@ -125,7 +138,8 @@ class EventChannel:
             self._cancellations.pop(uid, None)
 
     def wait(self, stop: threading.Event, seconds: float) -> bool:
-        """Until a report arrives (True), ``stop`` is set (True) or ``seconds`` pass (False).
+        """Until a report announces work (True), ``stop`` is set (True) or ``seconds`` pass
+        (False).
         Reports that arrived while nobody waited count: one search answers them all."""
         deadline = time.monotonic() + seconds
         while not stop.is_set():

@@ -63,6 +63,7 @@ from aifi.vendors.workitem import (  # noqa: F401 - re-exported for adapters and
     CODE_VALUE,
     FAILED_SOP_SEQUENCE,
     FAILURE_REASON,
+    FILTERED_WORKLIST,
     GLOBAL_WORKLIST,
     INPUT_INFORMATION_SEQUENCE,
     OUTPUT_INFORMATION_SEQUENCE,
@@ -221,18 +222,20 @@ class Performer:
 
     def search(self) -> list[DicomJson]:
         """RAD-81 Query UPS Workitems: this product's SCHEDULED workitems whose inputs are
-        READY, in :func:`claim_order`. One search per priority, so the most urgent are
-        never cut off by the page limit."""
-        found: list[DicomJson] = []
-        for priority in PRIORITIES:
-            params = {
-                "ProcedureStepState": "SCHEDULED",
-                "InputReadinessState": "READY",
-                "ScheduledWorkitemCodeSequence.CodeValue": self.product,
-                "ScheduledProcedureStepPriority": priority,
-                "limit": str(self.search_limit),
-            }
-            found += self._json("GET", "/workitems", params=params) or []
+        READY, in :func:`claim_order`. One search; only when it fills a page, one per
+        priority, so the most urgent are never cut off by the page limit."""
+        params = {
+            "ProcedureStepState": "SCHEDULED",
+            "InputReadinessState": "READY",
+            "ScheduledWorkitemCodeSequence.CodeValue": self.product,
+            "limit": str(self.search_limit),
+        }
+        found: list[DicomJson] = self._json("GET", "/workitems", params=params) or []
+        if len(found) >= self.search_limit:
+            found = []
+            for priority in PRIORITIES:
+                by_priority = {**params, "ScheduledProcedureStepPriority": priority}
+                found += self._json("GET", "/workitems", params=by_priority) or []
         return claim_order(found)
 
     def claim(self, uid: str) -> Claimed | None:
@@ -490,12 +493,17 @@ class Performer:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def subscribe(self, uid: str = GLOBAL_WORKLIST) -> str | None:
-        """RAD-86 Manage UPS Subscription: subscribe this AE to the global worklist, or to
-        one workitem (PS3.18 §11.10); the event channel URL, or None when the hub refuses."""
+    def subscribe(
+        self, uid: str = GLOBAL_WORKLIST, params: dict[str, str] | None = None
+    ) -> str | None:
+        """RAD-86 Manage UPS Subscription: subscribe this AE to the global or a filtered
+        worklist, or to one workitem (PS3.18 §11.10); the event channel URL, or None when
+        the hub refuses."""
         try:
             response = self._send(
-                "POST", f"{self.dicomweb}/workitems/{uid}/subscribers/{self.ae_title}"
+                "POST",
+                f"{self.dicomweb}/workitems/{uid}/subscribers/{self.ae_title}",
+                params=params,
             )
         except UpstreamError as exc:
             log.warning("Subscription failed (%s); polling instead", exc.reason)
@@ -558,8 +566,23 @@ class Performer:
         carries cancellations (:meth:`cancellation`). Unsubscribes on the way out."""
         with ExitStack() as stack:
             channel = None
-            if events and (url := self.subscribe()):
-                stack.callback(self.unsubscribe)
+            # The filtered worklist of this product's workitems (PS3.4 CC.3.2), so that
+            # other products' events never reach this performer; else the global one.
+            subscribed = FILTERED_WORKLIST
+            url = None
+            if events:
+                url = self.subscribe(
+                    FILTERED_WORKLIST,
+                    {"filter": f"ScheduledWorkitemCodeSequence.CodeValue={self.product}"},
+                )
+                if url is None:
+                    subscribed, url = GLOBAL_WORKLIST, self.subscribe()
+            if url:
+                # Last: from the global worklist, which also ends the subscriptions to each
+                # workitem the hub made for this AE as they were created (PS3.4 CC.2.3).
+                stack.callback(self.unsubscribe, GLOBAL_WORKLIST)
+                if subscribed != GLOBAL_WORKLIST:
+                    stack.callback(self.unsubscribe, subscribed)
                 channel = open_channel(url)
                 if channel is not None:
                     stack.callback(channel.close)

@@ -47,6 +47,8 @@ REASON_FOR_CANCELLATION = "00741238"
 
 GLOBAL_WORKLIST = "1.2.840.10008.5.1.4.34.5"
 """Well-known UID of the global worklist in subscription URLs (PS3.4 CC.3.1)."""
+FILTERED_WORKLIST = "1.2.840.10008.5.1.4.34.5.1"
+"""Well-known UID of a filtered worklist subscription (PS3.4 CC.3.2; PS3.18 §11.10)."""
 PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 """Scheduled Procedure Step Priority (0074,1200) values, most urgent first (PS3.3 C.30.1)."""
 

@@ -25,6 +25,9 @@ is no such workitem.
 releases the result and queues its deliveries in the same transaction; a rejected result
 is withheld (never delivered).
 
+``POST /api/v1/results/{workitem_uid}/deliveries/{destination}/retry`` — a failed delivery
+back in the queue now (404 when there is no such delivery).
+
 ``GET /api/v1/notifications`` — urgent findings, oldest first; ``since`` (a notification
 id: only later ones; or an ISO 8601 date-time), ``limit`` (default 100).
 """
@@ -320,6 +323,22 @@ async def reject_result(
     if not (review.reason or "").strip():
         raise InvalidRequest("reason: a rejection needs a reason")
     return await run_in_threadpool(_review, request, principal.tenant, workitem_uid, review, False)
+
+
+@router.post("/results/{workitem_uid}/deliveries/{destination}/retry")
+async def retry_delivery(
+    workitem_uid: str, destination: str, request: Request, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Queue a failed (or backing-off) delivery again now, with a fresh set of attempts;
+    answers the result's detail. 404 when the result has no delivery to ``destination``."""
+    deliverer = getattr(request.app.state, "deliverer", None)
+    if deliverer is None:
+        raise NotFound("Delivery is not enabled on this hub")
+    await run_in_threadpool(deliverer.retry, principal.tenant, workitem_uid, destination)
+    destinations = _destinations(request, principal.tenant)
+    return await run_in_threadpool(
+        _detail, _db(request), principal.tenant, workitem_uid, destinations
+    )
 
 
 # -- notifications ------------------------------------------------------------------------

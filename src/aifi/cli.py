@@ -71,16 +71,30 @@ def serve(
     data_dir: DataDirOpt = None,
     database_url: DatabaseOpt = None,
     rules: RulesOpt = None,
+    destinations: Annotated[
+        Path | None,
+        typer.Option(
+            "--destinations",
+            help="PACS destinations YAML: where released AI results are delivered, per "
+            "hospital (env AIFI_DESTINATIONS_FILE; default none: results stay in the hub).",
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(help="Worker processes (needs PostgreSQL for >1 to scale writes).")
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the hub: DICOMweb and the UPS-RS worklist under /dicomweb, the Task Manager
-    (study completion, routing, deadlines), OpenAPI docs at /docs."""
+    (study completion, routing, deadlines), AI results (validation, review API, delivery
+    to PACS) under /api/v1, OpenAPI docs at /docs."""
     from aifi.hub.serve import build_settings, run_server
 
-    settings = build_settings(data_dir=data_dir, database_url=database_url, rules_file=rules)
+    settings = build_settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        rules_file=rules,
+        destinations_file=destinations,
+    )
     typer.echo(
         f"aifi-hub {aifi.__version__}: data in {settings.data_dir.resolve()}, "
         f"DICOMweb at http://{host}:{port}/dicomweb, docs at http://{host}:{port}/docs"
@@ -232,6 +246,39 @@ def bench_workflow(
         quiet_seconds=quiet_seconds,
         workitems=workitems,
         performers=performers,
+        database_url=database_url,
+        workdir=workdir,
+    )
+    results = run(config)
+    if json_out:
+        json_out.write_text(to_json(results))
+    typer.echo(report(results))
+
+
+@bench_app.command("turnaround")
+def bench_turnaround(
+    studies: Annotated[
+        int, typer.Option(help="Mixed pilot studies (hand, wrist, chest CT).")
+    ] = 100,
+    quiet_seconds: Annotated[
+        float, typer.Option(help="Quiet period for every modality during the run.")
+    ] = 1.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between studies (open-loop arrivals).")
+    ] = 1.0,
+    performers: Annotated[int, typer.Option(help="Task Performers per reference product.")] = 2,
+    database_url: DatabaseOpt = None,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the hub's data here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """IHE AIR: hub overhead per AI request (turnaround - quiet period - product compute)."""
+    from aifi.hub.bench_turnaround import TurnaroundConfig, report, run, to_json
+
+    config = TurnaroundConfig(
+        studies=studies,
+        quiet_seconds=quiet_seconds,
+        interval_seconds=interval,
+        performers_per_product=performers,
         database_url=database_url,
         workdir=workdir,
     )

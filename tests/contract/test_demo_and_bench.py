@@ -21,10 +21,23 @@ def test_demo_stores_finds_retrieves_and_renders(tmp_path: Path) -> None:
     assert result.thumbnail.read_bytes().startswith(b"\x89PNG")
     output = console.export_text()
     assert "6/6 instances byte-identical" in output
-    assert result.routed == ["AIFI-BONEAGE", "AIFI-FRACTURE"]
-    assert result.performed == "COMPLETED" and result.result_series
-    assert "AIW-I routing" in output and "AIFI-BONEAGE: COMPLETED" in output
-    assert "demo OK" in output
+    # The AI chain: hand (bone age + fracture), wrist (fracture), chest CT (embolism).
+    chain = result.chain
+    assert sorted(c.product for c in chain.cases) == [
+        "AIFI-BONEAGE",
+        "AIFI-FRACTURE",
+        "AIFI-FRACTURE",
+        "AIFI-IPE",
+    ], chain
+    outcomes = {(c.case, c.product): c.outcome for c in chain.cases}
+    assert outcomes[("wrist X-ray", "AIFI-FRACTURE")] == "positive"
+    assert outcomes[("contrast chest CT", "AIFI-IPE")] == "positive"
+    assert all(c.review in ("not-required", "accepted") for c in chain.cases)
+    assert all(c.turnaround_seconds is not None for c in chain.cases)
+    if chain.pacs_url:  # Orthanc installed: the results are in the PACS's original study
+        assert all(c.delivery == "delivered" and c.in_pacs for c in chain.cases), chain
+    assert any("embolism" in note.lower() for note in chain.notifications), chain.notifications
+    assert "AI results" in output and "demo OK" in output
 
 
 def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
@@ -45,6 +58,31 @@ def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert (results.value("QIDO p95 ms", "aifi-hub") or 0) > 0
     assert (results.value("WADO study c1 MB/s", "aifi-hub") or 0) > 0
     assert any("peak RSS" in line for line in lines)
+
+
+def test_turnaround_bench_runs_end_to_end(tmp_path: Path) -> None:
+    from aifi.hub.bench_turnaround import TurnaroundConfig
+    from aifi.hub.bench_turnaround import report as turnaround_report
+    from aifi.hub.bench_turnaround import run as turnaround_run
+
+    config = TurnaroundConfig(
+        studies=3,
+        quiet_seconds=0.3,
+        interval_seconds=0.2,
+        performers_per_product=1,
+        workdir=tmp_path,
+    )
+    results = turnaround_run(config, say=lambda _line: None)
+    assert not results.missing
+    # hand: bone age + fracture; wrist: fracture; chest CT: embolism
+    assert sorted(r.product for r in results.requests) == [
+        "AIFI-BONEAGE",
+        "AIFI-FRACTURE",
+        "AIFI-FRACTURE",
+        "AIFI-IPE",
+    ]
+    assert all(r.compute_seconds > 0 and r.turnaround > 0 for r in results.requests)
+    assert "hub overhead p95 ms" in turnaround_report(results)
 
 
 def test_workflow_bench_runs_end_to_end(tmp_path: Path) -> None:

@@ -1,13 +1,12 @@
 """``aifi demo``: the whole chain on the embedded default, with no set-up.
 
-Today's chain (grows with later issues): start the hub (SQLite + a local folder), generate
-a synthetic CT study, store it with STOW-RS (progress bar), find it with QIDO-RS, retrieve
-it with WADO-RS and check every instance came back byte-identical, render a thumbnail;
-then the AI worklist (IHE AIW-I): store a child's hand radiograph, signal the study
-complete, let the Task Manager's routing rules create the skeletal-age workitem, and work
-it with the reference Task Performer over UPS-RS (claim, WADO-RS inputs, STOW-RS result,
-complete); print what happened and where to look. The DICOMweb client side is the
-independent ``dicomweb-client`` library, so the demo is also a smoke test of
+Start the hub (SQLite + a local folder) and, when Orthanc is installed, an Orthanc as the
+PACS; generate a synthetic CT study, store it with STOW-RS (progress bar), find it with
+QIDO-RS, retrieve it with WADO-RS and check every instance came back byte-identical, render
+a thumbnail; then the AI chain of :mod:`aifi.hub.demo_chain` (IHE AIW-I + AIR: three
+reference products as their own processes, validated results, review, delivery to the
+PACS). Print what happened and where to look. The DICOMweb client side of the first part is
+the independent ``dicomweb-client`` library, so the demo is also a smoke test of
 interoperability.
 """
 
@@ -18,7 +17,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +29,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from aifi.conformance.synthetic import Patient, ct_study, radiograph_study
+from aifi.conformance.synthetic import Patient, ct_study
 from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.hub.app import create_app
+from aifi.hub.demo_chain import (
+    PRODUCT_PROCESSES,
+    ChainResult,
+    pacs_destination,
+    product_processes,
+    report_chain,
+    run_chain,
+)
 from aifi.hub.settings import Settings
-from aifi.vendors.performer import Performer
-from aifi.vendors.reference import ReferenceAnalyzer
 
 
 @dataclass
@@ -52,22 +57,11 @@ class DemoResult:
     identical: int
     thumbnail: Path | None
     notes: list[str] = field(default_factory=list)
-    routed: list[str] = field(default_factory=list)
-    """Product codes the hand study's workitems were created for."""
-    routing_ms: float = 0.0
-    performed: str | None = None
-    """Final state of the skeletal-age workitem after the reference performer."""
-    result_series: str | None = None
-    hand_study_uid: str = ""
+    chain: ChainResult = field(default_factory=ChainResult)
 
     @property
     def ok(self) -> bool:
-        return (
-            self.identical == self.stored
-            and self.stored > 0
-            and BONE_AGE in self.routed
-            and self.performed == "COMPLETED"
-        )
+        return self.identical == self.stored and self.stored > 0 and self.chain.ok
 
 
 @contextmanager
@@ -109,7 +103,15 @@ def run_demo(
         f"[bold]aifi-hub demo[/bold] — data folder [cyan]{settings.data_dir.resolve()}"
         f"[/cyan], database [cyan]{settings.resolved_database_url}[/cyan]"
     )
-    with running_hub(settings, host, port) as base_url:
+    with ExitStack() as stack:
+        workdir = settings.data_dir / "demo"
+        workdir.mkdir(parents=True, exist_ok=True)
+        peer = stack.enter_context(pacs_destination(workdir, console))
+        if peer is not None:
+            settings = settings.model_copy(
+                update={"destinations_file": workdir / "destinations.yaml"}
+            )
+        base_url = stack.enter_context(running_hub(settings, host, port))
         dicomweb = base_url + "/dicomweb"
         console.print(f"Hub running at [cyan]{base_url}[/cyan] (DICOMweb at {dicomweb})")
         client = DICOMwebClient(url=dicomweb)
@@ -184,7 +186,9 @@ def run_demo(
             identical,
             thumbnail,
         )
-        _worklist_chain(base_url, client, result, console)
+        console.print("AI chain: starting the reference products " + ", ".join(PRODUCT_PROCESSES))
+        with product_processes(dicomweb, workdir / "logs"):
+            result.chain = run_chain(base_url, console, peer)
         _report(console, result, summary, dicomweb)
         if keep_serving:
             console.print("Serving until Ctrl-C …")
@@ -194,62 +198,6 @@ def run_demo(
             except KeyboardInterrupt:
                 pass
     return result
-
-
-BONE_AGE = "AIFI-BONEAGE"
-UPS_JSON = {"Accept": "application/dicom+json"}
-
-
-def _worklist_chain(
-    base_url: str, client: DICOMwebClient, result: DemoResult, console: Console
-) -> None:
-    """IHE AIW-I: a hand radiograph becomes a skeletal-age workitem; the reference
-    performer works it over UPS-RS."""
-    dicomweb = base_url + "/dicomweb"
-    hand = [dcmread(io.BytesIO(f)) for f in radiograph_study(2, size=256)]
-    result.hand_study_uid = str(hand[0].StudyInstanceUID)
-    client.store_instances(hand)
-    with httpx.Client(timeout=60) as http:
-        start = time.perf_counter()
-        http.post(f"{base_url}/api/v1/studies/{result.hand_study_uid}/complete").raise_for_status()
-        # The routing explanation says how many products match; wait for all their
-        # workitems (the Task Manager creates them one after the other).
-        explanation = http.get(f"{base_url}/api/v1/studies/{result.hand_study_uid}/routing")
-        expected = max(1, explanation.text.count(": MATCH"))
-        deadline = time.monotonic() + 30
-        items: list[dict[str, object]] = []
-        while time.monotonic() < deadline and len(items) < expected:
-            items = http.get(
-                f"{dicomweb}/workitems",
-                params={"StudyInstanceUID": result.hand_study_uid},
-                headers=UPS_JSON,
-            ).json()
-            time.sleep(0.02)
-        result.routing_ms = (time.perf_counter() - start) * 1000
-        result.routed = sorted(
-            _value(code, "00080100")
-            for item in items
-            for code in (item.get("00404018") or {}).get("Value", [])  # type: ignore[attr-defined]
-        )
-        console.print(
-            f"Task Manager: hand study routed to {', '.join(result.routed) or 'nothing'} "
-            f"in {result.routing_ms:.0f} ms"
-        )
-        with Performer(dicomweb, BONE_AGE, "AIFI-DEMO", ReferenceAnalyzer()) as performer:
-            result.performed = performer.run_once()
-        done = http.get(
-            f"{dicomweb}/workitems",
-            params={
-                "StudyInstanceUID": result.hand_study_uid,
-                "ScheduledWorkitemCodeSequence.CodeValue": BONE_AGE,
-            },
-            headers=UPS_JSON,
-        ).json()
-    for item in done:
-        performed = (item.get("00741216") or {}).get("Value") or [{}]
-        outputs = (performed[0].get("00404033") or {}).get("Value") or []
-        if outputs:
-            result.result_series = _value(outputs[0], "0020000E")
 
 
 def _value(obj: Mapping[str, object], tag: str) -> str:
@@ -284,22 +232,12 @@ def _report(console: Console, r: DemoResult, study: Mapping[str, object], dicomw
         f"{r.wado_seconds:.2f} s ({r.megabytes / max(r.wado_seconds, 1e-9):.0f} MB/s)",
     )
     table.add_row("rendered", str(r.thumbnail) if r.thumbnail else "not available")
-    table.add_row(
-        "AIW-I routing",
-        f"hand study -> workitems for {', '.join(r.routed) or 'nothing'} "
-        f"({r.routing_ms:.0f} ms after the completion signal)",
-    )
-    table.add_row(
-        "UPS-RS performer",
-        f"{BONE_AGE}: {r.performed or 'not performed'}"
-        + (f", result series {r.result_series}" if r.result_series else ""),
-    )
     console.print(table)
+    report_chain(console, r.chain, r.base_url)
     console.print("[bold]Where to look[/bold]")
     console.print(f"  study (QIDO): {dicomweb}/studies?StudyInstanceUID={r.study_instance_uid}")
     console.print(f"  metadata:     {dicomweb}/studies/{r.study_instance_uid}/metadata")
-    console.print(f"  worklist:     {dicomweb}/workitems?StudyInstanceUID={r.hand_study_uid}")
-    console.print(f"  routing:      {r.base_url}/api/v1/studies/{r.hand_study_uid}/routing")
+    console.print(f"  worklist:     {dicomweb}/workitems")
     console.print(f"  API docs:     {r.base_url}/docs (while `aifi serve` runs)")
     console.print(
         f"  run it again: aifi serve, then point any DICOMweb viewer or client at {dicomweb}"

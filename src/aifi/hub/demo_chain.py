@@ -79,7 +79,7 @@ class ChainResult:
         products = {c.product for c in self.cases}
         return (
             {"AIFI-BONEAGE", "AIFI-FRACTURE", "AIFI-IPE"} <= products
-            and all(c.outcome in ("positive", "negative") for c in self.cases)
+            and all(c.outcome in ("positive", "negative", "measured") for c in self.cases)
             and all(c.delivery in ("delivered", "hub-store") for c in self.cases)
             and not self.problems
         )

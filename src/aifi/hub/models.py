@@ -252,6 +252,10 @@ class ResultInstance(SQLModel, table=True):
     summary: str = Field(default="", max_length=4000)
     """``ResultSummary.text()``: one human line."""
     positive: bool = False
+    findings: int = 0
+    """Qualitative findings the instance reports (present or absent)."""
+    measurements: int = 0
+    """Measurements the instance reports (e.g. a bone age)."""
     created_at: datetime = Field(default_factory=_now)
 
 

@@ -507,4 +507,6 @@ def _result_row(
         kind=str(getattr(summary, "kind", "OTHER"))[:16],
         summary=(summary.text() if summary is not None else "")[:4000],
         positive=bool(getattr(summary, "positive", False)),
+        findings=len(getattr(summary, "findings", ())),
+        measurements=len(getattr(summary, "measurements", ())),
     )

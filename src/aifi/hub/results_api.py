@@ -6,9 +6,9 @@ ones are released at once. Released results go to the tenant's PACS destinations
 the delivery outbox (:mod:`aifi.hub.delivery`).
 
 ``GET /api/v1/results`` — newest first; filters ``review_state`` (not-required,
-awaiting-review, accepted, rejected), ``outcome`` (positive, negative, failed, cancelled),
-``study`` (Study Instance UID), ``product`` (product code); ``limit`` (default 100, at
-most 1000) and ``offset``. Answer: ``{"results": [...], "total": n}``.
+awaiting-review, accepted, rejected), ``outcome`` (positive, negative, measured, failed,
+cancelled), ``study`` (Study Instance UID), ``product`` (product code); ``limit`` (default
+100, at most 1000) and ``offset``. Answer: ``{"results": [...], "total": n}``.
 
 ``GET /api/v1/results/{workitem_uid}`` — the result with its instances (and their
 summaries), the problems recorded for the workitem (refused results, refused completions),

@@ -8,7 +8,8 @@ the transaction that ends a workitem the Task Manager routed, i.e. with a produc
   Class stored in the hub passes unchecked (the gate does not look at it either). Else the
   completion is refused (C304, the reasons in the Warning) and a ResultProblem recorded.
   Then the :class:`~aifi.hub.models.AiResult`: positive when a result instance reports a
-  present finding, else negative; urgent when positive and the product has
+  present finding, "measured" when they report measurements
+  only (a quantification such as bone age), else negative; urgent when positive and the product has
   ``urgent_findings`` (a :class:`~aifi.hub.models.Notification` and a WARNING log line,
   UIDs only); supervised products await review, autonomous ones are released at once and
   handed to the delivery outbox.
@@ -138,6 +139,12 @@ class ResultsHook:
                 "results of this workitem (IHE AIR): " + "; ".join(reasons)
             )
         positive = any(r.positive for r in instances)
+        if positive:
+            outcome = "positive"
+        elif not any(r.findings for r in instances) and any(r.measurements for r in instances):
+            outcome = "measured"  # quantification only (bone age): nothing to be absent
+        else:
+            outcome = "negative"
         texts: list[str] = []
         for r in instances:
             if r.summary and r.summary not in texts:
@@ -147,7 +154,7 @@ class ResultsHook:
         result = self._result(
             row,
             product,
-            outcome="positive" if positive else "negative",
+            outcome=outcome,
             summary="; ".join(texts) if texts else "no result instances",
             reason=None,
             release=not supervised,
@@ -230,7 +237,7 @@ class ResultsHook:
         now = self.clock()
         supervised = product is None or product.supervision == "supervised"
         review = "not-required"
-        if outcome in ("positive", "negative") and supervised:
+        if outcome in ("positive", "negative", "measured") and supervised:
             review = "awaiting-review"
         return AiResult(
             tenant=row.tenant,

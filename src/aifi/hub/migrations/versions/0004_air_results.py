@@ -79,6 +79,8 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("summary", sa.String(length=4000), nullable=False),
         sa.Column("positive", sa.Boolean(), nullable=False),
+        sa.Column("findings", sa.Integer(), nullable=False),
+        sa.Column("measurements", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant"],

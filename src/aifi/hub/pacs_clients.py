@@ -254,7 +254,25 @@ def stow_outcomes(
 # --- STOW-RS client --------------------------------------------------------------------------
 
 
-class DicomwebPacs:
+class ClosingClient:
+    """``with client:`` closes it afterwards (both PACS clients)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class DicomwebPacs(ClosingClient):
     """STOW-RS client for one PACS (PS3.18 §10.5); one request per :meth:`send`.
 
     The body is streamed from the files (with a Content-Length, so no chunked encoding
@@ -363,14 +381,3 @@ class DicomwebPacs:
 
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -36,6 +35,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.status import code_to_category
 
 from aifi.hub.pacs_clients import (
+    ClosingClient,
     OutgoingInstance,
     SendOutcome,
     describe_status,
@@ -89,7 +89,7 @@ def _uid_name(uid: str) -> str:
     return f"{name} ({uid})" if name != uid else uid
 
 
-class DimsePacs:
+class DimsePacs(ClosingClient):
     """C-STORE SCU for one PACS (pynetdicom); ``timeout_seconds`` bounds connecting,
     association negotiation (ACSE), each C-STORE response (DIMSE) and network silence."""
 
@@ -254,14 +254,3 @@ class DimsePacs:
 
     def close(self) -> None:
         self._ae.shutdown()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -18,6 +18,14 @@ from aifi.vendors.products import PRODUCTS, reference_product
 from aifi.vendors.push import PushAnalyzer
 from aifi.vendors.reference import ReferenceAnalyzer
 
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=1.0, help="Seconds to wait for each answer from the hub."),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
+]
+
 vendors_app = typer.Typer(
     help="AI product side: work the hub's UPS-RS worklist (IHE AIW-I Task Performer).",
     no_args_is_help=True,
@@ -87,13 +95,8 @@ def run(
             "reports (default), or only poll.",
         ),
     ] = True,
-    timeout: Annotated[
-        float,
-        typer.Option("--timeout", min=1.0, help="Seconds to wait for each answer from the hub."),
-    ] = 60.0,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
-    ] = False,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Work the worklist for one product until interrupted (Ctrl-C), or once with --once."""
     _logging(verbose)
@@ -204,13 +207,8 @@ def run_product(
             "Requested events (default); without it only a CANCELED state is noticed.",
         ),
     ] = True,
-    timeout: Annotated[
-        float,
-        typer.Option("--timeout", min=1.0, help="Seconds to wait for each answer from the hub."),
-    ] = 60.0,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
-    ] = False,
+    timeout: TimeoutOpt = 60.0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run one reference product against the hub's worklist (its own process)."""
     _logging(verbose)

@@ -59,6 +59,7 @@ destination's timeout), else a slow send can be taken over and repeated the same
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -68,10 +69,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pydicom.uid import UID
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, event, or_
 from sqlmodel import Session, col, select
 
 from aifi.dicomweb.store import DicomStore
+from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import NotFound
 from aifi.hub.db import Database
 from aifi.hub.destinations import (
@@ -179,6 +181,8 @@ class Deliverer:
         self.lease_seconds = lease_seconds
         self.client_factory = client_factory
         self.batch_size = CLAIM_BATCH
+        self.doorbell = Doorbell()
+        """Rung after a transaction that queued deliveries commits (:func:`run_delivery_loop`)."""
         self._waiting: dict[tuple[str, str], tuple[str, datetime]] = {}
         """Destinations that reached nothing this process's last try: why, and until when
         their rows wait (one probe per destination and backoff, however many rows)."""
@@ -228,7 +232,12 @@ class Deliverer:
         ]
         session.add_all(rows)
         session.flush()
+        if rows:  # wake this process's delivery loop once the rows are committed
+            event.listen(session, "after_commit", self._ring, once=True)
         return rows
+
+    def _ring(self, _session: Session) -> None:
+        self.doorbell.ring()
 
     def retry(self, tenant: str, workitem_uid: str, destination: str) -> None:
         """Deliver a failed (or backing-off pending) delivery again now, with a fresh set of
@@ -255,6 +264,9 @@ class Deliverer:
             row.state = PENDING
             row.next_attempt_at = self.clock()
             row.lease_until = None
+        # Asked for now: not held back by an earlier unreachable probe; wake the loop.
+        self._waiting.pop((tenant, destination), None)
+        self.doorbell.ring()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -595,15 +607,22 @@ def _describe(claim: _Claim, failures: dict[str, SendOutcome], classes: dict[str
 
 
 async def run_delivery_loop(deliverer: Deliverer, poll_seconds: float) -> None:
-    """:meth:`Deliverer.tick` in a worker thread every ``poll_seconds`` (at once again after
-    a full batch), until cancelled. An error in one round is logged; the loop goes on."""
-    while True:
-        worked = 0
-        try:
-            worked = await asyncio.to_thread(deliverer.tick)
-        except Exception:
-            log.exception("delivery round failed")
-        await asyncio.sleep(0 if worked >= deliverer.batch_size else poll_seconds)
+    """:meth:`Deliverer.tick` in a worker thread every ``poll_seconds``, at once when this
+    process released a result (the deliverer's doorbell rings after the commit) and again at
+    once after a full batch, until cancelled. Rows queued by other hub processes wait for
+    the poll. An error in one round is logged; the loop goes on."""
+    with deliverer.doorbell.listen() as bell:
+        while True:
+            bell.clear()  # before looking: a ring during the round is not lost
+            worked = 0
+            try:
+                worked = await asyncio.to_thread(deliverer.tick)
+            except Exception:
+                log.exception("delivery round failed")
+            if worked >= deliverer.batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bell.wait(), poll_seconds)
 
 
 __all__ = [

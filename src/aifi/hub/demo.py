@@ -104,7 +104,7 @@ def run_demo(
         f"[/cyan], database [cyan]{settings.resolved_database_url}[/cyan]"
     )
     with ExitStack() as stack:
-        workdir = settings.data_dir / "demo"
+        workdir = (settings.data_dir / "demo").resolve()  # Orthanc needs absolute paths
         workdir.mkdir(parents=True, exist_ok=True)
         peer = stack.enter_context(pacs_destination(workdir, console))
         if peer is not None:

@@ -38,7 +38,7 @@ from pydicom import Dataset
 from rich.console import Console
 from rich.table import Table
 
-from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
+from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
 from aifi.dicomweb import multipart
 from aifi.vendors.performer import part10
 
@@ -94,7 +94,14 @@ def pacs_destination(workdir: Path, console: Console) -> Iterator[OrthancPeer | 
         console.print(f"PACS: the hub's own store ({reason})")
         yield None
         return
-    with OrthancPeer(workdir=workdir / "orthanc") as peer:
+    peer = OrthancPeer(workdir=workdir / "orthanc")
+    try:
+        peer.start()
+    except OrthancError as exc:
+        console.print(f"PACS: the hub's own store (Orthanc did not start: {exc})")
+        yield None
+        return
+    try:
         destinations = {
             "tenants": {
                 "default": [{"kind": "dicomweb", "name": "orthanc", "url": peer.dicomweb_url}]
@@ -103,6 +110,8 @@ def pacs_destination(workdir: Path, console: Console) -> Iterator[OrthancPeer | 
         (workdir / "destinations.yaml").write_text(yaml.safe_dump(destinations))
         console.print(f"PACS: Orthanc at [cyan]{peer.url}[/cyan] (DICOMweb {peer.dicomweb_url})")
         yield peer
+    finally:
+        peer.stop()
 
 
 @contextmanager

@@ -13,9 +13,6 @@ environment variable set), where a missing peer is a failure: CI must run these 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from pydicom import Dataset, dcmread
 from aifi.conformance.synthetic import ct_study, radiograph_study
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air import codes
+from tests.support.dciodvfy import verify
 
 ALGORITHM = air.AlgorithmIdentity(
     manufacturer="aifi-hub tests",
@@ -34,17 +32,6 @@ ALGORITHM = air.AlgorithmIdentity(
     device_uid="2.25.329800735698586629295641978511506172918",
 )
 MORPHOLOGICALLY_ALTERED = ("49755003", "SCT", "Morphologically Altered Structure")
-
-
-@pytest.fixture(scope="module")
-def dciodvfy() -> str:
-    path = shutil.which("dciodvfy")
-    if path is None:
-        reason = "dciodvfy (dicom3tools) is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the dciodvfy interoperability tests: {reason}")
-        pytest.skip(reason)
-    return path
 
 
 def radiographs(images: int) -> list[Dataset]:
@@ -148,14 +135,6 @@ BUILDERS: dict[str, Callable[[], Dataset]] = {
 def test_dciodvfy_reports_no_errors(name: str, dciodvfy: str, tmp_path: Path) -> None:
     ds = BUILDERS[name]()
     path = tmp_path / f"{name}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    run = subprocess.run(
-        [dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-    warnings = [line for line in lines if line.startswith("Warning")]
-    for line in warnings:
-        print(f"{name}: {line}")
-    errors = [line for line in lines if line.startswith("Error")]
+    errors, lines = verify(dciodvfy, ds, path)
     assert errors == [], "\n".join(lines)
     assert air.validate(dcmread(path, stop_before_pixels=True)) == []

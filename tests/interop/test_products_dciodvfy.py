@@ -9,9 +9,6 @@ where a missing peer is a failure.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from pydicom import Dataset
 from aifi.conformance.pilot_studies import chest_ct, extremity_xray, hand_xray
 from aifi.ihe_profiles import air
 from aifi.vendors.products import PRODUCTS
+from tests.support.dciodvfy import verify
 
 STUDIES: dict[str, tuple[str, Callable[[], list[Dataset]]]] = {
     "bone-age-young": ("skeletal-age", lambda: hand_xray(age_years=1.5)),
@@ -33,26 +31,8 @@ STUDIES: dict[str, tuple[str, Callable[[], list[Dataset]]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def dciodvfy() -> str:
-    path = shutil.which("dciodvfy")
-    if path is None:
-        reason = "dciodvfy (dicom3tools) is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the dciodvfy interoperability tests: {reason}")
-        pytest.skip(reason)
-    return path
-
-
 def errors(dciodvfy: str, ds: Dataset, path: Path) -> list[str]:
-    """dciodvfy's "Error" lines for ``ds`` written as a Part 10 file to ``path``."""
-    ds.save_as(path, enforce_file_format=True)
-    run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
-    lines = (run.stdout + run.stderr).splitlines()
-    for line in lines:
-        if line.startswith("Warning"):
-            print(f"{path.name}: {line}")
-    return [line for line in lines if line.startswith("Error")]
+    return verify(dciodvfy, ds, path)[0]
 
 
 @pytest.mark.parametrize("case", STUDIES)

@@ -44,10 +44,10 @@ import httpx
 import yaml
 from pydicom import Dataset
 
-from aifi.dicomweb import multipart
 from aifi.dicomweb.store import DicomJson
 from aifi.hub.serve import serve_subprocess
-from aifi.vendors.performer import Analyzer, Performer, part10
+from aifi.vendors.performer import Analyzer, Performer
+from aifi.vendors.transport import stow_request
 from aifi.vendors.workitem import SOP_INSTANCE_UID, first
 
 
@@ -224,15 +224,8 @@ def mixed_studies(count: int, seed: int) -> list[list[Dataset]]:
 
 
 def _stow(client: httpx.Client, dicomweb: str, study: list[Dataset]) -> float:
-    boundary = multipart.new_boundary()
-    response = client.post(
-        dicomweb + "/studies",
-        content=multipart.encode([("application/dicom", part10(ds)) for ds in study], boundary),
-        headers={
-            "Content-Type": multipart.content_type("application/dicom", boundary),
-            "Accept": "application/dicom+json",
-        },
-    )
+    body, headers = stow_request(study)
+    response = client.post(dicomweb + "/studies", content=body, headers=headers)
     if response.status_code != 200:
         raise RuntimeError(f"STOW-RS answered {response.status_code}: {response.text[:200]}")
     return time.time()

@@ -39,8 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
-from aifi.dicomweb import multipart
-from aifi.vendors.performer import part10
+from aifi.vendors.transport import stow_request
 
 PRODUCT_PROCESSES = ("skeletal-age", "fracture-detection", "incidental-pe")
 """The reference products the demo starts, by their ``aifi vendors run`` names."""
@@ -172,15 +171,8 @@ def demo_cases() -> list[tuple[str, list[Dataset]]]:
 
 
 def _stow(client: httpx.Client, dicomweb: str, study: list[Dataset]) -> None:
-    boundary = multipart.new_boundary()
-    response = client.post(
-        dicomweb + "/studies",
-        content=multipart.encode([("application/dicom", part10(ds)) for ds in study], boundary),
-        headers={
-            "Content-Type": multipart.content_type("application/dicom", boundary),
-            "Accept": "application/dicom+json",
-        },
-    )
+    body, headers = stow_request(study)
+    response = client.post(dicomweb + "/studies", content=body, headers=headers)
     response.raise_for_status()
 
 

@@ -47,7 +47,6 @@ import httpx
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.store import DicomJson
 from aifi.errors import InvalidRequest, UpstreamError
 from aifi.vendors.channel import Cancellation, EventChannel, open_channel
@@ -58,6 +57,7 @@ from aifi.vendors.transport import (
     part10,
     read_multipart_dicom,
     send,
+    stow_request,
 )
 from aifi.vendors.workitem import (  # noqa: F401 - re-exported for adapters and tests
     CODE_VALUE,
@@ -313,17 +313,8 @@ class Performer:
 
     def store(self, results: Sequence[Dataset]) -> None:
         """STOW-RS (PS3.18 §10.5) of the result instances; every one must be stored."""
-        boundary = new_boundary()
-        body = encode([("application/dicom", part10(ds)) for ds in results], boundary)
-        response = self._send(
-            "POST",
-            f"{self.dicomweb}/studies",
-            content=body,
-            headers={
-                "Content-Type": content_type("application/dicom", boundary),
-                "Accept": DICOM_JSON,
-            },
-        )
+        body, headers = stow_request(results)
+        response = self._send("POST", f"{self.dicomweb}/studies", content=body, headers=headers)
         if response.status_code != 200:
             raise UpstreamError(f"STOW-RS of {len(results)} result(s): {excerpt(response)}")
 

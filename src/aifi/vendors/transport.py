@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -16,10 +17,19 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from aifi.dicomweb.media import parse_media_type
+from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 
-__all__ = ["MULTIPART_DICOM", "RETRYABLE", "excerpt", "part10", "read_multipart_dicom", "send"]
+__all__ = [
+    "MULTIPART_DICOM",
+    "RETRYABLE",
+    "excerpt",
+    "part10",
+    "read_multipart_dicom",
+    "send",
+    "stow_request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,19 @@ def part10(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def stow_request(datasets: Sequence[Dataset]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a STOW-RS request (PS3.18 §10.5) storing ``datasets``:
+    ``multipart/related; type="application/dicom"``, one PS3.10 instance per part, a DICOM
+    JSON answer asked for."""
+    boundary = new_boundary()
+    body = encode([("application/dicom", part10(ds)) for ds in datasets], boundary)
+    headers = {
+        "Content-Type": content_type("application/dicom", boundary),
+        "Accept": "application/dicom+json",
+    }
+    return body, headers
 
 
 def read_multipart_dicom(response: httpx.Response, what: str) -> list[Dataset]:

@@ -101,8 +101,10 @@ def _kind(sop_class: str) -> str:
     return "OTHER"
 
 
-def _name(item: Dataset) -> tuple[str, str, str]:
-    seq = item.get("ConceptNameCodeSequence")
+def _code(item: Dataset, keyword: str) -> tuple[str, str, str]:
+    """(value, scheme, meaning) of the first item of a code sequence; empty strings when
+    there is none."""
+    seq = item.get(keyword)
     if not seq:
         return ("", "", "")
     code = seq[0]
@@ -111,18 +113,14 @@ def _name(item: Dataset) -> tuple[str, str, str]:
         str(code.get("CodingSchemeDesignator", "")),
         str(code.get("CodeMeaning", "")),
     )
+
+
+def _name(item: Dataset) -> tuple[str, str, str]:
+    return _code(item, "ConceptNameCodeSequence")
 
 
 def _value(item: Dataset) -> tuple[str, str, str]:
-    seq = item.get("ConceptCodeSequence")
-    if not seq:
-        return ("", "", "")
-    code = seq[0]
-    return (
-        str(code.get("CodeValue", "")),
-        str(code.get("CodingSchemeDesignator", "")),
-        str(code.get("CodeMeaning", "")),
-    )
+    return _code(item, "ConceptCodeSequence")
 
 
 def _same(code: tuple[str, str, str], known: tuple[str, str, str]) -> bool:

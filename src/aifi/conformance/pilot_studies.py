@@ -27,7 +27,6 @@ A.3 (CT Image IOD) so that ``dciodvfy`` reports no errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -41,6 +40,8 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
+
+from aifi.conformance.synthetic import Patient
 
 __all__ = [
     "BACKGROUND",
@@ -98,16 +99,6 @@ BODY_PART_CODES: dict[str, tuple[str, str, str]] = {
 }
 """Anatomic Region Sequence codes for Body Part Examined values (PS3.16 CID 4031 and
 Annex L), for the body parts these studies use."""
-
-
-@dataclass(frozen=True, slots=True)
-class Patient:
-    """An invented patient."""
-
-    name: str = "Pilot^Pat"
-    patient_id: str = "AIFI-PILOT-0001"
-    birth_date: str = "19800101"
-    sex: str = "O"
 
 
 def _birth_date(age_years: float) -> str:
@@ -277,7 +268,10 @@ def hand_xray(
     if laterality not in _DX_LATERALITY:
         raise ValueError(f"Image Laterality is L or R here, not {laterality!r}")
     patient = patient or Patient(
-        name="Pilot^Kind", patient_id="AIFI-PILOT-HAND", birth_date=_birth_date(age_years)
+        name="Pilot^Kind",
+        patient_id="AIFI-PILOT-HAND",
+        birth_date=_birth_date(age_years),
+        sex="O",
     )
     n = XRAY_SIZE
     image = np.full((n, n), float(BACKGROUND))

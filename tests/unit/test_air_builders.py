@@ -188,6 +188,16 @@ def test_bone_age_measurement_in_years():
     assert summary.text() == "Bone age: 10.5 a"
 
 
+def test_a_built_result_shares_no_element_with_its_inputs():
+    inputs = radiographs()
+    patient_id, patient_name = str(inputs[0].PatientID), str(inputs[0].PatientName)
+    ds = fracture_report(inputs)
+    ds.PatientID = "CHANGED"
+    ds.PatientName = "Changed^Name"
+    assert str(inputs[0].PatientID) == patient_id
+    assert str(inputs[0].PatientName) == patient_name
+
+
 def test_type2_attributes_present_when_the_input_left_them_out():
     inputs = radiographs(1)
     for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID"):

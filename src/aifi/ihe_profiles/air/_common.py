@@ -10,6 +10,7 @@ input left them empty, as the IODs require.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,13 +86,17 @@ def require_inputs(inputs: Sequence[Dataset]) -> None:
 
 def headers(inputs: Sequence[Dataset]) -> list[Dataset]:
     """Copies of the inputs' headers (no pixel data) with every Type 2 patient/study
-    attribute present, for highdicom, which reads them from its reference dataset."""
+    attribute present, for highdicom, which reads them from its reference dataset.
+
+    Deep copies, element by element: highdicom puts the reference's elements into the
+    object it builds, so a shared element would tie the result to the input (changing the
+    result's Patient ID would change the input's)."""
     copies: list[Dataset] = []
     for ds in inputs:
         copy = Dataset()
         for element in ds:
             if element.tag != PIXEL_DATA:
-                copy.add(element)
+                copy.add(deepcopy(element))
         for keyword in TYPE2_CARRIED:
             if keyword not in copy:
                 setattr(copy, keyword, "")

@@ -32,16 +32,14 @@ from typing import Any
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     generate_uid,
 )
 
 from aifi.conformance.synthetic import Patient
+from aifi.dicomweb.part10 import with_file_meta
 
 __all__ = [
     "BACKGROUND",
@@ -164,16 +162,6 @@ def _base(
     return ds
 
 
-def _finish(ds: Dataset) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    return ds
-
-
 def _pixels(ds: Dataset, pixels: np.ndarray[Any, Any], *, signed: bool = False) -> None:
     """Image Pixel module (C.7.6.3): 16 bits allocated, 12 stored, MONOCHROME2."""
     ds.SamplesPerPixel = 1
@@ -243,7 +231,7 @@ def _dx(
     ds.AcquisitionContextSequence = []
     ds.KVP = 55
     _pixels(ds, np.clip(pixels, 0, 4095))
-    return _finish(ds)
+    return with_file_meta(ds)
 
 
 def _bone_value(age_years: float) -> float:
@@ -428,7 +416,7 @@ def chest_ct(
         ds.WindowCenter = 100
         ds.WindowWidth = 700
         _pixels(ds, np.clip(np.rint(hu) + 1024, 0, 4095))
-        out.append(_finish(ds))
+        out.append(with_file_meta(ds))
     return out
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     generate_uid,
 )
+
+from aifi.dicomweb.part10 import with_file_meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +63,7 @@ def _monochrome16(ds: Dataset, pixels: np.ndarray[Any, np.dtype[np.uint16]]) -> 
 
 
 def _finish(ds: Dataset) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
+    with_file_meta(ds)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

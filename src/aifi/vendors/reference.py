@@ -13,15 +13,13 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
     BasicTextSRStorage,
-    ExplicitVRLittleEndian,
     generate_uid,
 )
 
+from aifi.dicomweb.part10 import with_file_meta
 from aifi.dicomweb.store import DicomJson
 from aifi.vendors.performer import AnalysisFailed
 from aifi.vendors.workitem import (
@@ -131,13 +129,7 @@ def reference_report(inputs: list[Dataset], text: str, *, manufacturer: str) -> 
     finding.ConceptNameCodeSequence = [_code(*FINDING)]
     finding.TextValue = text
     ds.ContentSequence = [finding]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
-    return ds
+    return with_file_meta(ds)
 
 
 class ReferenceAnalyzer:

@@ -22,6 +22,7 @@ from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
 from tests.support.dciodvfy import dciodvfy  # noqa: F401 - a fixture for every test module
+from tests.support.orthanc import orthanc  # noqa: F401 - a fixture for every test module
 
 configure_pydicom()
 

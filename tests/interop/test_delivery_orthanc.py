@@ -12,7 +12,6 @@ Skipped with the reason when Orthanc or its plugin is missing, except under CI."
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from io import BytesIO
@@ -24,7 +23,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 import aifi.conformance.orthanc as orthanc_module
-from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
+from aifi.conformance.orthanc import OrthancPeer
 from aifi.conformance.synthetic import Patient, radiograph_study
 from aifi.hub.db import Database
 from aifi.hub.delivery import Deliverer
@@ -48,25 +47,11 @@ from tests.contract.test_delivery import (
     store_result,
 )
 from tests.support.dicom import to_bytes
+from tests.support.orthanc import needs_orthanc
 
 pytestmark = pytest.mark.orthanc
 
 KINDS = ("dicomweb", "dimse")
-
-
-def needs_orthanc() -> None:
-    reason = orthanc_unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Orthanc interoperability tests: {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def orthanc() -> Iterator[OrthancPeer]:
-    needs_orthanc()
-    with OrthancPeer() as peer:
-        yield peer
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ environment variable set), where a missing peer is a failure: CI must run these 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from fastapi import FastAPI
 from pydicom import Dataset, dcmread
 from pydicom.data.data_manager import DATA_ROOT
 
-from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
+from aifi.conformance.orthanc import OrthancError, OrthancPeer
 from tests.conftest import LiveServer, run_live_server
 from tests.support.dicom import make_study, to_bytes
 
@@ -47,17 +46,6 @@ pytestmark = pytest.mark.orthanc
 
 SERVER = "aifi"
 RECORDED_HEADERS = ("accept", "content-type", "transfer-encoding", "content-length", "expect")
-
-
-@pytest.fixture(scope="module")
-def orthanc() -> Iterator[OrthancPeer]:
-    reason = orthanc_unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Orthanc interoperability tests: {reason}")
-        pytest.skip(reason)
-    with OrthancPeer() as peer:
-        yield peer
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -115,17 +114,6 @@ def _dataset_bytes(part10: bytes) -> bytes:
 
 
 # --- Orthanc --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def orthanc() -> Iterator[OrthancPeer]:
-    reason = orthanc_unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Orthanc interoperability tests: {reason}")
-        pytest.skip(reason)
-    with OrthancPeer() as peer:
-        yield peer
 
 
 def _orthanc_instances(orthanc: OrthancPeer, study_uid: str) -> dict[str, bytes]:

@@ -7,10 +7,8 @@ the reason, and the retry endpoint queues it again."""
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 import time
-from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
+from aifi.conformance.orthanc import OrthancPeer
 from aifi.conformance.pilot_studies import hand_xray
 from aifi.hub.settings import Settings
 from aifi.vendors.performer import Performer, part10
@@ -28,17 +26,6 @@ from tests.conftest import LiveServer, running_hub
 from tests.support.dicom import multipart_related
 
 pytestmark = pytest.mark.orthanc
-
-
-@pytest.fixture(scope="module")
-def orthanc() -> Iterator[OrthancPeer]:
-    reason = orthanc_unavailable()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Orthanc interoperability tests: {reason}")
-        pytest.skip(reason)
-    with OrthancPeer() as peer:
-        yield peer
 
 
 def _hub_settings(tmp_path: Path, destination_url: str, **settings: Any) -> Settings:

@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import yaml
 from pydicom import Dataset
 
 from aifi.dicomweb.store import DicomJson
+from aifi.hub.results_api import epoch_seconds
 from aifi.hub.serve import serve_subprocess
 from aifi.vendors.performer import Analyzer, Performer
 from aifi.vendors.transport import stow_request
@@ -277,16 +277,7 @@ def _expected(base: str, client: httpx.Client, study_uid: str) -> int:
 def _results_of(base: str, client: httpx.Client, study_uid: str) -> list[dict[str, Any]]:
     response = client.get(f"{base}/api/v1/results", params={"study": study_uid, "limit": 50})
     response.raise_for_status()
-    body = response.json()
-    return list(body["results"] if isinstance(body, dict) else body)
-
-
-def _timestamp(value: str) -> float:
-    """A hub timestamp (ISO 8601, UTC; naive ones are UTC too) as epoch seconds."""
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return list(response.json()["results"])
 
 
 def run(config: TurnaroundConfig, say: Callable[[str], None] = print) -> TurnaroundResults:
@@ -359,8 +350,8 @@ def _collect(
                     product=str(r["product"]),
                     study_uid=study_uid,
                     stored_at=stored[study_uid],
-                    workitem_created_at=_timestamp(str(detail["timings"]["workitem_created"])),
-                    completed_at=_timestamp(str(r["completed_at"])),
+                    workitem_created_at=epoch_seconds(str(detail["timings"]["workitem_created"])),
+                    completed_at=epoch_seconds(str(r["completed_at"])),
                     analyze_start=analyze_start,
                     analyze_end=analyze_end,
                     outcome=str(r.get("outcome")),

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
+from aifi.hub.results_api import epoch_seconds
 from aifi.vendors.transport import stow_request
 
 PRODUCT_PROCESSES = ("skeletal-age", "fracture-detection", "incidental-pe")
@@ -179,8 +180,7 @@ def _stow(client: httpx.Client, dicomweb: str, study: list[Dataset]) -> None:
 def _results(client: httpx.Client, base: str, study_uid: str) -> list[dict[str, Any]]:
     response = client.get(f"{base}/api/v1/results", params={"study": study_uid})
     response.raise_for_status()
-    body = response.json()
-    return list(body["results"] if isinstance(body, dict) else body)
+    return list(response.json()["results"])
 
 
 def _delivery_state(detail: dict[str, Any]) -> str:
@@ -220,7 +220,7 @@ def run_chain(base_url: str, console: Console, peer: OrthancPeer | None) -> Chai
             for c in chain.cases:
                 c.in_pacs = _in_orthanc(client, peer, c.study_uid)
         notes = client.get(f"{base_url}/api/v1/notifications").json()
-        for n in notes if isinstance(notes, list) else notes.get("notifications", []):
+        for n in notes["notifications"]:
             chain.notifications.append(str(n.get("text")))
     return chain
 
@@ -283,9 +283,7 @@ def _wait_for_delivery(
 
 
 def _seconds(value: Any, start: float) -> float | None:
-    from aifi.hub.bench_turnaround import _timestamp
-
-    return _timestamp(str(value)) - start if value else None
+    return epoch_seconds(str(value)) - start if value else None
 
 
 def _case(case: str, study_uid: str, start: float, detail: dict[str, Any]) -> CaseResult:

@@ -76,6 +76,15 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat()
 
 
+def epoch_seconds(value: str) -> float:
+    """A timestamp of this API (ISO 8601, UTC; :func:`_iso`) as epoch seconds, for clients
+    that compare it with their own clock (the demo, the turnaround benchmark)."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def _result_json(result: AiResult) -> dict[str, Any]:
     return {
         "workitem_uid": result.workitem_uid,

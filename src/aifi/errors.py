@@ -8,6 +8,8 @@
     ├── NotAcceptable           406  no representation the client accepts can be produced
     ├── NotFound                404  the addressed resource does not exist (for this tenant)
     ├── Conflict                409  the request conflicts with the stored state
+    ├── PreconditionFailed      412  a condition of the request (If-Match) does not hold
+    ├── Unprocessable           422  well-formed but breaks a rule (e.g. an unknown reference)
     ├── PayloadTooLarge         413  the request or the result set is too large
     ├── Forbidden               403  the principal may not do this
     └── UpstreamError           502  a peer (PACS, EPD, AI product) failed
@@ -49,6 +51,14 @@ class NotFound(HubError):
 
 class Conflict(HubError):
     status_code = 409
+
+
+class PreconditionFailed(HubError):
+    status_code = 412
+
+
+class Unprocessable(HubError):
+    status_code = 422
 
 
 class PayloadTooLarge(HubError):

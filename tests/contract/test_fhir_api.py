@@ -542,8 +542,19 @@ def test_bad_bodies(fhir: Fhir):
         json={"resourceType": "ServiceRequest", "status": "active"},
         headers={"Content-Type": FHIR_JSON},
     )
-    assert invalid.status_code == 400
-    assert "subject" in invalid.json()["issue"][0]["diagnostics"]  # required in R4
+    assert_outcome(invalid, 400, "required", "ServiceRequest.subject")  # required in R4
+    assert invalid.json()["issue"][0]["expression"] == ["ServiceRequest.subject"]
+    bad_code = fhir.http.post(
+        url,
+        json={
+            "resourceType": "ServiceRequest",
+            "status": "bogus",
+            "intent": "order",
+            "subject": {"reference": "Patient/p"},
+        },
+        headers={"Content-Type": FHIR_JSON},
+    )
+    assert_outcome(bad_code, 400, "value", "ServiceRequest.status")
 
 
 def test_unknown_types_and_unsupported_interactions(fhir: Fhir):
@@ -563,6 +574,13 @@ def test_unknown_types_and_unsupported_interactions(fhir: Fhir):
         ),
         fhir.http.patch(f"{fhir.base}/Task/{UIDS[0]}", json=[]),
         fhir.http.delete(f"{fhir.base}/Task"),
+    ]
+    assert [r.headers["allow"] for r in denied] == [
+        "GET, PUT",
+        "GET",
+        "GET",
+        "GET, PUT",
+        "GET, POST",
     ]
     for response in denied:
         assert response.status_code == 405, response.request

@@ -80,9 +80,13 @@ class UnsupportedType(NotFound):
 
 
 def outcome_response(error: HubError) -> Response:
-    """The OperationOutcome answering ``error`` with its HTTP status."""
+    """The OperationOutcome answering ``error`` with its HTTP status. An error may carry
+    ``issue_code`` (issue type) and ``expressions`` (paths of the elements at fault), as
+    :class:`aifi.fhir.resources.InvalidResource` does."""
     code = getattr(error, "issue_code", None) or _ISSUE_CODES.get(error.status_code, "exception")
-    return FhirResponse(outcome(str(code), error.reason), status_code=error.status_code)
+    expressions = getattr(error, "expressions", None) or ()
+    body = outcome(str(code), error.reason, expression=[str(e) for e in expressions])
+    return FhirResponse(body, status_code=error.status_code)
 
 
 # --- request helpers -------------------------------------------------------------------------
@@ -121,17 +125,24 @@ def _check_format(request: Request) -> None:
         raise NotAcceptable(f"Accept: {accept}: only application/fhir+json is served")
 
 
-def _check_type(resource_type: str, interaction: str) -> Response | None:
-    """404 for a type the server does not have; a 405 response for an interaction the
-    type does not support (capability table in :mod:`aifi.fhir.capability`)."""
+_TYPE_LEVEL = {"search-type": "GET", "create": "POST"}
+_INSTANCE_LEVEL = {"read": "GET", "update": "PUT", "delete": "DELETE"}
+
+
+def _check_type(resource_type: str, interaction: str, *, instance: bool) -> Response | None:
+    """404 for a type the server does not have; a 405 response (with ``Allow``) for an
+    interaction the type does not support (the table in :mod:`aifi.fhir.capability`)."""
     supported = INTERACTIONS.get(resource_type)
     if supported is None:
         raise UnsupportedType(f"Resource type {resource_type!r} is not supported")
     if interaction in supported:
         return None
+    methods = _INSTANCE_LEVEL if instance else _TYPE_LEVEL
+    allow = sorted({method for name, method in methods.items() if name in supported})
     return FhirResponse(
         outcome("not-supported", f"{interaction} is not supported for {resource_type}"),
         status_code=405,
+        headers={"Allow": ", ".join(allow)},
     )
 
 
@@ -231,7 +242,7 @@ def build_router() -> APIRouter:
     async def _search(
         request: Request, principal: PrincipalDep, resource_type: str, params: list[tuple[str, str]]
     ) -> Response:
-        refused = _check_type(resource_type, "search-type")
+        refused = _check_type(resource_type, "search-type", instance=False)
         if refused is not None:
             return refused
         _check_format(request)
@@ -266,7 +277,7 @@ def build_router() -> APIRouter:
         request: Request, resource_type: str, resource_id: str, principal: PrincipalDep
     ) -> Response:
         """read interaction (http.html#read); ``If-None-Match`` → 304 (http.html#cread)."""
-        refused = _check_type(resource_type, "read")
+        refused = _check_type(resource_type, "read", instance=True)
         if refused is not None:
             return refused
         _check_format(request)
@@ -289,7 +300,7 @@ def build_router() -> APIRouter:
         principal: PrincipalDep,
     ) -> Response:
         """vread (http.html#vread) of the current version: earlier ones are not kept."""
-        refused = _check_type(resource_type, "vread")
+        refused = _check_type(resource_type, "vread", instance=True)
         if refused is not None:
             return refused
         _check_format(request)
@@ -305,7 +316,7 @@ def build_router() -> APIRouter:
     @router.post("/{resource_type}")
     async def create(request: Request, resource_type: str, principal: PrincipalDep) -> Response:
         """create (http.html#create); ``If-None-Exist`` → conditional create (http.html#ccreate)."""
-        refused = _check_type(resource_type, "create")
+        refused = _check_type(resource_type, "create", instance=False)
         if refused is not None:
             return refused
         _check_format(request)
@@ -329,7 +340,7 @@ def build_router() -> APIRouter:
     ) -> Response:
         """update (http.html#update); ``If-Match`` for version-aware updates
         (http.html#concurrency)."""
-        refused = _check_type(resource_type, "update")
+        refused = _check_type(resource_type, "update", instance=True)
         if refused is not None:
             return refused
         _check_format(request)
@@ -352,7 +363,7 @@ def build_router() -> APIRouter:
         request: Request, resource_type: str, resource_id: str, principal: PrincipalDep
     ) -> Response:
         """delete (http.html#delete)."""
-        refused = _check_type(resource_type, "delete")
+        refused = _check_type(resource_type, "delete", instance=True)
         if refused is not None:
             return refused
         backend = _backend(request)
@@ -362,12 +373,16 @@ def build_router() -> APIRouter:
     @router.api_route("/{resource_type}", methods=["PUT", "DELETE", "PATCH"])
     def type_level_other(resource_type: str) -> Response:
         """Conditional update/delete and patch are not supported (405)."""
-        return _check_type(resource_type, "conditional") or FhirResponse({}, status_code=405)
+        refused = _check_type(resource_type, "conditional update/delete or patch", instance=False)
+        assert refused is not None
+        return refused
 
     @router.api_route("/{resource_type}/{resource_id}", methods=["POST", "PATCH"])
     def instance_level_other(resource_type: str, resource_id: str) -> Response:
         """patch is not supported; POST on an instance is no interaction (405)."""
-        return _check_type(resource_type, "patch") or FhirResponse({}, status_code=405)
+        refused = _check_type(resource_type, "patch", instance=True)
+        assert refused is not None
+        return refused
 
     return router
 

@@ -7,6 +7,7 @@ entry (``search.mode`` outcome) for the parameters a lenient search ignored.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from urllib.parse import urlencode
 
 from aifi.fhir.search import RESULT_PARAMS
@@ -14,12 +15,13 @@ from aifi.fhir.types import Resource, SearchQuery, SearchResult, StoredResource
 
 
 def outcome(
-    code: str, diagnostics: str, *, severity: str = "error", expression: str | None = None
+    code: str, diagnostics: str, *, severity: str = "error", expression: Sequence[str] = ()
 ) -> Resource:
-    """An OperationOutcome with one issue (operationoutcome.html)."""
+    """An OperationOutcome with one issue (operationoutcome.html); ``expression`` names the
+    element(s) at fault (FHIRPath)."""
     issue: Resource = {"severity": severity, "code": code, "diagnostics": diagnostics}
     if expression:
-        issue["expression"] = [expression]
+        issue["expression"] = list(expression)
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 

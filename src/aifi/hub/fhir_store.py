@@ -100,13 +100,21 @@ class SqlFhirStore:
     # --- reads ------------------------------------------------------------------------------
 
     def _row(
-        self, session: Session, tenant: str, resource_type: str, resource_id: str
+        self,
+        session: Session,
+        tenant: str,
+        resource_type: str,
+        resource_id: str,
+        *,
+        lock: bool = False,
     ) -> FhirResource | None:
         statement = select(FhirResource).where(
             FhirResource.tenant == tenant,
             FhirResource.resource_type == resource_type,
             FhirResource.resource_id == resource_id,
         )
+        if lock:  # PostgreSQL: writers of one resource queue (SQLite has one writer anyway)
+            statement = statement.with_for_update()
         return session.exec(statement).first()
 
     def get(
@@ -141,7 +149,7 @@ class SqlFhirStore:
         resource_id = str(resource.get("id") or "")
         if not resource_type or not resource_id:
             raise InvalidRequest("A stored resource needs resourceType and id")
-        row = self._row(session, tenant, resource_type, resource_id)
+        row = self._row(session, tenant, resource_type, resource_id, lock=True)
         previous = _to_stored(row) if row is not None else None
         wanted = _without_version(resource)
         if previous is not None and _without_version(previous.content) == wanted:

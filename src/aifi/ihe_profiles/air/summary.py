@@ -34,17 +34,28 @@ from aifi.ihe_profiles.air.validation import (
     SR_SOP_CLASSES,
 )
 
+Code = tuple[str, str, str]
+"""A DICOM coded entry: (Code Value, Coding Scheme Designator, Code Meaning)."""
+
 
 @dataclass(frozen=True, slots=True)
 class FindingSummary:
     """A finding: ``name`` is the code meaning, ``code`` the code value; ``present`` is
-    None when the result does not say (e.g. a segment)."""
+    None when the result does not say (e.g. a segment). The coded entries (``concept``,
+    ``site_code``, ``laterality_code``) carry the full codes for FHIR; they take no part in
+    equality, so summaries compare by what they say as before."""
 
     name: str
     code: str
     present: bool | None
     site: str | None = None
     laterality: str | None = None
+    concept: Code | None = field(default=None, compare=False)
+    """The finding as a coded entry ``(value, scheme designator, meaning)``."""
+    site_code: Code | None = field(default=None, compare=False)
+    """Finding Site (363698007) as a coded entry."""
+    laterality_code: Code | None = field(default=None, compare=False)
+    """Laterality (272741003) of the finding site as a coded entry."""
 
     def text(self) -> str:
         state = {True: "present", False: "absent", None: "reported"}[self.present]
@@ -54,11 +65,14 @@ class FindingSummary:
 
 @dataclass(frozen=True, slots=True)
 class MeasurementSummary:
-    """A numeric result: ``unit`` is the UCUM code value (e.g. ``a``)."""
+    """A numeric result: ``unit`` is the UCUM code value (e.g. ``a``); ``concept`` the
+    measured concept's coded entry (not part of equality)."""
 
     name: str
     value: float
     unit: str
+    concept: Code | None = field(default=None, compare=False)
+    """The measured concept (the NUM item's Concept Name) as a coded entry."""
 
     def text(self) -> str:
         return f"{self.name}: {self.value:g} {self.unit}".rstrip()
@@ -123,6 +137,11 @@ def _value(item: Dataset) -> tuple[str, str, str]:
     return _code(item, "ConceptCodeSequence")
 
 
+def _known(code: Code) -> Code | None:
+    """``code``, or None when the item has no code (all parts empty)."""
+    return code if any(code) else None
+
+
 def _same(code: tuple[str, str, str], known: tuple[str, str, str]) -> bool:
     return code[:2] == known[:2]
 
@@ -139,8 +158,8 @@ def _group(
     tracking_uid: str | None = None
     finding: tuple[str, str, str] | None = None
     evaluation: tuple[tuple[str, str, str], bool] | None = None
-    site: str | None = None
-    laterality: str | None = None
+    site: Code | None = None
+    laterality: Code | None = None
     measurements: list[MeasurementSummary] = []
     for item in group.get("ContentSequence", []):
         name = _name(item)
@@ -150,10 +169,10 @@ def _group(
         elif value_type == "CODE" and _same(name, FINDING):
             finding = _value(item)
         elif value_type == "CODE" and _same(name, FINDING_SITE):
-            site = _value(item)[2] or None
+            site = _known(_value(item))
             for child in item.get("ContentSequence", []):
                 if _same(_name(child), LATERALITY):
-                    laterality = _value(child)[2] or None
+                    laterality = _known(_value(child))
         elif value_type == "CODE" and (_same(_value(item), PRESENT) or _same(_value(item), ABSENT)):
             evaluation = (name, _same(_value(item), PRESENT))
         elif value_type == "NUM":
@@ -164,7 +183,12 @@ def _group(
                 except (TypeError, ValueError):
                     continue
                 measurements.append(
-                    MeasurementSummary(name[2], number, str(units[0].get("CodeValue", "")))
+                    MeasurementSummary(
+                        name[2],
+                        number,
+                        str(units[0].get("CodeValue", "")),
+                        concept=_known(name),
+                    )
                 )
     summary: FindingSummary | None = None
     concept = finding or (evaluation[0] if evaluation else None)
@@ -173,8 +197,11 @@ def _group(
             name=concept[2],
             code=concept[0],
             present=evaluation[1] if evaluation else None,
-            site=site,
-            laterality=laterality,
+            site=(site[2] or None) if site else None,
+            laterality=(laterality[2] or None) if laterality else None,
+            concept=_known(concept),
+            site_code=site,
+            laterality_code=laterality,
         )
     return tracking_uid, summary, measurements
 
@@ -204,6 +231,7 @@ def summarise(ds: Dataset) -> ResultSummary:
                     name=str(types[0].get("CodeMeaning", segment.get("SegmentLabel", ""))),
                     code=str(types[0].get("CodeValue", "")),
                     present=None,
+                    concept=_known(_code(segment, "SegmentedPropertyTypeCodeSequence")),
                 )
             )
     description = str(

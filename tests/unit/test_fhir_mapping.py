@@ -325,9 +325,7 @@ def test_completed_task_outputs_the_report_and_the_result_instances():
         {"type": {"text": "DICOM instance"}, "valueIdentifier": uid_identifier(SR)},
         {"type": {"text": "DICOM instance"}, "valueIdentifier": uid_identifier(SC)},
     ]
-    report = mapping.diagnostic_report(
-        result(), task_ids=[WORKITEM], patient=PATIENT, wado_rs_base=BASE
-    )
+    report = mapping.diagnostic_report(result(), patient=PATIENT, wado_rs_base=BASE)
     assert report is not None
     assert task["output"][0]["valueReference"]["reference"] == f"DiagnosticReport/{report['id']}"
 
@@ -455,21 +453,17 @@ def test_report_and_observations_share_the_review_status(review, status):
 
 
 def test_diagnostic_report_of_an_accepted_result():
-    epd_task = "8f14e45fceea167a5a36dedd4bea2543"
     report = valid(
         mapping.diagnostic_report(
             result(released_at=T0 + timedelta(minutes=31)),
-            task_ids=[WORKITEM, epd_task],
+            orders=["ServiceRequest/order-17"],
             patient=PATIENT,
             wado_rs_base=BASE + "/",
         )
     )
     assert report["id"] == WORKITEM
     assert report["identifier"] == [uid_identifier(WORKITEM)]
-    assert report["basedOn"] == [
-        {"reference": f"Task/{WORKITEM}"},
-        {"reference": f"Task/{epd_task}"},
-    ]
+    assert report["basedOn"] == [{"reference": "ServiceRequest/order-17"}]
     assert report["category"][0]["coding"][0]["code"] == "RAD"
     assert report["code"]["coding"][0]["code"] == "AIFI-FRACTURE"
     assert report["subject"] == mapping.patient_reference(PATIENT)
@@ -492,11 +486,11 @@ def test_diagnostic_report_of_an_accepted_result():
 
 
 def test_issued_falls_back_to_review_then_completion():
-    reviewed = mapping.diagnostic_report(result(), task_ids=[], patient=None, wado_rs_base=BASE)
+    reviewed = mapping.diagnostic_report(result(), patient=None, wado_rs_base=BASE)
     assert reviewed is not None and reviewed["issued"] == "2024-05-02T08:30:00Z"
     assert "basedOn" not in reviewed and "subject" not in reviewed
     autonomous = result(review_state="not-required", reviewer=None, reviewed_at=None)
-    report = mapping.diagnostic_report(autonomous, task_ids=[], patient=None, wado_rs_base="")
+    report = mapping.diagnostic_report(autonomous, patient=None, wado_rs_base="")
     assert report is not None and report["issued"] == "2024-05-02T08:05:00Z"
     assert "presentedForm" not in report  # no DICOMweb base to render from
 
@@ -504,10 +498,7 @@ def test_issued_falls_back_to_review_then_completion():
 @pytest.mark.parametrize("outcome", ["failed", "cancelled"])
 def test_failed_or_cancelled_results_have_no_report(outcome):
     view = result(outcome=outcome)
-    assert (
-        mapping.diagnostic_report(view, task_ids=[WORKITEM], patient=PATIENT, wado_rs_base=BASE)
-        is None
-    )
+    assert mapping.diagnostic_report(view, patient=PATIENT, wado_rs_base=BASE) is None
     assert mapping.observations(view, patient=PATIENT) == []
     assert mapping.provenance(view, task_ids=[WORKITEM], observation_ids=[]) is None
     assert (

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -482,15 +483,21 @@ def _conclusion(r: ResultView) -> str | None:
 
 
 def diagnostic_report(
-    r: ResultView, *, task_ids: list[str], patient: PatientView | None, wado_rs_base: str
+    r: ResultView,
+    *,
+    orders: Sequence[str] = (),
+    patient: PatientView | None,
+    wado_rs_base: str,
 ) -> Resource | None:
     """The DiagnosticReport of a workitem's result (FHIR R4 diagnosticreport.html, imaging
     report), or None when the outcome is failed/cancelled (nothing was reported).
 
-    ``basedOn`` lists the Tasks the result answers (the hub's and the EPDs'). Note: R4
-    restricts DiagnosticReport.basedOn to CarePlan, ImmunizationRecommendation,
-    MedicationRequest, NutritionOrder and ServiceRequest; the R4B models do not check
-    reference targets, the HL7 validator does. ``result`` = the Observations of
+    ``basedOn`` lists the EPD's orders (``ServiceRequest/<id>`` references, from the
+    ``basedOn`` of the EPD's Task): R4 restricts DiagnosticReport.basedOn to CarePlan,
+    ImmunizationRecommendation, MedicationRequest, NutritionOrder and ServiceRequest, so the
+    Tasks are not listed there — a Task names its report in ``Task.output``, and the
+    Provenance names the Tasks (the report's id is the workitem's, as is the hub's Task's).
+    ``result`` = the Observations of
     :func:`observations`; ``presentedForm`` = the rendered (WADO-RS ``/rendered``, PS3.18
     §9.5) secondary captures of the result; ``resultsInterpreter`` = the reviewer."""
     if r.outcome in NO_RESULT:
@@ -500,8 +507,8 @@ def diagnostic_report(
         "id": r.workitem_uid,
         "identifier": [uid_identifier(r.workitem_uid)],
     }
-    if task_ids:
-        resource["basedOn"] = [{"reference": f"Task/{tid}"} for tid in task_ids]
+    if orders:
+        resource["basedOn"] = [{"reference": ref} for ref in orders]
     resource["status"] = result_status(r)
     resource["category"] = [_codeable(V2_0074, "RAD", "Radiology")]
     resource["code"] = _product_concept(r.product)
@@ -656,10 +663,15 @@ def provenance(
 
 
 def result_resources(
-    r: ResultView, *, task_ids: list[str], patient: PatientView | None, wado_rs_base: str
+    r: ResultView,
+    *,
+    task_ids: list[str],
+    patient: PatientView | None,
+    wado_rs_base: str,
+    orders: Sequence[str] = (),
 ) -> list[Resource]:
     """The report, its Observations and its Provenance; [] for a failed/cancelled outcome."""
-    report = diagnostic_report(r, task_ids=task_ids, patient=patient, wado_rs_base=wado_rs_base)
+    report = diagnostic_report(r, orders=orders, patient=patient, wado_rs_base=wado_rs_base)
     if report is None:
         return []
     found = observations(r, patient=patient)

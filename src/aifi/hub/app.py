@@ -5,8 +5,10 @@ Composition only: persistence (:class:`~aifi.hub.db.Database`), the DICOM store
 for STOW-RS (:class:`~aifi.hub.results.ResultGate`), the worklist with its completion hook
 (:class:`~aifi.hub.results_hook.ResultsHook`), the Task Manager and the delivery outbox
 (:class:`~aifi.hub.delivery.Deliverer`, PACS destinations from ``destinations_file``) with
-their background loops, the principal resolver, and the error mapping (DICOMweb paths
-answer with a status and ``Warning: 299``; PS3.18 §8.7.3).
+their background loops, FHIR R4 at ``/fhir`` (the resource store, the projection of
+workitems and results, EPD requests, subscriptions and the EPD push with its loop), the
+principal resolver, and the error mapping (DICOMweb paths answer with a status and
+``Warning: 299``, PS3.18 §8.7.3; FHIR paths with an OperationOutcome).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 import aifi
@@ -27,10 +33,19 @@ from aifi.dicomweb.deps import DicomwebConfig
 from aifi.dicomweb.errors import dicomweb_error_response
 from aifi.dicomweb.router import build_router
 from aifi.errors import HubError, InvalidRequest
+from aifi.fhir.api import FhirResponse, outcome_response
+from aifi.fhir.api import build_router as build_fhir_router
+from aifi.fhir.search import parse_search
+from aifi.fhir.types import StoredResource
 from aifi.hub import api, results_api
+from aifi.hub.ai_requests import AiRequests
 from aifi.hub.db import Database
 from aifi.hub.delivery import Deliverer, run_delivery_loop
 from aifi.hub.destinations import load_destinations
+from aifi.hub.fhir_backend import HubFhirBackend
+from aifi.hub.fhir_notify import FhirNotifier, run_fhir_notify_loop
+from aifi.hub.fhir_projection import FhirProjector, project_devices
+from aifi.hub.fhir_store import SqlFhirStore
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.results import ResultGate
 from aifi.hub.results_hook import ResultsHook
@@ -39,11 +54,28 @@ from aifi.hub.task_manager import TaskManager
 from aifi.hub.tenants import default_tenant_resolver
 from aifi.hub.worklist import SqlWorklist
 from aifi.ihe_profiles.rules import load_rules
+from aifi.principal import PrincipalDep
 
 log = logging.getLogger(__name__)
 
 DICOMWEB_PREFIX = "/dicomweb"
 API_PREFIX = "/api/v1"
+FHIR_PREFIX = "/fhir"
+
+
+class BaseUrl:
+    """The hub's public base URL: ``settings.public_url``, or else the one the latest request
+    came in on (DICOMweb Retrieve URLs do the same). FHIR resources written in the
+    background (the ImagingStudy endpoint, report attachments) use it; set
+    ``AIFI_PUBLIC_URL`` in production so they never depend on a request."""
+
+    def __init__(self, configured: str | None) -> None:
+        self.configured = configured.rstrip("/") if configured else None
+        self.seen = "http://127.0.0.1:8042"
+
+    @property
+    def value(self) -> str:
+        return self.configured or self.seen
 
 
 async def _run_task_manager(task_manager: TaskManager, settings: Settings) -> None:
@@ -55,6 +87,19 @@ async def _run_task_manager(task_manager: TaskManager, settings: Settings) -> No
         except Exception:
             log.exception("Task Manager round failed")
         await asyncio.sleep(settings.task_manager_poll_seconds)
+
+
+def _subscription_status(notifier: FhirNotifier) -> APIRouter:
+    """``GET /fhir/Subscription/{id}/$status``: the subscription's SubscriptionStatus (R5
+    Subscriptions Backport IG for R4, operation ``$status``): status, events since start,
+    the last error."""
+    router = APIRouter(tags=["FHIR"])
+
+    @router.get("/Subscription/{subscription_id}/$status")
+    def subscription_status(subscription_id: str, principal: PrincipalDep) -> Response:
+        return FhirResponse(notifier.status_bundle(principal.tenant, subscription_id))
+
+    return router
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -79,7 +124,16 @@ def create_app(settings: Settings) -> FastAPI:
             delivering = asyncio.create_task(
                 run_delivery_loop(deliverer, settings.delivery_poll_seconds)
             )
+        notifying = None
+        if settings.fhir_notify:
+            notifying = asyncio.create_task(
+                run_fhir_notify_loop(notifier, settings.fhir_notify_poll_seconds)
+            )
         yield
+        if notifying is not None:
+            notifying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notifying
         if delivering is not None:
             delivering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -118,6 +172,52 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.worklist = worklist
     task_manager = TaskManager(db, store, worklist, rules)
     app.state.task_manager = task_manager
+
+    base_url = BaseUrl(settings.public_url)
+    app.state.base_url = base_url
+    fhir_store = SqlFhirStore(db)
+    projector = FhirProjector(fhir_store, rules, base_url=lambda: base_url.value + DICOMWEB_PREFIX)
+    projector.install(db)
+
+    def _matches(session: Session, tenant: str, criteria: str, stored: StoredResource) -> bool:
+        kind, _, query = criteria.partition("?")
+        if kind != stored.resource_type:
+            return False
+        parsed = parse_search(kind, parse_qsl(query, keep_blank_values=True), strict=False)
+        return fhir_store.matches(session, tenant, parsed, kind, stored.resource_id)
+
+    notifier = FhirNotifier(
+        db,
+        fhir_store,
+        base_url=lambda: base_url.value + FHIR_PREFIX,
+        push_targets=settings.epd_fhir_urls,
+        max_attempts=settings.fhir_notify_max_attempts,
+        backoff_seconds=settings.fhir_notify_backoff_seconds,
+        matcher=_matches,
+    )
+    fhir_store.listeners.append(notifier)
+    requests = AiRequests(
+        db,
+        fhir_store,
+        rules,
+        worklist,
+        task_manager,
+        wait=timedelta(hours=settings.fhir_request_wait_hours),
+        clock=lambda: worklist.clock(),
+    )
+
+    def _study_seen(tenant: str, metadata: list[dict[str, Any]]) -> None:
+        with db.write() as session:
+            projector.study(session, tenant, metadata)
+
+    task_manager.study_seen = _study_seen
+    task_manager.after_round = requests.after_round
+    project_devices(projector, db, rules.tenants)
+    app.state.fhir_store = fhir_store
+    app.state.fhir_projector = projector
+    app.state.fhir_notifier = notifier
+    app.state.ai_requests = requests
+    app.state.fhir_backend = HubFhirBackend(db, fhir_store, requests, notifier)
     app.state.dicomweb_config = DicomwebConfig(
         prefix=DICOMWEB_PREFIX,
         public_url=settings.public_url,
@@ -129,6 +229,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(results_api.router, prefix=API_PREFIX)
+    app.include_router(_subscription_status(notifier), prefix=FHIR_PREFIX)
+    app.include_router(build_fhir_router(), prefix=FHIR_PREFIX)
+
+    @app.middleware("http")
+    async def _base_url(request: Request, call_next: Any) -> Response:
+        if base_url.configured is None:
+            base_url.seen = str(request.base_url).rstrip("/")
+        app.state.fhir_base_url = base_url.value + FHIR_PREFIX
+        response: Response = await call_next(request)
+        return response
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -138,6 +248,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def _hub_error(request: Request, error: HubError) -> Response:
         if request.url.path.startswith(DICOMWEB_PREFIX):
             return dicomweb_error_response(request, error)
+        if request.url.path.startswith(FHIR_PREFIX):
+            return outcome_response(error)
         return JSONResponse({"detail": error.reason}, status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -148,6 +260,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if request.url.path.startswith(DICOMWEB_PREFIX):
             return dicomweb_error_response(request, InvalidRequest(reason))
+        if request.url.path.startswith(FHIR_PREFIX):
+            return outcome_response(InvalidRequest(reason))
         return JSONResponse({"detail": reason}, status_code=400)
 
     return app

@@ -5,11 +5,16 @@ that was acknowledged survives a crash or power loss; write transactions start w
 ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing on upgrade.
 PostgreSQL is used as it is (row locks via ``SELECT … FOR UPDATE``).
 The schema is created and upgraded by Alembic (``migrations/``), never by ``create_all``.
+
+Write sessions record which ORM objects they add or change (``session.info["changed"]``,
+filled after each flush) and run the database's ``before_commit`` hooks inside the
+transaction: the FHIR projection (:mod:`aifi.hub.fhir_projection`) keeps the FHIR
+resources in step with workitems and results that way, in the same commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,16 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+CommitHook = Callable[[Session], None]
+
+
+@event.listens_for(Session, "after_flush")
+def _record_changes(session: Session, _context: Any) -> None:
+    changed = session.info.get("changed")
+    if changed is not None:
+        changed.extend(session.new)
+        changed.extend(session.dirty)
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -64,6 +79,8 @@ class Database:
         else:
             self.reader = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self.writer = self.reader
+        self.before_commit: list[CommitHook] = []
+        """Called with each write session before it commits (see the module docstring)."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -83,7 +100,10 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with Session(self.writer, expire_on_commit=False) as session, session.begin():
+            session.info["changed"] = []
             yield session
+            for hook in self.before_commit:
+                hook(session)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -64,6 +64,8 @@ class CaseResult:
     delivered_seconds: float | None = None
     """From the completion signal to the result confirmed by the PACS (or released)."""
     in_pacs: bool = False
+    fhir: str = "-"
+    """The EPD's view: the Task's and the DiagnosticReport's status (FHIR R4)."""
 
 
 @dataclass
@@ -81,6 +83,7 @@ class ChainResult:
             {"AIFI-BONEAGE", "AIFI-FRACTURE", "AIFI-IPE"} <= products
             and all(c.outcome in ("positive", "negative", "measured") for c in self.cases)
             and all(c.delivery in ("delivered", "hub-store") for c in self.cases)
+            and all(c.fhir == "Task completed, report final" for c in self.cases)
             and not self.problems
         )
 
@@ -216,6 +219,7 @@ def run_chain(base_url: str, console: Console, peer: OrthancPeer | None) -> Chai
             for r in results:
                 detail = client.get(f"{base_url}/api/v1/results/{r['workitem_uid']}").json()
                 chain.cases.append(_case(case, uid, start, detail))
+                chain.cases[-1].fhir = _fhir_state(client, base_url, r["workitem_uid"])
         if peer is not None:
             for c in chain.cases:
                 c.in_pacs = _in_orthanc(client, peer, c.study_uid)
@@ -302,6 +306,16 @@ def _case(case: str, study_uid: str, start: float, detail: dict[str, Any]) -> Ca
     )
 
 
+def _fhir_state(client: httpx.Client, base: str, workitem_uid: str) -> str:
+    """What the EPD sees: the Task mirroring the workitem and the result's report."""
+    headers = {"Accept": "application/fhir+json"}
+    task = client.get(f"{base}/fhir/Task/{workitem_uid}", headers=headers)
+    report = client.get(f"{base}/fhir/DiagnosticReport/{workitem_uid}", headers=headers)
+    if task.status_code != 200 or report.status_code != 200:
+        return f"FHIR: Task {task.status_code}, DiagnosticReport {report.status_code}"
+    return f"Task {task.json()['status']}, report {report.json()['status']}"
+
+
 def _in_orthanc(client: httpx.Client, peer: OrthancPeer, study_uid: str) -> bool:
     """Does Orthanc list an SR series in the original study (QIDO-RS on Orthanc)?"""
     response = client.get(
@@ -327,6 +341,7 @@ def report_chain(console: Console, chain: ChainResult, base_url: str) -> None:
     table.add_column("result")
     table.add_column("review / delivery")
     table.add_column("turnaround", justify="right")
+    table.add_column("FHIR (EPD)")
     for c in chain.cases:
         turnaround = "-"
         if c.turnaround_seconds is not None:
@@ -338,6 +353,7 @@ def report_chain(console: Console, chain: ChainResult, base_url: str) -> None:
             f"{c.outcome}: {_findings(c.summary)}",
             f"{c.review}\n{c.delivery}" + (" (in Orthanc)" if c.in_pacs else ""),
             turnaround,
+            c.fhir.replace(", ", "\n"),
         )
     console.print(table)
     console.print(
@@ -350,6 +366,10 @@ def report_chain(console: Console, chain: ChainResult, base_url: str) -> None:
         console.print(f"[red]{problem}[/red]")
     console.print("[bold]Where to see the results[/bold]")
     console.print(f"  results API:  {base_url}/api/v1/results (review: POST …/accept | …/reject)")
+    console.print(
+        f"  FHIR (EPD):   {base_url}/fhir/DiagnosticReport?_include=DiagnosticReport:result"
+        f"  and  {base_url}/fhir/Task"
+    )
     for study_uid, case in {c.study_uid: c.case for c in chain.cases}.items():
         console.print(f"  {case}: {base_url}/dicomweb/studies/{study_uid}/series")
     if chain.pacs_url:

@@ -75,6 +75,33 @@ class Settings(BaseSettings):
         gt=0,
         description="First retry delay of a delivery; doubled per attempt (capped).",
     )
+    fhir_request_wait_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long an EPD's request for AI (FHIR Task) waits for its study "
+        "before it fails.",
+    )
+    epd_fhir_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per tenant, the EPD's FHIR base URL that each final DiagnosticReport "
+        "(with its Observations) is pushed to as a transaction Bundle, e.g. "
+        '\'{"default": "https://epd.example/fhir"}\'; default: no push.',
+    )
+    fhir_notify: bool = Field(
+        default=True,
+        description="Run the FHIR notification loop (subscriptions, EPD push) in this process.",
+    )
+    fhir_notify_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the FHIR notification loop looks for work."
+    )
+    fhir_notify_max_attempts: int = Field(
+        default=10, ge=1, description="Attempts per FHIR notification or push before it fails."
+    )
+    fhir_notify_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="First retry delay of a FHIR notification or push; doubled per attempt.",
+    )
 
     @field_validator("default_tenant")
     @classmethod

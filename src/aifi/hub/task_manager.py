@@ -47,7 +47,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.store import DicomStore
+from aifi.dicomweb.store import DicomJson, DicomStore
 from aifi.errors import NotFound
 from aifi.hub.db import Database
 from aifi.hub.models import HubLease, Study, StudyRouting, Workitem
@@ -129,6 +129,10 @@ class TaskManager:
         self._cursor: datetime | None = None
         self._lease_until: datetime | None = None
         self._next_purge: datetime | None = None
+        self.study_seen: Callable[[str, list[DicomJson]], None] | None = None
+        """Called with a study's instances when it is routed (the FHIR ImagingStudy)."""
+        self.after_round: Callable[[datetime], None] | None = None
+        """Called at the end of each round this process leads (EPD requests for AI)."""
         worklist.run_timeouts = {p.code: p.run_timeout_minutes for p in rules.products}
 
     # -- leadership ---------------------------------------------------------------------
@@ -205,6 +209,8 @@ class TaskManager:
         if self._next_purge is None or now >= self._next_purge:
             report.purged = self.worklist.purge_delivered(now - EVENT_RETENTION)
             self._next_purge = now + timedelta(minutes=10)
+        if self.after_round is not None:
+            self.after_round(now)
         return report
 
     def _discover(self, now: datetime) -> None:
@@ -266,6 +272,7 @@ class TaskManager:
         return explain(self.decisions(tenant, study_uid))
 
     def _route(self, tenant: str, study_uid: str, version: datetime, report: TickReport) -> None:
+        metadata: list[DicomJson] = []
         try:
             metadata = self.store.instance_metadata(tenant, study_uid)
             decisions = (
@@ -279,8 +286,10 @@ class TaskManager:
         header = study_level(metadata) if decisions else {}
         existing = self.worklist.workitems_for_study(tenant, study_uid)
         now = self.clock()
+        if metadata and self.study_seen is not None:
+            self.study_seen(tenant, metadata)
         for decision in decisions:
-            if not decision.matched:
+            if not decision.matched or decision.product.on_request:
                 continue
             product = decision.product
             mine = [w for w in existing if w.product == product.code]
@@ -306,6 +315,12 @@ class TaskManager:
             row = _routing_row(session, tenant, study_uid)
             if row.routed_version is None or _utc(row.routed_version) < version:
                 row.routed_version = version
+
+    def create_workitem(self, tenant: str, decision: Decision, study_uid: str) -> str:
+        """A workitem for a matched decision outside the routing round (an EPD asked for
+        the product): the same workitem the round would create."""
+        header = study_level(self.store.instance_metadata(tenant, study_uid))
+        return self._create(tenant, decision, header, self.clock())
 
     def _reload(self, tenant: str, uid: str) -> Workitem:
         with self.db.read() as session:

@@ -358,6 +358,9 @@ class Product(BaseModel):
     urgent_findings: bool = False
     """A positive finding of this product is urgent (IHE AIR results on the hub: an
     "urgent-finding" notification when its result is positive)."""
+    on_request: bool = False
+    """Only when asked for (an EPD's FHIR Task naming the study and this product): the Task
+    Manager does not schedule it by itself for every matching study."""
     model_name: str | None = None
     """Manufacturer's Model Name in the Contributing Equipment (IHE AIR algorithm
     identification) of this product's results, when it is not the product's ``name``:

@@ -1,0 +1,522 @@
+"""The hub's state as FHIR R4 resources, kept in step in the same transaction.
+
+ARCHITECTURE.md step 3 and 5: every UPS workitem has a Task that mirrors it; every AI result
+becomes a DiagnosticReport + Observations + Provenance, with a Device per product; every
+routed study an ImagingStudy (and its Patient, identifier only). The mapping itself is pure
+(:mod:`aifi.fhir.mapping`); this module reads the hub's rows into the mapping's views
+(:mod:`aifi.fhir.views`) and writes the resources with :meth:`SqlFhirStore.put`, which
+raises the version only when the content changed and tells the subscription notifier.
+
+It runs as a ``before_commit`` hook of :class:`~aifi.hub.db.Database`: whatever a write
+transaction changed (a workitem's state, an AI result's review, a delivery confirmed, an
+EPD's request) is projected before that transaction commits, so a client never sees a
+workitem and its Task disagree after a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+from pydicom import Dataset
+from sqlmodel import Session, col, select
+
+from aifi.dicomweb.store import DicomJson
+from aifi.errors import NotFound
+from aifi.fhir import mapping
+from aifi.fhir.views import (
+    FindingView,
+    InstanceView,
+    MeasurementView,
+    PatientView,
+    ProductView,
+    ResultObjectView,
+    ResultView,
+    SeriesView,
+    StudyView,
+    TaskView,
+)
+from aifi.hub.db import Database
+from aifi.hub.fhir_store import SqlFhirStore
+from aifi.hub.models import (
+    AiRequest,
+    AiResult,
+    Delivery,
+    Instance,
+    ResultInstance,
+    Workitem,
+)
+from aifi.hub.repository import unpack_json
+from aifi.ihe_profiles.air.summary import summarise
+from aifi.ihe_profiles.rules import Product, RulesConfig
+
+log = logging.getLogger(__name__)
+
+
+PATIENT_ID = "00100020"
+ISSUER_OF_PATIENT_ID = "00100021"
+ACCESSION_NUMBER = "00080050"
+STUDY_INSTANCE_UID = "0020000D"
+SERIES_INSTANCE_UID = "0020000E"
+SOP_INSTANCE_UID = "00080018"
+SOP_CLASS_UID = "00080016"
+INSTANCE_NUMBER = "00200013"
+SERIES_NUMBER = "00200011"
+MODALITY = "00080060"
+SERIES_DESCRIPTION = "0008103E"
+STUDY_DESCRIPTION = "00081030"
+BODY_PART = "00180015"
+STUDY_DATE = "00080020"
+STUDY_TIME = "00080030"
+PROCEDURE_STEP_STATE = "00741000"
+INPUT_READINESS = "00404041"
+PRIORITY = "00741200"
+PROGRESS_INFORMATION = "00741002"
+PROGRESS = "00741004"
+REPLACED_PROCEDURE_STEP = "00741224"
+CANCELLATION_REASON = "00741238"
+CONTRIBUTING_EQUIPMENT = "0018A001"
+DEVICE_UID = "00181002"
+SOFTWARE_VERSIONS = "00181020"
+
+SR_KINDS = ("SR",)
+
+
+def _first(ds: DicomJson, tag: str) -> Any:
+    values = (ds.get(tag) or {}).get("Value") or []
+    return values[0] if values else None
+
+
+def _text(ds: DicomJson, tag: str) -> str | None:
+    value = _first(ds, tag)
+    if value is None:
+        return None
+    if isinstance(value, dict):  # PN
+        return str(value.get("Alphabetic") or "") or None
+    text = str(value).strip()
+    return text or None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def patient_of(ds: DicomJson) -> PatientView | None:
+    patient_id = _text(ds, PATIENT_ID)
+    if not patient_id:
+        return None
+    return PatientView(patient_id=patient_id, issuer=_text(ds, ISSUER_OF_PATIENT_ID))
+
+
+def _started(ds: DicomJson) -> datetime | None:
+    date = _text(ds, STUDY_DATE)
+    if not date or len(date) != 8 or not date.isdigit():
+        return None
+    time = (_text(ds, STUDY_TIME) or "").split(".")[0].ljust(6, "0")[:6]
+    if not time.isdigit():
+        time = "000000"
+    try:
+        return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def study_view(metadata: Sequence[DicomJson], wado_rs_base: str) -> StudyView:
+    """The ImagingStudy view of a study from its instances' DICOM JSON (the store's
+    ``instance_metadata``)."""
+    first = metadata[0]
+    series: dict[str, tuple[DicomJson, list[InstanceView]]] = {}
+    for ds in metadata:
+        uid = _text(ds, SERIES_INSTANCE_UID) or ""
+        entry = series.setdefault(uid, (ds, []))
+        number = _first(ds, INSTANCE_NUMBER)
+        entry[1].append(
+            InstanceView(
+                sop_instance_uid=_text(ds, SOP_INSTANCE_UID) or "",
+                sop_class_uid=_text(ds, SOP_CLASS_UID) or "",
+                instance_number=int(number) if isinstance(number, int | float) else None,
+            )
+        )
+    views = []
+    for uid, (ds, instances) in series.items():
+        number = _first(ds, SERIES_NUMBER)
+        views.append(
+            SeriesView(
+                series_instance_uid=uid,
+                modality=_text(ds, MODALITY),
+                series_number=int(number) if isinstance(number, int | float) else None,
+                description=_text(ds, SERIES_DESCRIPTION),
+                body_part=_text(ds, BODY_PART),
+                instances=tuple(instances),
+            )
+        )
+    return StudyView(
+        study_instance_uid=_text(first, STUDY_INSTANCE_UID) or "",
+        patient=patient_of(first),
+        accession_number=_text(first, ACCESSION_NUMBER),
+        started=_started(first),
+        description=_text(first, STUDY_DESCRIPTION),
+        series=tuple(views),
+        wado_rs_base=wado_rs_base,
+    )
+
+
+class FhirProjector:
+    """Writes the FHIR resources for what a transaction changed (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: SqlFhirStore,
+        rules: RulesConfig,
+        *,
+        base_url: Callable[[], str],
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.base_url = base_url
+        """The DICOMweb service root the resources point at (WADO-RS)."""
+
+    def install(self, db: Database) -> None:
+        db.before_commit.append(self.before_commit)
+
+    # -- the hook ------------------------------------------------------------------------
+
+    def before_commit(self, session: Session) -> None:
+        session.flush()  # what is still pending is recorded by the flush
+        changed: list[Any] = session.info.get("changed") or []
+        if not changed:
+            return
+        seen: set[tuple[str, str]] = set()
+        for _ in range(3):  # projecting may change rows the projection reads (requests)
+            todo: set[tuple[str, str]] = set()
+            for obj in changed:
+                if isinstance(obj, AiRequest) and not obj.workitem_uid:
+                    self.refresh_request(session, obj)
+                    continue
+                key = self._workitem_of(session, obj)
+                if key is not None and key not in seen:
+                    todo.add(key)
+            changed.clear()
+            if not todo:
+                return
+            for tenant, uid in sorted(todo):
+                seen.add((tenant, uid))
+                self.refresh_workitem(session, tenant, uid)
+            session.flush()
+
+    def _workitem_of(self, session: Session, obj: object) -> tuple[str, str] | None:
+        if isinstance(obj, Workitem):
+            return (obj.tenant, obj.sop_instance_uid)
+        if isinstance(obj, AiResult):
+            return (obj.tenant, obj.workitem_uid)
+        if isinstance(obj, AiRequest) and obj.workitem_uid:
+            return (obj.tenant, obj.workitem_uid)
+        if isinstance(obj, Delivery) and obj.state == "delivered":
+            result = session.get(AiResult, obj.result_pk)
+            return (result.tenant, result.workitem_uid) if result is not None else None
+        return None
+
+    # -- devices and studies -------------------------------------------------------------
+
+    def product_view(
+        self, product: Product, equipment: tuple[str | None, str | None] = (None, None)
+    ) -> ProductView:
+        return ProductView(
+            code=product.code,
+            name=product.name,
+            vendor=product.vendor,
+            version=product.version,
+            supervised=product.supervision == "supervised",
+            model_name=product.model_name,
+            device_uid=equipment[0],
+            software_versions=equipment[1],
+        )
+
+    def devices(self, session: Session, tenant: str) -> None:
+        """A Device for every product the tenant uses (Task.owner never dangles)."""
+        try:
+            products = self.rules.products_for(tenant)
+        except NotFound:  # a tenant without rules has no products
+            return
+        for product in products:
+            if self.store.get(session, tenant, "Device", product.code) is None:
+                self.store.put(session, tenant, mapping.device(self.product_view(product)))
+
+    def study(self, session: Session, tenant: str, metadata: Sequence[DicomJson]) -> None:
+        """ImagingStudy and Patient for a study the Task Manager has seen complete."""
+        if not metadata:
+            return
+        view = study_view(metadata, self.base_url())
+        if view.patient is not None:
+            self.store.put(session, tenant, mapping.patient(view.patient))
+        self.store.put(session, tenant, mapping.imaging_study(view))
+
+    # -- workitems and results -----------------------------------------------------------
+
+    def refresh_workitem(self, session: Session, tenant: str, uid: str) -> None:
+        row = session.exec(
+            select(Workitem).where(
+                col(Workitem.tenant) == tenant, col(Workitem.sop_instance_uid) == uid
+            )
+        ).first()
+        if row is None or not row.product:
+            return  # not requested by the hub's Task Manager: no Task of the hub
+        try:
+            product = self.rules.product(row.product)
+        except NotFound:
+            log.warning("workitem %s: product %s is not in the rules", uid, row.product)
+            return
+        ds = unpack_json(row.attributes)
+        self._follow_replacement(session, tenant, uid, ds)
+        result_row = session.exec(
+            select(AiResult).where(
+                col(AiResult.tenant) == tenant, col(AiResult.workitem_uid) == uid
+            )
+        ).first()
+        objects = session.exec(
+            select(ResultInstance)
+            .where(col(ResultInstance.tenant) == tenant, col(ResultInstance.workitem_uid) == uid)
+            .order_by(col(ResultInstance.pk))
+        ).all()
+        equipment = self._equipment(session, tenant, objects)
+        product_view = self.product_view(product, equipment)
+        self.store.put(session, tenant, mapping.device(product_view))
+        patient = patient_of(ds)
+        result = (
+            self._result_view(session, tenant, result_row, product_view, objects)
+            if result_row is not None
+            else None
+        )
+        requests = session.exec(
+            select(AiRequest).where(
+                col(AiRequest.tenant) == tenant, col(AiRequest.workitem_uid) == uid
+            )
+        ).all()
+        task_ids = [uid] + [r.task_id for r in requests]
+        base = self._task_view(row, ds, product_view, patient, result, objects)
+        self.store.put(session, tenant, mapping.task(base), workitem_uid=uid)
+        orders: list[str] = []
+        for request in requests:
+            stored = self.store.get(session, tenant, "Task", request.task_id)
+            original = dict(stored.content) if stored is not None else None
+            if original is not None:
+                original.pop("meta", None)
+                orders += [
+                    str(b.get("reference"))
+                    for b in original.get("basedOn") or []
+                    if str(b.get("reference") or "").startswith("ServiceRequest/")
+                ]
+            view = replace(base, task_id=request.task_id, request=original)
+            self.store.put(session, tenant, mapping.task(view), workitem_uid=uid)
+        if result is not None:
+            for resource in mapping.result_resources(
+                result,
+                task_ids=task_ids,
+                patient=patient,
+                wado_rs_base=self.base_url(),
+                orders=orders,
+            ):
+                self.store.put(session, tenant, resource, workitem_uid=uid)
+
+    def refresh_request(self, session: Session, request: AiRequest) -> None:
+        """The Task of an EPD request that has no workitem (yet): waiting for its study,
+        failed, or withdrawn."""
+        stored = self.store.get(session, request.tenant, "Task", request.task_id)
+        if stored is None:
+            return
+        try:
+            product = self.product_view(self.rules.product(request.product))
+        except NotFound:
+            return
+        original = dict(stored.content)
+        original.pop("meta", None)
+        view = TaskView(
+            task_id=request.task_id,
+            workitem_uid=None,
+            state=None,
+            product=product,
+            study_instance_uid=request.study_instance_uid,
+            accession_number=request.accession_number,
+            authored_on=_utc(request.created_at),
+            last_modified=_utc(datetime.now(UTC)) if request.state != "waiting" else None,
+            reason=request.reason,
+            waiting_for_study=request.state == "waiting",
+            request_failed=request.state == "failed",
+            cancelled_by_requester=request.state == "cancelled",
+            request=original,
+        )
+        self.store.put(session, request.tenant, mapping.task(view))
+
+    def _follow_replacement(self, session: Session, tenant: str, uid: str, ds: DicomJson) -> None:
+        """A workitem that replaces an earlier attempt (Replaced Procedure Step Sequence)
+        takes over the EPD requests that followed the earlier one."""
+        for item in (ds.get(REPLACED_PROCEDURE_STEP) or {}).get("Value") or []:
+            old = _text(item, "00081155")  # Referenced SOP Instance UID
+            if not old:
+                continue
+            for request in session.exec(
+                select(AiRequest).where(
+                    col(AiRequest.tenant) == tenant, col(AiRequest.workitem_uid) == old
+                )
+            ).all():
+                request.workitem_uid = uid
+                session.add(request)
+
+    def _task_view(
+        self,
+        row: Workitem,
+        ds: DicomJson,
+        product: ProductView,
+        patient: PatientView | None,
+        result: ResultView | None,
+        objects: Sequence[ResultInstance],
+    ) -> TaskView:
+        progress_items = (ds.get(PROGRESS_INFORMATION) or {}).get("Value") or []
+        progress = _first(progress_items[0], PROGRESS) if progress_items else None
+        state = cast(
+            Literal["SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED"],
+            row.procedure_step_state,
+        )
+        priority = cast(Literal["HIGH", "MEDIUM", "LOW"], _text(ds, PRIORITY) or "MEDIUM")
+        reason = None
+        if state == "CANCELED":
+            reason = (result.reason if result is not None else None) or _text(
+                ds, CANCELLATION_REASON
+            )
+        return TaskView(
+            task_id=row.sop_instance_uid,
+            workitem_uid=row.sop_instance_uid,
+            state=state,
+            product=product,
+            study_instance_uid=row.study_instance_uid,
+            patient=patient,
+            accession_number=_text(ds, ACCESSION_NUMBER),
+            input_readiness=row.input_readiness_state,
+            priority=priority if priority in ("HIGH", "MEDIUM", "LOW") else "MEDIUM",
+            authored_on=_utc(row.created_at),
+            last_modified=_utc(row.updated_at),
+            reason=reason,
+            cancelled_by_requester=result is not None and result.outcome == "cancelled",
+            progress=float(progress) if isinstance(progress, int | float) else None,
+            output_instance_uids=tuple(o.sop_instance_uid for o in objects),
+            result=result,
+        )
+
+    def _equipment(
+        self, session: Session, tenant: str, objects: Sequence[ResultInstance]
+    ) -> tuple[str | None, str | None]:
+        """Device UID and Software Versions from the Contributing Equipment of the newest
+        result object that names them (IHE AIR algorithm identification)."""
+        for obj in reversed(objects):
+            ds = self._instance_json(session, tenant, obj.sop_instance_uid)
+            for item in (ds.get(CONTRIBUTING_EQUIPMENT) or {}).get("Value") or []:
+                device_uid = _text(item, DEVICE_UID)
+                versions = (item.get(SOFTWARE_VERSIONS) or {}).get("Value") or []
+                if device_uid or versions:
+                    return device_uid, "\\".join(str(v) for v in versions) or None
+        return None, None
+
+    def _instance_json(self, session: Session, tenant: str, sop_uid: str) -> DicomJson:
+        blob = session.exec(
+            select(Instance.attributes).where(
+                col(Instance.tenant) == tenant, col(Instance.sop_instance_uid) == sop_uid
+            )
+        ).first()
+        return unpack_json(blob) if blob is not None else {}
+
+    def _result_view(
+        self,
+        session: Session,
+        tenant: str,
+        row: AiResult,
+        product: ProductView,
+        objects: Sequence[ResultInstance],
+    ) -> ResultView:
+        findings: list[FindingView] = []
+        measurements: list[MeasurementView] = []
+        if row.outcome in ("positive", "negative", "measured"):
+            for obj in objects:
+                if obj.kind not in SR_KINDS:
+                    continue
+                f, m = self._read_sr(session, tenant, obj.sop_instance_uid)
+                findings += f
+                measurements += m
+        deliveries = session.exec(
+            select(Delivery.state).where(col(Delivery.result_pk) == row.pk)
+        ).all()
+        return ResultView(
+            workitem_uid=row.workitem_uid,
+            study_instance_uid=row.study_instance_uid,
+            product=product,
+            outcome=cast(Any, row.outcome),
+            review_state=cast(Any, row.review_state),
+            summary=row.summary,
+            reason=row.reason,
+            urgent=row.urgent,
+            reviewer=row.reviewer,
+            review_reason=row.review_reason,
+            reviewed_at=_utc(row.reviewed_at),
+            completed_at=_utc(row.completed_at),
+            released_at=_utc(row.released_at),
+            delivered=bool(deliveries) and all(s == "delivered" for s in deliveries),
+            objects=tuple(
+                ResultObjectView(
+                    sop_instance_uid=o.sop_instance_uid,
+                    series_instance_uid=o.series_instance_uid,
+                    sop_class_uid=o.sop_class_uid,
+                    kind=o.kind,
+                    summary=o.summary,
+                )
+                for o in objects
+            ),
+            findings=tuple(findings),
+            measurements=tuple(measurements),
+        )
+
+    def _read_sr(
+        self, session: Session, tenant: str, sop_uid: str
+    ) -> tuple[list[FindingView], list[MeasurementView]]:
+        """What a stored TID 1500 report says, read back with
+        :func:`aifi.ihe_profiles.air.summary.summarise` (its DICOM JSON index copy: no file
+        read)."""
+        ds_json = self._instance_json(session, tenant, sop_uid)
+        if not ds_json:
+            return [], []
+        try:
+            summary = summarise(Dataset.from_json(ds_json))
+        except Exception as exc:  # the gate accepted it; a reading problem is not fatal
+            log.warning("result %s could not be read back for FHIR: %s", sop_uid, exc)
+            return [], []
+        findings = [
+            FindingView(
+                code=f.concept or ("", "", f.name),
+                present=f.present,
+                site=f.site_code,
+                laterality=f.laterality_code,
+                sop_instance_uid=sop_uid,
+            )
+            for f in summary.findings
+            if f.present is not None
+        ]
+        measurements = [
+            MeasurementView(
+                code=m.concept or ("", "", m.name),
+                value=m.value,
+                unit=m.unit,
+                sop_instance_uid=sop_uid,
+            )
+            for m in summary.measurements
+        ]
+        return findings, measurements
+
+
+def project_devices(projector: FhirProjector, db: Database, tenants: Iterable[str]) -> None:
+    """Devices for every tenant's products (at start-up)."""
+    with db.write() as session:
+        for tenant in tenants:
+            projector.devices(session, tenant)

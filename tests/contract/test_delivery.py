@@ -35,24 +35,12 @@ from aifi.hub.models import AiResult, Delivery, ResultInstance
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.settings import Settings
 from aifi.vendors.reference import reference_report
+from tests.support.clock import Clock
 from tests.support.dicom import ingest
 
 TENANT = "default"
 
 # -- test bench ---------------------------------------------------------------------------
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 Behaviour = Callable[[str, "FakePacs", OutgoingInstance], SendOutcome]

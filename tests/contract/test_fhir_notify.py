@@ -34,21 +34,11 @@ from aifi.hub.db import Database
 from aifi.hub.fhir_notify import FhirNotifier, Matcher, run_fhir_notify_loop
 from aifi.hub.fhir_store import SqlFhirStore
 from aifi.hub.models import FhirOutbox, Tenant
+from tests.support.clock import Clock
 from tests.support.epd import FakeEpd, Recorded, running_epd
 
 TENANT = "t1"
 OTHER = "t2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass

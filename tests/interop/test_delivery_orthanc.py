@@ -38,7 +38,6 @@ from aifi.hub.destinations import (
 from aifi.hub.repository import SqlDicomStore
 from tests.contract.test_delivery import (
     TENANT,
-    Clock,
     Released,
     confirmed,
     deliveries,
@@ -46,6 +45,7 @@ from tests.contract.test_delivery import (
     open_hub_database,
     store_result,
 )
+from tests.support.clock import Clock
 from tests.support.dicom import to_bytes
 from tests.support.orthanc import needs_orthanc
 

@@ -58,8 +58,6 @@ destination's timeout), else a slow send can be taken over and repeated the same
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -85,6 +83,7 @@ from aifi.hub.destinations import (
     client_for,
 )
 from aifi.hub.models import AiResult, Delivery, ResultInstance
+from aifi.hub.outbox_loop import run_outbox_loop
 
 log = logging.getLogger(__name__)
 
@@ -607,22 +606,8 @@ def _describe(claim: _Claim, failures: dict[str, SendOutcome], classes: dict[str
 
 
 async def run_delivery_loop(deliverer: Deliverer, poll_seconds: float) -> None:
-    """:meth:`Deliverer.tick` in a worker thread every ``poll_seconds``, at once when this
-    process released a result (the deliverer's doorbell rings after the commit) and again at
-    once after a full batch, until cancelled. Rows queued by other hub processes wait for
-    the poll. An error in one round is logged; the loop goes on."""
-    with deliverer.doorbell.listen() as bell:
-        while True:
-            bell.clear()  # before looking: a ring during the round is not lost
-            worked = 0
-            try:
-                worked = await asyncio.to_thread(deliverer.tick)
-            except Exception:
-                log.exception("delivery round failed")
-            if worked >= deliverer.batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bell.wait(), poll_seconds)
+    """:meth:`Deliverer.tick` as an outbox loop (:func:`aifi.hub.outbox_loop.run_outbox_loop`)."""
+    await run_outbox_loop(deliverer, poll_seconds, "delivery")
 
 
 __all__ = [

@@ -50,8 +50,6 @@ as their own events); the EPD push re-reads the report and its Observations the 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import threading
@@ -82,6 +80,7 @@ from aifi.fhir.subscriptions import (
 from aifi.fhir.types import Resource, StoredResource
 from aifi.hub.db import Database
 from aifi.hub.models import FhirOutbox, FhirResource, FhirSubscriptionState
+from aifi.hub.outbox_loop import run_outbox_loop
 
 log = logging.getLogger(__name__)
 
@@ -780,23 +779,11 @@ class FhirNotifier:
 
 
 async def run_fhir_notify_loop(notifier: FhirNotifier, poll_seconds: float) -> None:
-    """:meth:`FhirNotifier.tick` in a worker thread every ``poll_seconds``, at once when this
-    process queued something (the doorbell rings after the commit), until cancelled. Rows
-    queued by other hub processes wait for the poll. An error in one round is logged; the
-    loop goes on. The shared HTTP clients are closed when the loop ends."""
+    """:meth:`FhirNotifier.tick` as an outbox loop
+    (:func:`aifi.hub.outbox_loop.run_outbox_loop`); the shared HTTP clients are closed when
+    the loop ends."""
     try:
-        with notifier.doorbell.listen() as bell:
-            while True:
-                bell.clear()  # before looking: a ring during the round is not lost
-                worked = 0
-                try:
-                    worked = await asyncio.to_thread(notifier.tick)
-                except Exception:
-                    log.exception("FHIR notification round failed")
-                if worked >= notifier.batch_size:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(bell.wait(), poll_seconds)
+        await run_outbox_loop(notifier, poll_seconds, "FHIR notification")
     finally:
         notifier.close()
 

@@ -26,6 +26,7 @@ from aifi.fhir.resources import validated
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air import codes
 from aifi.principal import Principal
+from tests.conftest import database_for
 from tests.contract.test_results import QUIET, Hub, algorithm, fracture_report, results_hub
 
 FHIR = {"Accept": "application/fhir+json"}
@@ -445,3 +446,55 @@ def test_another_hospitals_study_cannot_be_named(hub: Hub, epd: Epd):
     assert response.status_code == 422
     assert epd.http.get(f"/Task/{items['AIFI-FRACTURE']}", headers=other).status_code == 404
     assert epd.http.get("/Task", headers=other).json()["total"] == 0
+
+
+def test_the_capability_statement_tells_what_the_hub_does(epd: Epd):
+    statement = epd.read("/metadata")
+    assert statement["fhirVersion"] == "4.0.1"
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert set(resources) == {
+        "Task",
+        "ImagingStudy",
+        "DiagnosticReport",
+        "Observation",
+        "Device",
+        "Provenance",
+        "Patient",
+        "ServiceRequest",
+        "Subscription",
+        "AuditEvent",
+    }
+    interactions = {t: {i["code"] for i in r["interaction"]} for t, r in resources.items()}
+    assert "create" in interactions["Task"] and "create" not in interactions["DiagnosticReport"]
+    assert interactions["AuditEvent"] == {"read", "vread", "search-type"}
+    assert resources["Subscription"]["operation"][0]["name"] == "status"
+    assert "DiagnosticReport:result" in resources["DiagnosticReport"]["searchInclude"]
+
+
+@pytest.mark.postgres
+def test_tasks_reports_and_requests_on_postgresql(tmp_path: Path):
+    """The projection and the EPD requests on PostgreSQL (row locks, its own SQL)."""
+    with (
+        database_for("postgresql") as url,
+        results_hub(tmp_path, ["AIFI-FRACTURE"], database_url=url) as (server, now),
+    ):
+        hub = Hub(server, now)
+        epd = Epd(hub)
+        study, items = hub.routed_study()
+        uid = items["AIFI-FRACTURE"]
+        assert epd.read(f"/Task/{uid}")["status"] == "ready"
+        created = epd.create_task(
+            request_task(
+                "AIFI-FRACTURE", {"reference": f"ImagingStudy/{study[0].StudyInstanceUID}"}
+            )
+        )
+        assert created.status_code == 201, created.text
+        server.app.state.task_manager.tick()
+        perform(hub, uid, fracture_report(study))
+        assert hub.api.post(f"/results/{uid}/accept", json={"reviewer": "dr. J"}).status_code == 200
+        assert epd.read(f"/DiagnosticReport/{uid}")["status"] == "final"
+        assert epd.read(f"/Task/{created.json()['id']}")["status"] == "completed"
+        finals = epd.search("/DiagnosticReport", status="final", _include="DiagnosticReport:result")
+        assert finals["total"] == 1 and len(entries(finals, "include")) == 1
+        epd.http.close()
+        hub.close()

@@ -85,6 +85,17 @@ def resource_capability(resource_type: str) -> Resource:
         }
         for param in params.values()
     ]
+    if resource_type == "Subscription":
+        entry["operation"] = [
+            {
+                "name": "status",
+                "definition": (
+                    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+                    "backport-subscription-status"
+                ),
+                "documentation": "GET [base]/Subscription/{id}/$status: the SubscriptionStatus.",
+            }
+        ]
     return entry
 
 

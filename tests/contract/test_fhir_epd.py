@@ -2,8 +2,9 @@
 R4: handshake, event-notification, $status, error and recovery), the per-hospital push of
 final DiagnosticReports as a transaction Bundle (http.html#transaction, conditional create),
 and the API refusing bad input with an OperationOutcome. The EPD is a real HTTP server
-(tests/support/epd.py). The notifier is ticked by the test (no background loop), so every
-"nothing was sent" is exact; a retry waits a real backoff of 50 ms."""
+(tests/support/epd.py). The projection and the notifier are ticked by the test (no
+background loop), so every "nothing was sent" is exact; a retry waits a real backoff of
+50 ms."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sqlmodel import col, select
 from aifi.fhir.resources import validated
 from aifi.fhir.subscriptions import PAYLOAD_CONTENT_URL, STATUS_PROFILE
 from aifi.hub.fhir_notify import FhirNotifier
+from aifi.hub.fhir_projection import FhirProjector
 from aifi.hub.models import FhirOutbox
 from aifi.hub.settings import Settings
 from tests.conftest import running_hub
@@ -91,6 +93,7 @@ class Setup:
     epd: FakeEpd
     fhir: httpx.Client
     notifier: FhirNotifier
+    projector: FhirProjector
 
     def read(self, path: str) -> dict[str, Any]:
         return fhir_body(self.fhir.get(path), 200)
@@ -122,10 +125,15 @@ class Setup:
             if value(status_params(b), "type") == "event-notification"
         ]
 
+    def tick(self) -> None:
+        """What the hub's loops do: the projection after a commit, then the notifications."""
+        self.projector.tick()
+        self.notifier.tick()
+
     def tick_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            self.notifier.tick()
+            self.tick()
             if done():
                 return
             assert time.monotonic() < deadline, "not done before the deadline"
@@ -161,7 +169,7 @@ def epd_hub(tmp_path: Path, epd: FakeEpd, **changes: Any) -> Iterator[Setup]:
         hub = Hub(server, now)
         fhir = httpx.Client(base_url=server.url + "/fhir", headers=HEADERS, timeout=30)
         try:
-            yield Setup(hub, epd, fhir, state.fhir_notifier)
+            yield Setup(hub, epd, fhir, state.fhir_notifier, state.fhir_projector)
         finally:
             fhir.close()
             hub.close()
@@ -195,7 +203,7 @@ def test_final_reports_reach_a_subscribed_epd_once(setup: Setup) -> None:
     study, items = setup.hub.routed_study()
     fracture, bone_age = items["AIFI-FRACTURE"], items["AIFI-BONEAGE"]
     perform(setup.hub, fracture, fracture_report(study))
-    setup.notifier.tick()
+    setup.tick()
     assert setup.read(f"/DiagnosticReport/{fracture}")["status"] == "preliminary"
     assert setup.events("reports") == []  # supervised: nothing until a radiologist accepts
 
@@ -204,7 +212,7 @@ def test_final_reports_reach_a_subscribed_epd_once(setup: Setup) -> None:
     setup.tick_until(lambda: len(setup.events("reports")) == 1)
     perform(setup.hub, bone_age, bone_age_report(study))  # autonomous: final at once
     setup.tick_until(lambda: len(setup.events("reports")) == 2)
-    setup.notifier.tick()
+    setup.tick()
 
     first, second = setup.events("reports")
     for bundle, uid, number in ((first, fracture, "1"), (second, bone_age, "2")):
@@ -224,13 +232,13 @@ def test_completed_tasks_reach_an_id_only_subscription(setup: Setup) -> None:
     study, items = setup.hub.routed_study()
     uid = items["AIFI-BONEAGE"]
     txn = setup.hub.claim(uid)
-    setup.notifier.tick()
+    setup.tick()
     assert setup.events("tasks") == []  # in progress is not asked for
     report = bone_age_report(study)
     assert setup.hub.stow([report]).status_code == 200
     assert setup.hub.complete(uid, txn, [report]).status_code == 200
     setup.tick_until(lambda: len(setup.events("tasks")) >= 1)
-    setup.notifier.tick()
+    setup.tick()
 
     [bundle] = setup.events("tasks")  # one event: the Task became completed
     assert event_number(bundle) == "1"
@@ -248,7 +256,7 @@ def test_a_subscription_in_error_recovers_without_losing_or_repeating(setup: Set
     for _ in range(2):
         study, items = setup.hub.routed_study()
         perform(setup.hub, items["AIFI-BONEAGE"], bone_age_report(study))
-    setup.notifier.tick()
+    setup.tick()
     failing = setup.read(f"/Subscription/{sid}")
     assert failing["status"] == "error"
     assert "503" in failing["error"] and "maintenance" in failing["error"]
@@ -259,7 +267,7 @@ def test_a_subscription_in_error_recovers_without_losing_or_repeating(setup: Set
     setup.epd.up()
     since = len(setup.epd.posts("/hooks/inbox"))
     setup.tick_until(lambda: len(setup.events("inbox", since)) == 2)
-    setup.notifier.tick()
+    setup.tick()
     assert [event_number(b) for b in setup.received("inbox", since)] == ["1", "2"]
     recovered = setup.read(f"/Subscription/{sid}")
     assert recovered["status"] == "active" and "error" not in recovered
@@ -273,7 +281,7 @@ def test_final_reports_are_pushed_to_the_hospitals_epd_once(tmp_path: Path, epd:
         study, items = setup.hub.routed_study()
         uid = items["AIFI-FRACTURE"]
         perform(setup.hub, uid, fracture_report(study))
-        setup.notifier.tick()
+        setup.tick()
         assert setup.transactions() == []  # preliminary stays at the hub
         accepted = setup.hub.api.post(f"/results/{uid}/accept", json={"reviewer": "dr. Jansen"})
         assert accepted.status_code == 200, accepted.text
@@ -308,12 +316,12 @@ def test_final_reports_are_pushed_to_the_hospitals_epd_once(tmp_path: Path, epd:
         epd.down()
         study, items = setup.hub.routed_study()
         perform(setup.hub, items["AIFI-BONEAGE"], bone_age_report(study))
-        setup.notifier.tick()
+        setup.tick()
         waiting = setup.pushes()[-1]
         assert waiting.state == "pending" and "503" in (waiting.last_error or "")
         epd.up()
         setup.tick_until(lambda: len(epd.resources["DiagnosticReport"]) == 2)
-        setup.notifier.tick()
+        setup.tick()
         assert [r.state for r in setup.pushes()] == ["delivered", "delivered"]
         assert len(setup.transactions()) == 4  # 2 above, the refused try, the delivery
 

@@ -44,7 +44,7 @@ from aifi.hub.delivery import Deliverer, run_delivery_loop
 from aifi.hub.destinations import load_destinations
 from aifi.hub.fhir_backend import HubFhirBackend
 from aifi.hub.fhir_notify import FhirNotifier, run_fhir_notify_loop
-from aifi.hub.fhir_projection import FhirProjector, project_devices
+from aifi.hub.fhir_projection import FhirProjector, project_devices, run_projection_loop
 from aifi.hub.fhir_store import SqlFhirStore
 from aifi.hub.repository import SqlDicomStore
 from aifi.hub.results import ResultGate
@@ -89,7 +89,7 @@ async def _run_task_manager(task_manager: TaskManager, settings: Settings) -> No
         await asyncio.sleep(settings.task_manager_poll_seconds)
 
 
-def _subscription_status(notifier: FhirNotifier) -> APIRouter:
+def _subscription_status(notifier: FhirNotifier, projector: FhirProjector) -> APIRouter:
     """``GET /fhir/Subscription/{id}/$status``: the subscription's SubscriptionStatus (R5
     Subscriptions Backport IG for R4, operation ``$status``): status, events since start,
     the last error."""
@@ -97,6 +97,8 @@ def _subscription_status(notifier: FhirNotifier) -> APIRouter:
 
     @router.get("/Subscription/{subscription_id}/$status")
     def subscription_status(subscription_id: str, principal: PrincipalDep) -> Response:
+        while projector.pending(principal.tenant):
+            projector.tick(principal.tenant)
         return FhirResponse(notifier.status_bundle(principal.tenant, subscription_id))
 
     return router
@@ -124,12 +126,18 @@ def create_app(settings: Settings) -> FastAPI:
             delivering = asyncio.create_task(
                 run_delivery_loop(deliverer, settings.delivery_poll_seconds)
             )
+        projecting = asyncio.create_task(
+            run_projection_loop(projector, settings.fhir_notify_poll_seconds)
+        )
         notifying = None
         if settings.fhir_notify:
             notifying = asyncio.create_task(
                 run_fhir_notify_loop(notifier, settings.fhir_notify_poll_seconds)
             )
         yield
+        projecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await projecting
         if notifying is not None:
             notifying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -176,8 +184,10 @@ def create_app(settings: Settings) -> FastAPI:
     base_url = BaseUrl(settings.public_url)
     app.state.base_url = base_url
     fhir_store = SqlFhirStore(db)
-    projector = FhirProjector(fhir_store, rules, base_url=lambda: base_url.value + DICOMWEB_PREFIX)
-    projector.install(db)
+    projector = FhirProjector(
+        db, fhir_store, rules, base_url=lambda: base_url.value + DICOMWEB_PREFIX
+    )
+    projector.install()
 
     def _matches(session: Session, tenant: str, criteria: str, stored: StoredResource) -> bool:
         kind, _, query = criteria.partition("?")
@@ -217,7 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.fhir_projector = projector
     app.state.fhir_notifier = notifier
     app.state.ai_requests = requests
-    app.state.fhir_backend = HubFhirBackend(db, fhir_store, requests, notifier)
+    app.state.fhir_backend = HubFhirBackend(db, fhir_store, requests, notifier, projector)
     app.state.dicomweb_config = DicomwebConfig(
         prefix=DICOMWEB_PREFIX,
         public_url=settings.public_url,
@@ -229,7 +239,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(results_api.router, prefix=API_PREFIX)
-    app.include_router(_subscription_status(notifier), prefix=FHIR_PREFIX)
+    app.include_router(_subscription_status(notifier, projector), prefix=FHIR_PREFIX)
     app.include_router(build_fhir_router(), prefix=FHIR_PREFIX)
 
     @app.middleware("http")

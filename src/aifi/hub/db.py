@@ -8,8 +8,9 @@ The schema is created and upgraded by Alembic (``migrations/``), never by ``crea
 
 Write sessions record which ORM objects they add or change (``session.info["changed"]``,
 filled after each flush) and run the database's ``before_commit`` hooks inside the
-transaction: the FHIR projection (:mod:`aifi.hub.fhir_projection`) keeps the FHIR
-resources in step with workitems and results that way, in the same commit.
+transaction, and its ``after_commit`` hooks once it committed: the FHIR projection
+(:mod:`aifi.hub.fhir_projection`) notes there what changed, in the same commit, and is
+woken to bring the FHIR resources in step.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Database:
             self.writer = self.reader
         self.before_commit: list[CommitHook] = []
         """Called with each write session before it commits (see the module docstring)."""
+        self.after_commit: list[CommitHook] = []
+        """Called with each write session after it committed."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -104,6 +107,8 @@ class Database:
             yield session
             for hook in self.before_commit:
                 hook(session)
+        for hook in self.after_commit:
+            hook(session)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

@@ -24,6 +24,7 @@ from aifi.fhir.types import Resource, SearchQuery, SearchResult, StoredResource,
 from aifi.hub.ai_requests import AiRequests
 from aifi.hub.db import Database
 from aifi.hub.fhir_notify import FhirNotifier
+from aifi.hub.fhir_projection import FhirProjector
 from aifi.hub.fhir_store import SqlFhirStore
 
 SUBSCRIBABLE = ("Task", "DiagnosticReport", "Observation", "ImagingStudy")
@@ -36,22 +37,33 @@ class HubFhirBackend:
         store: SqlFhirStore,
         requests: AiRequests,
         notifier: FhirNotifier,
+        projector: FhirProjector,
     ) -> None:
         self.db = db
         self.store = store
         self.requests = requests
         self.notifier = notifier
+        self.projector = projector
+
+    def _in_step(self, tenant: str) -> None:
+        """Work off the tenant's pending projection first: a client reads its own writes
+        (and every change acknowledged before it asked)."""
+        while self.projector.pending(tenant):
+            self.projector.tick(tenant)
 
     def read(self, tenant: str, resource_type: str, resource_id: str) -> StoredResource:
+        self._in_step(tenant)
         return self.store.read(tenant, resource_type, resource_id)
 
     def search(self, tenant: str, query: SearchQuery) -> SearchResult:
+        self._in_step(tenant)
         return self.store.search(tenant, query)
 
     def create(
         self, tenant: str, resource: Resource, *, if_none_exist: SearchQuery | None = None
     ) -> WriteResult:
         kind = resource.get("resourceType")
+        self._in_step(tenant)
         if kind == "Task":
             if if_none_exist is not None:
                 found = self.store.search(tenant, if_none_exist)
@@ -81,6 +93,7 @@ class HubFhirBackend:
     ) -> WriteResult:
         kind = resource.get("resourceType")
         resource_id = str(resource.get("id") or "")
+        self._in_step(tenant)
         if kind == "Task":
             current = self.store.read(tenant, "Task", resource_id)
             if if_match is not None and if_match != current.version_id:
@@ -94,6 +107,7 @@ class HubFhirBackend:
                 )
             reason = str((resource.get("statusReason") or {}).get("text") or "")
             self.requests.cancel(tenant, resource_id, reason or "cancelled by the EPD")
+            self._in_step(tenant)
             return WriteResult(stored=self.store.read(tenant, "Task", resource_id), created=False)
         if kind == "Subscription":
             self._check_subscription(resource)

@@ -1,4 +1,4 @@
-"""The hub's state as FHIR R4 resources, kept in step in the same transaction.
+"""The hub's state as FHIR R4 resources, kept in step with it.
 
 ARCHITECTURE.md step 3 and 5: every UPS workitem has a Task that mirrors it; every AI result
 becomes a DiagnosticReport + Observations + Provenance, with a Device per product; every
@@ -7,24 +7,33 @@ routed study an ImagingStudy (and its Patient, identifier only). The mapping its
 (:mod:`aifi.fhir.views`) and writes the resources with :meth:`SqlFhirStore.put`, which
 raises the version only when the content changed and tells the subscription notifier.
 
-It runs as a ``before_commit`` hook of :class:`~aifi.hub.db.Database`: whatever a write
-transaction changed (a workitem's state, an AI result's review, a delivery confirmed, an
-EPD's request) is projected before that transaction commits, so a client never sees a
-workitem and its Task disagree after a commit.
+Whatever a write transaction changes (a workitem's state, an AI result's review, a delivery
+confirmed, an EPD's request) is noted in that transaction (``fhir_pending``, a
+``before_commit`` hook of :class:`~aifi.hub.db.Database`) and projected right after the
+commit by the projection loop, off the path of the performer's UPS transaction (mapping a
+completed result costs tens of milliseconds; in the transaction it lengthened every claim
+and completion). The FHIR API first works off what is pending for the caller's hospital,
+so an EPD never reads a Task behind a change that was acknowledged before it asked; a
+restart loses nothing (the notes are in the database).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydicom import Dataset
+from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from aifi.dicomweb.store import DicomJson
+from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import NotFound
 from aifi.fhir import mapping
 from aifi.fhir.views import (
@@ -45,6 +54,7 @@ from aifi.hub.models import (
     AiRequest,
     AiResult,
     Delivery,
+    FhirPending,
     Instance,
     ResultInstance,
     Workitem,
@@ -83,6 +93,9 @@ DEVICE_UID = "00181002"
 SOFTWARE_VERSIONS = "00181020"
 
 SR_KINDS = ("SR",)
+SR_CACHE_SIZE = 4096
+WORKITEM = "workitem"
+REQUEST = "request"
 
 
 def _first(ds: DicomJson, tag: str) -> Any:
@@ -171,43 +184,101 @@ class FhirProjector:
 
     def __init__(
         self,
+        db: Database,
         store: SqlFhirStore,
         rules: RulesConfig,
         *,
         base_url: Callable[[], str],
     ) -> None:
+        self.db = db
         self.store = store
         self.rules = rules
         self.base_url = base_url
         """The DICOMweb service root the resources point at (WADO-RS)."""
+        self.doorbell = Doorbell()
+        """Rung after a commit that noted something (the projection loop listens)."""
+        self.batch_size = 200
+        self._said: OrderedDict[tuple[str, str], tuple[list[FindingView], list[MeasurementView]]]
+        self._said = OrderedDict()
 
-    def install(self, db: Database) -> None:
-        db.before_commit.append(self.before_commit)
+    def install(self) -> None:
+        self.db.before_commit.append(self.note_changes)
+        self.db.after_commit.append(self._wake)
 
-    # -- the hook ------------------------------------------------------------------------
+    # -- what changed, and working it off -------------------------------------------------
 
-    def before_commit(self, session: Session) -> None:
+    def note_changes(self, session: Session) -> None:
+        """``before_commit`` hook: note the workitems and EPD requests the transaction
+        changed (one small insert, in the same commit, so nothing is forgotten even if the
+        process stops right after it)."""
         session.flush()  # what is still pending is recorded by the flush
         changed: list[Any] = session.info.get("changed") or []
-        if not changed:
+        keys: set[tuple[str, str, str]] = set()
+        for obj in changed:
+            if isinstance(obj, AiRequest) and not obj.workitem_uid:
+                keys.add((obj.tenant, REQUEST, obj.task_id))
+                continue
+            key = self._workitem_of(session, obj)
+            if key is not None:
+                keys.add((key[0], WORKITEM, key[1]))
+        changed.clear()
+        if keys:
+            session.execute(
+                insert(FhirPending),
+                [{"tenant": t, "kind": k, "key": v} for t, k, v in sorted(keys)],
+            )
+            session.info["fhir_pending"] = True
+
+    def _wake(self, session: Session) -> None:
+        if session.info.get("fhir_pending"):
+            self.doorbell.ring()
+
+    def pending(self, tenant: str) -> bool:
+        with self.db.read() as session:
+            return (
+                session.exec(
+                    select(FhirPending.pk).where(col(FhirPending.tenant) == tenant).limit(1)
+                ).first()
+                is not None
+            )
+
+    def tick(self, tenant: str | None = None) -> int:
+        """Bring the FHIR resources of what is pending in step (at most :attr:`batch_size`
+        notes; several notes of one workitem are done once). One short write transaction
+        per workitem, so that the projection never holds the database's write lock (one
+        writer at a time on SQLite) for long: claims and completions pass in between. Run
+        by the projection loop after commits that noted something, and by the FHIR API
+        before it answers a hospital that has notes pending, so a client reads what it
+        just did. Returns how many notes were worked off."""
+        with self.db.read() as session:
+            statement = select(FhirPending).order_by(col(FhirPending.pk)).limit(self.batch_size)
+            if tenant is not None:
+                statement = statement.where(col(FhirPending.tenant) == tenant)
+            notes = session.exec(statement).all()
+        grouped: dict[tuple[str, str, str], list[int]] = {}
+        for note in notes:
+            assert note.pk is not None
+            grouped.setdefault((note.tenant, note.kind, note.key), []).append(note.pk)
+        for key, pks in grouped.items():
+            with self.db.write() as session:
+                taken = session.execute(
+                    delete(FhirPending).where(col(FhirPending.pk).in_(pks))
+                ).rowcount  # type: ignore[attr-defined]
+                if taken:  # another process (or reader) did not take them first
+                    self._refresh(session, *key)
+        return len(notes)
+
+    def _refresh(self, session: Session, tenant: str, kind: str, key: str) -> None:
+        if kind == WORKITEM:
+            self.refresh_workitem(session, tenant, key)
             return
-        seen: set[tuple[str, str]] = set()
-        for _ in range(3):  # projecting may change rows the projection reads (requests)
-            todo: set[tuple[str, str]] = set()
-            for obj in changed:
-                if isinstance(obj, AiRequest) and not obj.workitem_uid:
-                    self.refresh_request(session, obj)
-                    continue
-                key = self._workitem_of(session, obj)
-                if key is not None and key not in seen:
-                    todo.add(key)
-            changed.clear()
-            if not todo:
-                return
-            for tenant, uid in sorted(todo):
-                seen.add((tenant, uid))
-                self.refresh_workitem(session, tenant, uid)
-            session.flush()
+        request = session.exec(
+            select(AiRequest).where(col(AiRequest.tenant) == tenant, col(AiRequest.task_id) == key)
+        ).first()
+        if request is not None and request.workitem_uid:
+            self.refresh_workitem(session, tenant, request.workitem_uid)
+        elif request is not None:
+            self.refresh_request(session, request)
 
     def _workitem_of(self, session: Session, obj: object) -> tuple[str, str] | None:
         if isinstance(obj, Workitem):
@@ -283,9 +354,11 @@ class FhirProjector:
             .where(col(ResultInstance.tenant) == tenant, col(ResultInstance.workitem_uid) == uid)
             .order_by(col(ResultInstance.pk))
         ).all()
-        equipment = self._equipment(session, tenant, objects)
-        product_view = self.product_view(product, equipment)
-        self.store.put(session, tenant, mapping.device(product_view))
+        product_view = self.product_view(product)
+        if result_row is not None and objects:
+            # the algorithm's identity as its results state it (Device UID, versions)
+            product_view = self.product_view(product, self._equipment(session, tenant, objects))
+            self.store.put(session, tenant, mapping.device(product_view))
         patient = patient_of(ds)
         result = (
             self._result_view(session, tenant, result_row, product_view, objects)
@@ -483,7 +556,20 @@ class FhirProjector:
     ) -> tuple[list[FindingView], list[MeasurementView]]:
         """What a stored TID 1500 report says, read back with
         :func:`aifi.ihe_profiles.air.summary.summarise` (its DICOM JSON index copy: no file
-        read)."""
+        read). A stored instance never changes, so what it says is kept for the next
+        refresh of the same result (review, delivery)."""
+        key = (tenant, sop_uid)
+        cached = self._said.get(key)
+        if cached is None:
+            cached = self._summarise(session, tenant, sop_uid)
+            self._said[key] = cached
+            if len(self._said) > SR_CACHE_SIZE:
+                self._said.popitem(last=False)
+        return list(cached[0]), list(cached[1])
+
+    def _summarise(
+        self, session: Session, tenant: str, sop_uid: str
+    ) -> tuple[list[FindingView], list[MeasurementView]]:
         ds_json = self._instance_json(session, tenant, sop_uid)
         if not ds_json:
             return [], []
@@ -520,3 +606,25 @@ def project_devices(projector: FhirProjector, db: Database, tenants: Iterable[st
     with db.write() as session:
         for tenant in tenants:
             projector.devices(session, tenant)
+
+
+async def run_projection_loop(
+    projector: FhirProjector, poll_seconds: float, settle_seconds: float = 0.5
+) -> None:
+    """The projection in a worker thread: when a commit noted something, wait
+    ``settle_seconds`` so that the changes of one workitem that come close together (claim,
+    progress reports, completion, delivery) are projected once, in one transaction, then
+    work off everything pending; and every ``poll_seconds`` for notes of other processes.
+    Readers of the FHIR API never wait for it (they work off their hospital's notes
+    themselves). An error in one round is logged; the loop goes on."""
+    with projector.doorbell.listen() as bell:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bell.wait(), poll_seconds)
+            await asyncio.sleep(settle_seconds)
+            bell.clear()  # before looking: a ring during the round is not lost
+            try:
+                while await asyncio.to_thread(projector.tick) >= projector.batch_size:
+                    pass
+            except Exception:
+                log.exception("FHIR projection round failed")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, delete, func, not_, nulls_last, or_, true
+from sqlalchemy import ColumnElement, and_, delete, func, insert, not_, nulls_last, or_, true
 from sqlmodel import Session, col, select
 
 from aifi.errors import InvalidRequest, NotFound, PreconditionFailed
@@ -185,18 +185,19 @@ class SqlFhirStore:
         session.flush()
         assert row.pk is not None
         session.execute(delete(FhirSearchToken).where(col(FhirSearchToken.resource_pk) == row.pk))
-        for param, system, value in index_entries(content):
-            session.add(
-                FhirSearchToken(
-                    resource_pk=row.pk,
-                    tenant=tenant,
-                    resource_type=resource_type,
-                    param=param,
-                    system=system,
-                    value=value,
-                )
-            )
-        session.flush()
+        tokens = [
+            {
+                "resource_pk": row.pk,
+                "tenant": tenant,
+                "resource_type": resource_type,
+                "param": param,
+                "system": system,
+                "value": value,
+            }
+            for param, system, value in index_entries(content)
+        ]
+        if tokens:  # one multi-row INSERT: the projection runs inside UPS transactions
+            session.execute(insert(FhirSearchToken), tokens)
         stored = StoredResource(resource_type, resource_id, version, now, content)
         for listener in list(self.listeners):
             listener.on_change(session, tenant, stored, previous)

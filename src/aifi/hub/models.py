@@ -400,6 +400,23 @@ class FhirSearchToken(SQLModel, table=True):
     value: str = Field(default="", max_length=400)
 
 
+class FhirPending(SQLModel, table=True):
+    """A workitem (``kind`` "workitem", ``key`` its UID) or an EPD request (``kind``
+    "request", ``key`` its Task id) whose FHIR resources must be brought in step: written
+    in the transaction that changed it, worked off after the commit by the projection
+    (``aifi.hub.fhir_projection``), so the UPS transactions of performers do not wait for
+    the FHIR mapping."""
+
+    __tablename__ = "fhir_pending"
+    __table_args__ = (Index("ix_fhir_pending_tenant", "tenant", "pk"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(max_length=63)
+    kind: str = Field(max_length=16)
+    key: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=_now)
+
+
 class FhirSubscriptionState(SQLModel, table=True):
     """Runtime state of one FHIR Subscription (R5 Subscriptions Backport IG for R4): the
     event counter, when the next heartbeat is due, and how delivery goes."""

@@ -286,8 +286,6 @@ class TaskManager:
         header = study_level(metadata) if decisions else {}
         existing = self.worklist.workitems_for_study(tenant, study_uid)
         now = self.clock()
-        if metadata and self.study_seen is not None:
-            self.study_seen(tenant, metadata)
         for decision in decisions:
             if not decision.matched or decision.product.on_request:
                 continue
@@ -315,6 +313,8 @@ class TaskManager:
             row = _routing_row(session, tenant, study_uid)
             if row.routed_version is None or _utc(row.routed_version) < version:
                 row.routed_version = version
+        if metadata and self.study_seen is not None:
+            self.study_seen(tenant, metadata)  # after the workitems: not on their path
 
     def create_workitem(self, tenant: str, decision: Decision, study_uid: str) -> str:
         """A workitem for a matched decision outside the routing round (an EPD asked for

@@ -83,7 +83,7 @@ from aifi.hub.destinations import (
     client_for,
 )
 from aifi.hub.models import AiResult, Delivery, ResultInstance
-from aifi.hub.outbox_loop import run_outbox_loop
+from aifi.hub.outbox_loop import retry_delay, run_outbox_loop
 
 log = logging.getLogger(__name__)
 
@@ -573,9 +573,7 @@ class Deliverer:
                 row.state = FAILED
                 row.last_error = f"{error}; gave up after {row.attempts} attempts"
             else:
-                delay = min(
-                    self.max_backoff_seconds, self.backoff_seconds * 2 ** (row.attempts - 1)
-                )
+                delay = retry_delay(row.attempts, self.backoff_seconds, self.max_backoff_seconds)
                 row.state = PENDING
                 row.next_attempt_at = now + timedelta(seconds=delay)
                 row.last_error = (

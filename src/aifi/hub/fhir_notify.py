@@ -80,7 +80,7 @@ from aifi.fhir.subscriptions import (
 from aifi.fhir.types import Resource, StoredResource
 from aifi.hub.db import Database
 from aifi.hub.models import FhirOutbox, FhirResource, FhirSubscriptionState
-from aifi.hub.outbox_loop import run_outbox_loop
+from aifi.hub.outbox_loop import retry_delay, run_outbox_loop
 
 log = logging.getLogger(__name__)
 
@@ -725,9 +725,7 @@ class FhirNotifier:
                     f"gave up after {row.attempts} attempts"
                 )
             else:
-                delay = min(
-                    self.max_backoff_seconds, self.backoff_seconds * 2 ** (row.attempts - 1)
-                )
+                delay = retry_delay(row.attempts, self.backoff_seconds, self.max_backoff_seconds)
                 row.state = PENDING
                 row.next_attempt_at = now + timedelta(seconds=delay)
                 row.last_error = (

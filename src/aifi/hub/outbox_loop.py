@@ -1,5 +1,5 @@
-"""The loop that works off a durable outbox (PACS deliveries, FHIR notifications and pushes):
-one round in a worker thread every ``poll_seconds``, at once when this process queued
+"""The loop and the retry delay of a durable outbox (PACS deliveries, FHIR notifications and
+pushes): one round in a worker thread every ``poll_seconds``, at once when this process queued
 something (the worker's doorbell rings after the commit), and again at once after a full
 batch, until cancelled. Rows queued by other hub processes wait for the poll; an error in
 one round is logged and the loop goes on."""
@@ -14,6 +14,12 @@ from typing import Protocol
 from aifi.dicomweb.worklist import Doorbell
 
 log = logging.getLogger(__name__)
+
+
+def retry_delay(attempts: int, first_seconds: float, cap_seconds: float) -> float:
+    """Exponential backoff of an outbox row after its ``attempts``-th failed attempt:
+    ``first_seconds`` doubled per attempt, at most ``cap_seconds``."""
+    return float(min(cap_seconds, first_seconds * 2 ** (attempts - 1)))
 
 
 class OutboxWorker(Protocol):

@@ -185,7 +185,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.base_url = base_url
     fhir_store = SqlFhirStore(db)
     projector = FhirProjector(
-        db, fhir_store, rules, base_url=lambda: base_url.value + DICOMWEB_PREFIX
+        db,
+        fhir_store,
+        rules,
+        base_url=lambda: base_url.value + DICOMWEB_PREFIX,
+        instances=store.instance_metadata,
     )
     projector.install()
 
@@ -217,8 +221,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     def _study_seen(tenant: str, metadata: list[dict[str, Any]]) -> None:
-        with db.write() as session:
-            projector.study(session, tenant, metadata)
+        uid = ((metadata[0].get("0020000D") or {}).get("Value") or [""])[0]
+        if uid:
+            projector.note_study(tenant, str(uid))
 
     task_manager.study_seen = _study_seen
     task_manager.after_round = requests.after_round

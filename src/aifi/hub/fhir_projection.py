@@ -96,6 +96,7 @@ SR_KINDS = ("SR",)
 SR_CACHE_SIZE = 4096
 WORKITEM = "workitem"
 REQUEST = "request"
+STUDY = "study"
 
 
 def _first(ds: DicomJson, tag: str) -> Any:
@@ -189,12 +190,15 @@ class FhirProjector:
         rules: RulesConfig,
         *,
         base_url: Callable[[], str],
+        instances: Callable[[str, str], list[DicomJson]] | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.rules = rules
         self.base_url = base_url
         """The DICOMweb service root the resources point at (WADO-RS)."""
+        self.instances = instances
+        """A study's instances as DICOM JSON (the store's ``instance_metadata``)."""
         self.doorbell = Doorbell()
         """Rung after a commit that noted something (the projection loop listens)."""
         self.batch_size = 200
@@ -227,6 +231,13 @@ class FhirProjector:
                 insert(FhirPending),
                 [{"tenant": t, "kind": k, "key": v} for t, k, v in sorted(keys)],
             )
+            session.info["fhir_pending"] = True
+
+    def note_study(self, tenant: str, study_uid: str) -> None:
+        """The Task Manager saw the study complete: its ImagingStudy (and Patient) are
+        projected by the loop, not in the Task Manager's round."""
+        with self.db.write() as session:
+            session.add(FhirPending(tenant=tenant, kind=STUDY, key=study_uid))
             session.info["fhir_pending"] = True
 
     def _wake(self, session: Session) -> None:
@@ -269,6 +280,10 @@ class FhirProjector:
         return len(notes)
 
     def _refresh(self, session: Session, tenant: str, kind: str, key: str) -> None:
+        if kind == STUDY:
+            if self.instances is not None:
+                self.study(session, tenant, self.instances(tenant, key))
+            return
         if kind == WORKITEM:
             self.refresh_workitem(session, tenant, key)
             return

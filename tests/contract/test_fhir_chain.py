@@ -498,3 +498,25 @@ def test_tasks_reports_and_requests_on_postgresql(tmp_path: Path):
         assert finals["total"] == 1 and len(entries(finals, "include")) == 1
         epd.http.close()
         hub.close()
+
+
+def test_a_workitem_that_cannot_be_projected_does_not_stall_the_api(
+    hub: Hub, epd: Epd, monkeypatch: pytest.MonkeyPatch
+):
+    _study, items = hub.routed_study()
+    fracture, bone_age = items["AIFI-FRACTURE"], items["AIFI-BONEAGE"]
+    assert epd.read(f"/Task/{fracture}")["status"] == "ready"
+    projector = hub.server.app.state.fhir_projector
+    original = projector.refresh_workitem
+
+    def broken(session: Any, tenant: str, uid: str) -> None:
+        if uid == fracture:
+            raise RuntimeError("a mapping bug")
+        original(session, tenant, uid)
+
+    monkeypatch.setattr(projector, "refresh_workitem", broken)
+    hub.claim(fracture)
+    hub.claim(bone_age)
+    assert epd.read(f"/Task/{bone_age}")["status"] == "in-progress"
+    assert epd.read(f"/Task/{fracture}")["status"] == "ready"  # behind, but answered
+    assert not projector.pending("default")

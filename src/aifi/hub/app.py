@@ -97,8 +97,7 @@ def _subscription_status(notifier: FhirNotifier, projector: FhirProjector) -> AP
 
     @router.get("/Subscription/{subscription_id}/$status")
     def subscription_status(subscription_id: str, principal: PrincipalDep) -> Response:
-        while projector.pending(principal.tenant):
-            projector.tick(principal.tenant)
+        projector.catch_up(principal.tenant)
         return FhirResponse(notifier.status_bundle(principal.tenant, subscription_id))
 
     return router

@@ -48,8 +48,7 @@ class HubFhirBackend:
     def _in_step(self, tenant: str) -> None:
         """Work off the tenant's pending projection first: a client reads its own writes
         (and every change acknowledged before it asked)."""
-        while self.projector.pending(tenant):
-            self.projector.tick(tenant)
+        self.projector.catch_up(tenant)
 
     def read(self, tenant: str, resource_type: str, resource_id: str) -> StoredResource:
         self._in_step(tenant)

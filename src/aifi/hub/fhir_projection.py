@@ -271,13 +271,28 @@ class FhirProjector:
             assert note.pk is not None
             grouped.setdefault((note.tenant, note.kind, note.key), []).append(note.pk)
         for key, pks in grouped.items():
-            with self.db.write() as session:
-                taken = session.execute(
-                    delete(FhirPending).where(col(FhirPending.pk).in_(pks))
-                ).rowcount  # type: ignore[attr-defined]
-                if taken:  # another process (or reader) did not take them first
-                    self._refresh(session, *key)
+            try:
+                with self.db.write() as session:
+                    taken = session.execute(
+                        delete(FhirPending).where(col(FhirPending.pk).in_(pks))
+                    ).rowcount  # type: ignore[attr-defined]
+                    if taken:  # another process (or reader) did not take them first
+                        self._refresh(session, *key)
+            except Exception:
+                # One that cannot be projected must not stall the others, nor the FHIR
+                # API that works notes off before it answers: logged and dropped; the
+                # next change of the same workitem notes it again.
+                log.exception("FHIR projection of %s %s failed", key[1], key[2])
+                with self.db.write() as session:
+                    session.execute(delete(FhirPending).where(col(FhirPending.pk).in_(pks)))
         return len(notes)
+
+    def catch_up(self, tenant: str) -> None:
+        """Work off the tenant's notes before answering it (bounded: notes that other
+        processes are projecting at this moment are theirs)."""
+        for _ in range(10):
+            if not self.pending(tenant) or self.tick(tenant) == 0:
+                return
 
     def _refresh(self, session: Session, tenant: str, kind: str, key: str) -> None:
         if kind == STUDY:

@@ -5,10 +5,11 @@ Provenance; the EPD can ask for AI itself. Read with plain httpx and with the SM
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from aifi.fhir.resources import validated
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air import codes
 from aifi.principal import Principal
-from tests.conftest import database_for
+from tests.conftest import LiveServer, database_for
 from tests.contract.test_results import QUIET, Hub, algorithm, fracture_report, results_hub
 
 FHIR = {"Accept": "application/fhir+json"}
@@ -56,6 +57,17 @@ class Epd:
 
     def create_task(self, task: dict[str, Any]) -> httpx.Response:
         return self.http.post("/Task", json=task, headers={"Content-Type": "application/fhir+json"})
+
+
+@contextlib.contextmanager
+def clients(server: LiveServer, now: list[datetime]) -> Iterator[tuple[Hub, Epd]]:
+    hub = Hub(server, now)
+    epd = Epd(hub)
+    try:
+        yield hub, epd
+    finally:
+        epd.http.close()
+        hub.close()
 
 
 @pytest.fixture
@@ -311,15 +323,18 @@ def store_hand_study(hub: Hub, **changes: Any) -> list[pydicom.FileDataset]:
 
 
 def route(hub: Hub) -> list[str]:
-    hub.now[0] += timedelta(seconds=QUIET + 1)
+    """One Task Manager round past the quiet period of what was stored until now (the hub's
+    clock is the test's; the studies' times are real)."""
+    hub.now[0] = max(hub.now[0], datetime.now(UTC)) + timedelta(seconds=QUIET + 1)
     created: list[str] = hub.server.app.state.task_manager.tick().created
     return created
 
 
 def test_the_epd_asks_for_ai_before_the_study_arrives(tmp_path: Path):
-    with results_hub(tmp_path, ["AIFI-FRACTURE"], on_request=True) as (server, now):
-        hub = Hub(server, now)
-        epd = Epd(hub)
+    with (
+        results_hub(tmp_path, ["AIFI-FRACTURE"], on_request=True) as (server, now),
+        clients(server, now) as (hub, epd),
+    ):
         accession = "ACC" + str(generate_uid())[-8:]
         order_response = epd.http.post(
             "/ServiceRequest",
@@ -367,8 +382,6 @@ def test_the_epd_asks_for_ai_before_the_study_arrives(tmp_path: Path):
         assert [r["id"] for r in entries(found)] == [workitem]
         provenance = epd.read(f"/Provenance/{workitem}")
         assert f"Task/{task_id}" in [e["what"]["reference"] for e in provenance["entity"]]
-        epd.http.close()
-        hub.close()
 
 
 def test_a_request_for_a_present_study_follows_its_routed_workitem(hub: Hub, epd: Epd):
@@ -477,9 +490,8 @@ def test_tasks_reports_and_requests_on_postgresql(tmp_path: Path):
     with (
         database_for("postgresql") as url,
         results_hub(tmp_path, ["AIFI-FRACTURE"], database_url=url) as (server, now),
+        clients(server, now) as (hub, epd),
     ):
-        hub = Hub(server, now)
-        epd = Epd(hub)
         study, items = hub.routed_study()
         uid = items["AIFI-FRACTURE"]
         assert epd.read(f"/Task/{uid}")["status"] == "ready"
@@ -496,8 +508,6 @@ def test_tasks_reports_and_requests_on_postgresql(tmp_path: Path):
         assert epd.read(f"/Task/{created.json()['id']}")["status"] == "completed"
         finals = epd.search("/DiagnosticReport", status="final", _include="DiagnosticReport:result")
         assert finals["total"] == 1 and len(entries(finals, "include")) == 1
-        epd.http.close()
-        hub.close()
 
 
 def test_a_workitem_that_cannot_be_projected_does_not_stall_the_api(

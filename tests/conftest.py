@@ -26,6 +26,13 @@ from tests.support.orthanc import orthanc  # noqa: F401 - a fixture for every te
 
 configure_pydicom()
 
+# Tests that are not about authentication run the hub in development mode (every request is
+# the default tenant with every right); the OAuth2 tests (tests/contract/test_auth*.py) build
+# their hubs with auth="builtin" or "external" explicitly. Set in the environment so that
+# every Settings() a test builds, and every hub process a test starts, gets it.
+os.environ.setdefault("AIFI_AUTH", "off")
+os.environ.setdefault("AIFI_DEV_MODE", "true")
+
 PG_HOST = os.environ.get("AIFI_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("AIFI_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("AIFI_TEST_PG_USER", "postgres")

@@ -11,7 +11,9 @@
     ├── PreconditionFailed      412  a condition of the request (If-Match) does not hold
     ├── Unprocessable           422  well-formed but breaks a rule (e.g. an unknown reference)
     ├── PayloadTooLarge         413  the request or the result set is too large
+    ├── Unauthorized            401  no valid credentials (WWW-Authenticate says why)
     ├── Forbidden               403  the principal may not do this
+    ├── TooManyRequests         429  the client's rate limit is spent (Retry-After)
     └── UpstreamError           502  a peer (PACS, EPD, AI product) failed
         └── UpstreamTimeout     504  a peer did not answer in time
 
@@ -67,6 +69,27 @@ class PayloadTooLarge(HubError):
 
 class Forbidden(HubError):
     status_code = 403
+
+
+class Unauthorized(HubError):
+    """401 with the ``WWW-Authenticate`` challenge of RFC 6750 §3 (Bearer) or RFC 7617
+    (Basic); ``headers`` are added to whichever error response the API surface builds."""
+
+    status_code = 401
+
+    def __init__(self, reason: str, *, challenge: str) -> None:
+        super().__init__(reason)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class TooManyRequests(HubError):
+    """429 (RFC 6585 §4) with ``Retry-After`` in seconds."""
+
+    status_code = 429
+
+    def __init__(self, reason: str, *, retry_after: int) -> None:
+        super().__init__(reason)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class UpstreamError(HubError):

@@ -1,20 +1,31 @@
 """Who is asking, and for which tenant (hospital).
 
 Every request resolves to a :class:`Principal` through the single FastAPI dependency
-:func:`get_principal`. Until OAuth2 lands, the hub installs a resolver that maps every
-request to the configured default tenant; the OAuth2 issue replaces that resolver with one
-that validates a bearer token (SMART Backend Services) — routers do not change.
+:func:`get_principal`. The app factory installs the resolver: in development mode one that
+maps every request to the configured default tenant with every right; otherwise one that
+validates an OAuth2 bearer token (SMART Backend Services, ``aifi.hub.auth``) and checks
+the scope the route declared (``aifi.hub.auth.policy``). Routers never look at tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
 from aifi.errors import Forbidden
+
+Role = Literal["hospital", "performer", "admin", "dev"]
+"""What kind of client is asking (issue 6, "who is who"):
+
+- ``hospital``: a hospital's gateway, PACS or EPD; sees its own hospital's data;
+- ``performer``: an AI product's Task Performer; sees only the workitems of its own
+  products, their input instances and its own products' results (:attr:`Principal.products`);
+- ``admin``: an administrator (audit trail, delivery retries) of its tenant;
+- ``dev``: development mode without authentication; every right on the default tenant.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +34,36 @@ class Principal:
 
     tenant: str
     subject: str
+    """The OAuth2 client id (``sub`` of the access token); ``anonymous`` in dev mode."""
     scopes: frozenset[str] = field(default_factory=frozenset)
+    role: Role = "dev"
+    products: frozenset[str] | None = None
+    """For a performer, the AI products whose workitems, inputs and results it may see;
+    ``None`` for every other role (not restricted by product)."""
+    token_id: str | None = None
+    """The access token's ``jti`` (never logged; for revocation and the audit trail)."""
+
+    @property
+    def restricted(self) -> bool:
+        """True when the principal sees only its products' workitems, inputs and results."""
+        return self.products is not None
 
 
 PrincipalResolver = Callable[[Request], Principal]
 
 
 def get_principal(request: Request) -> Principal:
-    """Resolve the caller with the resolver the app factory installed."""
+    """Resolve the caller with the resolver the app factory installed (once per request:
+    the result is kept on ``request.state`` for the audit trail)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
     resolver: PrincipalResolver | None = getattr(request.app.state, "principal_resolver", None)
     if resolver is None:
         raise Forbidden("No principal resolver is configured")
-    return resolver(request)
+    principal = resolver(request)
+    request.state.principal = principal
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
@@ -39,6 +39,19 @@ from aifi.fhir.search import parse_search
 from aifi.fhir.types import StoredResource
 from aifi.hub import api, results_api
 from aifi.hub.ai_requests import AiRequests
+from aifi.hub.auth import policy
+from aifi.hub.auth.clients import ClientRegistry
+from aifi.hub.auth.resolver import (
+    Authorizer,
+    BodyLimit,
+    BuiltinResolver,
+    ExternalResolver,
+    Limits,
+    dev_resolver,
+)
+from aifi.hub.auth.server import AuthorizationServer
+from aifi.hub.auth.server import build_router as build_oauth_router
+from aifi.hub.auth.tokens import KeyRing, TokenService
 from aifi.hub.db import Database
 from aifi.hub.delivery import Deliverer, run_delivery_loop
 from aifi.hub.destinations import load_destinations
@@ -51,7 +64,6 @@ from aifi.hub.results import ResultGate
 from aifi.hub.results_hook import ResultsHook
 from aifi.hub.settings import Settings
 from aifi.hub.task_manager import TaskManager
-from aifi.hub.tenants import default_tenant_resolver
 from aifi.hub.worklist import SqlWorklist
 from aifi.ihe_profiles.rules import load_rules
 from aifi.principal import PrincipalDep
@@ -103,7 +115,29 @@ def _subscription_status(notifier: FhirNotifier, projector: FhirProjector) -> AP
     return router
 
 
+class AuthNotConfigured(RuntimeError):
+    """The hub was asked to start without authentication outside development mode."""
+
+
+def _check_auth(settings: Settings) -> None:
+    """Safe by default (issue 6): no hub without authentication unless explicitly in
+    development mode; external mode needs its issuer."""
+    if settings.auth == "off" and not settings.dev_mode:
+        raise AuthNotConfigured(
+            "authentication is off (AIFI_AUTH=off) outside development mode: set "
+            "AIFI_AUTH=builtin (the default) or external, or AIFI_DEV_MODE=true for a "
+            "development hub"
+        )
+    if settings.auth == "external" and not settings.oidc_issuer:
+        raise AuthNotConfigured("AIFI_AUTH=external needs AIFI_OIDC_ISSUER (and a JWKS)")
+
+
+def _public_base(settings: Settings, request: Request) -> str:
+    return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
 def create_app(settings: Settings) -> FastAPI:
+    _check_auth(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -153,11 +187,14 @@ def create_app(settings: Settings) -> FastAPI:
         store.close()
         db.dispose()
 
+    limits = Limits(settings.rate_limit_per_minute, settings.max_request_mb * 1024 * 1024)
+    authorizer = Authorizer({}, limits)
     app = FastAPI(
         title="aifi-hub",
         version=aifi.__version__,
         summary="Standards-based integration hub for radiology AI",
         lifespan=lifespan,
+        dependencies=[Depends(authorizer)],
     )
     app.state.settings = settings
     app.state.db = db
@@ -239,12 +276,72 @@ def create_app(settings: Settings) -> FastAPI:
         qido_max_limit=settings.qido_max_limit,
         qido_max_offset=settings.qido_max_offset,
     )
-    app.state.principal_resolver = default_tenant_resolver(settings.default_tenant)
+    registry = ClientRegistry(db, jwks_url_allowlist=settings.jwks_url_allowlist)
+    app.state.clients = registry
+    if settings.auth == "builtin":
+        lifetime = timedelta(seconds=settings.access_token_seconds)
+        keys = KeyRing(
+            db,
+            rotate_after=timedelta(days=settings.signing_key_days),
+            keep_after_retired=lifetime + timedelta(minutes=5),
+        )
+        tokens = TokenService(keys, issuer=settings.public_url or "aifi-hub", lifetime=lifetime)
+        app.state.tokens = tokens
+        app.state.principal_resolver = BuiltinResolver(tokens, registry)
+        oauth = AuthorizationServer(
+            registry, tokens, public_url=lambda request: _public_base(settings, request)
+        )
+        app.include_router(build_oauth_router(oauth))
+    elif settings.auth == "external":
+        assert settings.oidc_issuer is not None
+        app.state.principal_resolver = ExternalResolver(
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks_url=settings.oidc_jwks_url,
+            tenant_claim=settings.oidc_tenant_claim,
+            role_claim=settings.oidc_role_claim,
+            products_claim=settings.oidc_products_claim,
+            client_claim=settings.oidc_client_claim,
+        )
+    else:
+        log.warning("development mode: authentication is OFF, every request has every right")
+        app.state.principal_resolver = dev_resolver(settings.default_tenant)
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(results_api.router, prefix=API_PREFIX)
     app.include_router(_subscription_status(notifier, projector), prefix=FHIR_PREFIX)
     app.include_router(build_fhir_router(), prefix=FHIR_PREFIX)
+
+    app.add_middleware(BodyLimit)
+
+    def _openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "smart": {
+                    "type": "oauth2",
+                    "description": "SMART Backend Services (client_credentials with "
+                    "private_key_jwt or client_secret_basic); scopes in the conformance "
+                    "statement §10.",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": "/oauth/token",
+                            "scopes": {
+                                scope: scope
+                                for scope in (*policy.NON_FHIR_SCOPES, "system/*.cruds")
+                            },
+                        }
+                    },
+                }
+            }
+            app.openapi_schema = policy.openapi_security(schema)
+        return app.openapi_schema
+
+    app.openapi = _openapi  # type: ignore[method-assign]
 
     @app.middleware("http")
     async def _base_url(request: Request, call_next: Any) -> Response:
@@ -260,11 +357,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, error: HubError) -> Response:
+        response: Response
         if request.url.path.startswith(DICOMWEB_PREFIX):
-            return dicomweb_error_response(request, error)
-        if request.url.path.startswith(FHIR_PREFIX):
-            return outcome_response(error)
-        return JSONResponse({"detail": error.reason}, status_code=error.status_code)
+            response = dicomweb_error_response(request, error)
+        elif request.url.path.startswith(FHIR_PREFIX):
+            response = outcome_response(error)
+        else:
+            response = JSONResponse({"detail": error.reason}, status_code=error.status_code)
+        for name, value in getattr(error, "headers", {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -278,4 +380,6 @@ def create_app(settings: Settings) -> FastAPI:
             return outcome_response(InvalidRequest(reason))
         return JSONResponse({"detail": reason}, status_code=400)
 
+    # every route, healthz included, must have declared its scope by now
+    authorizer.rules.update(policy.bind(app))
     return app

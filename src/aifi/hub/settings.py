@@ -4,6 +4,7 @@ injected; never created at import time. Every field can be set as ``AIFI_<NAME>`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,73 @@ class Settings(BaseSettings):
     )
     default_tenant: str = Field(
         default="default",
-        description="Tenant (hospital) every request resolves to until OAuth2 is configured.",
+        description="Tenant (hospital) the hub creates at start; in development mode every "
+        "request resolves to it.",
+    )
+    auth: Literal["builtin", "external", "off"] = Field(
+        default="builtin",
+        description="OAuth2: 'builtin' (the hub is a SMART Backend Services authorization "
+        "server; register clients with 'aifi clients add'), 'external' (resource server for "
+        "an OpenID Connect provider, AIFI_OIDC_*), or 'off' (only with AIFI_DEV_MODE=true).",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="Development mode: allows auth 'off', where every request is the default "
+        "tenant with every right. Never in production.",
+    )
+    access_token_seconds: int = Field(
+        default=300, ge=30, le=3600, description="Lifetime of the access tokens the hub issues."
+    )
+    signing_key_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="The hub rotates its token signing key after this many days (the old "
+        "key stays in the JWKS until its tokens have expired); 'aifi clients rotate-key' "
+        "rotates at once.",
+    )
+    jwks_url_allowlist: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes a client's JWKS URL must start with (SMART Backend "
+        'Services), e.g. \'["https://vendor.example/"]\'; empty: no JWKS URLs.',
+    )
+    oidc_issuer: str | None = Field(
+        default=None, description="External mode: the OpenID Connect issuer ('iss')."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="External mode: the issuer's JWKS URL; default: from its discovery "
+        "document (<issuer>/.well-known/openid-configuration).",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="External mode: the 'aud' access tokens must carry."
+    )
+    oidc_tenant_claim: str = Field(
+        default="aifi_tenant", description="External mode: the claim naming the hospital."
+    )
+    oidc_role_claim: str = Field(
+        default="aifi_role",
+        description="External mode: the claim naming the role (hospital, performer, admin).",
+    )
+    oidc_products_claim: str = Field(
+        default="aifi_products",
+        description="External mode: the claim listing a performer's AI products.",
+    )
+    oidc_client_claim: str = Field(
+        default="azp",
+        description="External mode: the claim naming the client ('azp', 'client_id' or "
+        "'sub' is used when it is absent).",
+    )
+    rate_limit_per_minute: int = Field(
+        default=6000,
+        ge=1,
+        description="Requests per minute per client (a client's own limit overrides it); "
+        "beyond it: 429 with Retry-After.",
+    )
+    max_request_mb: int = Field(
+        default=4096,
+        ge=1,
+        description="Largest request body per client in MB (a client's own limit overrides "
+        "it); beyond it: 413.",
     )
     public_url: str | None = Field(
         default=None,

@@ -1,7 +1,7 @@
 """The ``aifi`` command-line tool.
 
 Verbs: ``serve`` (run the hub), ``demo`` (the whole chain on the embedded default),
-``bench`` (benchmarks against a peer). Every verb has ``--help``.
+``bench`` (benchmarks against a peer), ``clients`` (OAuth2 clients). Every verb has ``--help``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 import aifi
+from aifi.hub.auth.cli import clients_app
 from aifi.vendors.cli import products_app, vendors_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ rules_app = typer.Typer(
 app.add_typer(rules_app, name="rules")
 app.add_typer(vendors_app, name="performer")
 app.add_typer(products_app, name="vendors")
+app.add_typer(clients_app, name="clients")
 
 DataDirOpt = Annotated[
     Path | None,
@@ -286,6 +288,77 @@ def bench_turnaround(
     if json_out:
         json_out.write_text(to_json(results))
     typer.echo(report(results))
+
+
+# --- audit trail (issue 6, aifi.hub.audit) ---------------------------------------------------
+audit_app = typer.Typer(
+    help="The audit trail (IHE BALP): export it as DICOM audit messages over syslog (ATNA).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(
+    syslog: Annotated[
+        str,
+        typer.Option(
+            "--syslog",
+            help="Audit record repository: udp://host:514, tcp://host:601 or tls://host:6514.",
+        ),
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant's (hospital's) records.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only records from this moment (ISO 8601, e.g. 2026-01-31T00:00:00Z); "
+            "a one-off export that neither reads nor moves the export cursor.",
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Send the audit records not yet sent to URL (resuming from its cursor) as RFC 5424
+    syslog messages carrying DICOM PS3.15 A.5 audit messages."""
+    from datetime import UTC, datetime
+
+    from aifi.hub.audit_syslog import exporter
+    from aifi.hub.db import Database
+    from aifi.hub.serve import build_settings
+
+    moment = None
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError as exc:
+            typer.echo(f"--since {since!r} is not an ISO 8601 date-time", err=True)
+            raise typer.Exit(2) from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    settings = build_settings(data_dir=data_dir, database_url=database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+        with exporter(
+            db,
+            syslog,
+            tenant=tenant,
+            since=moment,
+            use_cursor=moment is None,
+            ca_file=settings.audit_syslog_ca_file,
+        ) as sender:
+            sent = sender.export_pending()
+    except (ValueError, OSError) as exc:
+        typer.echo(f"audit export failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.dispose()
+    typer.echo(f"{sent} audit record(s) sent to {syslog}")
+
+
+# --- end audit trail ----------------------------------------------------------------------------
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -2,7 +2,9 @@
 
 The app factory puts a :class:`~aifi.dicomweb.store.DicomStore` and a
 :class:`DicomwebConfig` on ``app.state``; the caller's tenant comes from
-:data:`aifi.principal.PrincipalDep`.
+:data:`aifi.principal.PrincipalDep`. A restricted caller (an AI product's Task Performer)
+gets the store through :class:`~aifi.dicomweb.visibility.RestrictedStore`, with the
+:class:`~aifi.dicomweb.visibility.VisibilityProvider` at ``app.state.visibility``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from aifi.dicomweb.store import DicomStore
+from aifi.dicomweb.visibility import RestrictedStore, VisibilityProvider
+from aifi.errors import Forbidden
+from aifi.principal import PrincipalDep
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +51,17 @@ class DicomwebConfig:
         return str(base).rstrip("/") + self.prefix
 
 
-def get_store(request: Request) -> DicomStore:
+def get_store(request: Request, principal: PrincipalDep) -> DicomStore:
+    """The store as the caller may see it: all of its tenant's, or for a restricted
+    principal only its products' inputs and results (refused, not widened, when the
+    application has no visibility provider)."""
     store: DicomStore = request.app.state.dicom_store
-    return store
+    if not principal.restricted:
+        return store
+    provider: VisibilityProvider | None = getattr(request.app.state, "visibility", None)
+    if provider is None:
+        raise Forbidden("This server cannot restrict the store to an AI product's data")
+    return RestrictedStore(store, provider, principal.products or frozenset())
 
 
 def get_config(request: Request) -> DicomwebConfig:

@@ -24,6 +24,10 @@ Errors carry the status and ``Warning: 299`` text of PS3.18 ch. 11 (see
 :class:`aifi.ihe_profiles.ups.UpsStatus`); a request that succeeds without changing
 anything (already COMPLETED / CANCELED) succeeds with the standard's warning (200; 202
 for Request Cancellation).
+An AI product's Task Performer (a restricted principal, issue 6) sees only its products'
+workitems: another product's workitem answers 404 exactly as an unknown one, a search does
+not return it, and its events never reach the performer (see
+:class:`aifi.dicomweb.worklist.Worklist`).
 Event reports are sent as text messages, one DICOM JSON object each (PS3.18 F.2), with
 Affected SOP Instance UID (0000,1000) and Event Type ID (0000,1002).
 """
@@ -183,7 +187,9 @@ async def search_workitems(
         default_limit=config.qido_default_limit,
         max_limit=config.qido_max_limit,
     )
-    result = await run_in_threadpool(get_worklist(request).search, principal.tenant, query)
+    result = await run_in_threadpool(
+        lambda: get_worklist(request).search(principal.tenant, query, products=principal.products)
+    )
     service = config.service_url(request)
     response = _json([absolutize_retrieve_urls(ds, service) for ds in result.matches])
     for text in [*query.notices, *result.warnings]:
@@ -203,8 +209,9 @@ async def retrieve_workitem(
     workitem: str, request: Request, principal: PrincipalDep, config: ConfigDep
 ) -> Response:
     _accept_json(request)
+    uid = _check_uid(workitem)
     ds = await run_in_threadpool(
-        get_worklist(request).retrieve, principal.tenant, _check_uid(workitem)
+        lambda: get_worklist(request).retrieve(principal.tenant, uid, products=principal.products)
     )
     return _json([absolutize_retrieve_urls(ds, config.service_url(request))])
 
@@ -225,7 +232,9 @@ async def update_workitem(
         or _single({TRANSACTION_UID: in_body} if in_body else {}, TRANSACTION_UID)
     )
     result = await run_in_threadpool(
-        get_worklist(request).update, principal.tenant, uid, changes, transaction
+        lambda: get_worklist(request).update(
+            principal.tenant, uid, changes, transaction, products=principal.products
+        )
     )
     return _with_warning(Response(status_code=200), request, config, result)
 
@@ -243,7 +252,9 @@ async def change_workitem_state(
     if transaction is not None:
         _check_uid(str(transaction), "Transaction")
     result = await run_in_threadpool(
-        get_worklist(request).change_state, principal.tenant, uid, str(state), transaction
+        lambda: get_worklist(request).change_state(
+            principal.tenant, uid, str(state), transaction, products=principal.products
+        )
     )
     return _with_warning(Response(status_code=200), request, config, result)
 
@@ -255,7 +266,9 @@ async def request_cancellation(
     uid = _check_uid(workitem)
     info = await _dataset(request, required=False)
     result = await run_in_threadpool(
-        get_worklist(request).request_cancel, principal.tenant, uid, info
+        lambda: get_worklist(request).request_cancel(
+            principal.tenant, uid, info, products=principal.products
+        )
     )
     return _with_warning(Response(status_code=202), request, config, result)
 
@@ -299,6 +312,7 @@ async def subscribe(
             uid,
             deletion_lock=bool(lock_values) and lock_values[0].lower() == "true",
             filter_query=filter_text,
+            products=principal.products,
         )
     )
     channel = config.service_url(request).replace("http", "ws", 1) + f"/subscribers/{ae}"
@@ -312,7 +326,11 @@ async def unsubscribe(
     workitem: str, ae_title: str, request: Request, principal: PrincipalDep
 ) -> Response:
     uid, ae = _check_uid(workitem), _check_ae(ae_title)
-    await run_in_threadpool(get_worklist(request).unsubscribe, principal.tenant, ae, uid)
+    await run_in_threadpool(
+        lambda: get_worklist(request).unsubscribe(
+            principal.tenant, ae, uid, products=principal.products
+        )
+    )
     return Response(status_code=200)
 
 
@@ -355,7 +373,11 @@ async def event_channel(websocket: WebSocket, ae_title: str) -> None:
             while True:
                 bell.clear()
                 events = await run_in_threadpool(
-                    worklist.pending_events, principal.tenant, ae, after
+                    worklist.pending_events,
+                    principal.tenant,
+                    ae,
+                    after,
+                    products=principal.products,
                 )
                 for event in events:
                     report = {"00000110": {"vr": "US", "Value": [event.id % 65536]}, **event.report}

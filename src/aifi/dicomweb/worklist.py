@@ -90,6 +90,15 @@ class Doorbell:
 
 
 class Worklist(Protocol):
+    """The worklist the UPS-RS router drives.
+
+    ``products`` (keyword) is the restriction of an AI product's Task Performer
+    (:attr:`aifi.principal.Principal.products`): with a set, only the workitems of those
+    products exist for the call — another product's workitem answers exactly as an unknown
+    one (C307 "No such SOP Instance", 404), a search does not find it, a global or filtered
+    subscription neither subscribes to it nor delivers its events (issue 6, "who is who").
+    ``None``: every workitem of the tenant."""
+
     doorbell: Doorbell
 
     def create(self, tenant: str, uid: str, attributes: DicomJson) -> DicomJson:
@@ -97,27 +106,45 @@ class Worklist(Protocol):
         InvalidRequest when the data set is not a valid SCHEDULED workitem."""
         ...
 
-    def retrieve(self, tenant: str, uid: str) -> DicomJson:
+    def retrieve(
+        self, tenant: str, uid: str, *, products: frozenset[str] | None = None
+    ) -> DicomJson:
         """Retrieve Workitem (§11.5): the whole UPS except its Transaction UID."""
         ...
 
     def update(
-        self, tenant: str, uid: str, changes: DicomJson, transaction_uid: str | None
+        self,
+        tenant: str,
+        uid: str,
+        changes: DicomJson,
+        transaction_uid: str | None,
+        *,
+        products: frozenset[str] | None = None,
     ) -> ActionResult:
         """Update Workitem (§11.6, N-SET)."""
         ...
 
     def change_state(
-        self, tenant: str, uid: str, state: str, transaction_uid: str | None
+        self,
+        tenant: str,
+        uid: str,
+        state: str,
+        transaction_uid: str | None,
+        *,
+        products: frozenset[str] | None = None,
     ) -> ActionResult:
         """Change Workitem State (§11.7, N-ACTION Type 1)."""
         ...
 
-    def request_cancel(self, tenant: str, uid: str, info: DicomJson) -> ActionResult:
+    def request_cancel(
+        self, tenant: str, uid: str, info: DicomJson, *, products: frozenset[str] | None = None
+    ) -> ActionResult:
         """Request Cancellation (§11.8, N-ACTION Type 2, Request UPS Cancel)."""
         ...
 
-    def search(self, tenant: str, query: QidoQuery) -> QueryResult:
+    def search(
+        self, tenant: str, query: QidoQuery, *, products: frozenset[str] | None = None
+    ) -> QueryResult:
         """Search for Workitems (§11.9), matching as QIDO-RS does."""
         ...
 
@@ -129,11 +156,14 @@ class Worklist(Protocol):
         *,
         deletion_lock: bool = False,
         filter_query: str | None = None,
+        products: frozenset[str] | None = None,
     ) -> None:
         """Subscribe (§11.10) to one workitem, the global or a filtered worklist."""
         ...
 
-    def unsubscribe(self, tenant: str, ae_title: str, uid: str) -> None:
+    def unsubscribe(
+        self, tenant: str, ae_title: str, uid: str, *, products: frozenset[str] | None = None
+    ) -> None:
         """Unsubscribe (§11.11); from the global worklist: from everything."""
         ...
 
@@ -142,7 +172,9 @@ class Worklist(Protocol):
         subscribed; existing workitem subscriptions stay."""
         ...
 
-    def pending_events(self, tenant: str, ae_title: str, after: int) -> Sequence[PendingEvent]:
+    def pending_events(
+        self, tenant: str, ae_title: str, after: int, *, products: frozenset[str] | None = None
+    ) -> Sequence[PendingEvent]:
         """Events for ``ae_title`` not yet delivered, oldest first, after id ``after``."""
         ...
 

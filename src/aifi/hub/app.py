@@ -151,6 +151,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # --- audit trail (issue 6): AuditEvent projection and syslog export loop ---
+        from aifi.hub.audit import start_audit_loop
+
+        stop_audit = start_audit_loop(audit_trail, audit_exporter, settings.audit_poll_seconds)
+        # --- end audit trail ---
         loop = None
         if settings.task_manager:
             loop = asyncio.create_task(_run_task_manager(task_manager, settings))
@@ -184,6 +189,7 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
             await run_in_threadpool(task_manager.release)
+        await stop_audit()  # issue 6: audit trail loop
         store.close()
         db.dispose()
 
@@ -379,6 +385,12 @@ def create_app(settings: Settings) -> FastAPI:
         if request.url.path.startswith(FHIR_PREFIX):
             return outcome_response(InvalidRequest(reason))
         return JSONResponse({"detail": reason}, status_code=400)
+
+    # --- audit trail (issue 6): record patient-data access, exports, AuditEvent reads ---
+    from aifi.hub.audit import build_trail
+
+    audit_trail, audit_exporter = build_trail(app, settings)
+    # --- end audit trail ---
 
     # every route, healthz included, must have declared its scope by now
     authorizer.rules.update(policy.bind(app))

@@ -33,6 +33,15 @@ object from a misplaced one:
   (IHE AIW-I): other patient or study than the inputs, references to instances that are
   not inputs, no workitem IN PROGRESS for the study, or a workitem that cannot be told.
 
+**A restricted caller** (an AI product's Task Performer, issue 6: :meth:`ResultGate.put`
+with ``products``) may store nothing but AI results of IN PROGRESS workitems of its own
+products — result objects checked as above, or Structured Reports of other classes (a Basic
+Text SR) into such a workitem's study, stored as they are from anyone. Every other
+instance — an image, an input sent again, a result for a study where none of its products'
+workitems is IN PROGRESS (whether or not the study or another product's workitem exists) —
+is refused with **0124** "Refused: Not Authorized" (PS3.4
+Annex C status codes) and one fixed reason, so the answer says nothing about other data.
+
 An accepted result is stored as usual and gets a :class:`~aifi.hub.models.ResultInstance`
 row with its summary (:func:`aifi.ihe_profiles.air.summarise`), written right after the
 store's own transaction; if the process dies in between, the performer's re-send (an
@@ -95,6 +104,14 @@ MISMATCH_WITH_SOP_CLASS = 0xA900
 """Failure Reason: the result does not conform to its IOD / template (PS3.18 Table I.2-2)."""
 NOT_THIS_WORKITEM = 0xC410
 """Failure Reason (implementation-specific): the result does not fit its workitem (AIW-I)."""
+SR_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+"""SOP Class UIDs of the Structured Report documents (PS3.4 B.5, "…1.1.88.x")."""
+NOT_AUTHORIZED = 0x0124
+"""Failure Reason "Refused: Not Authorized" (PS3.4 Annex C; PS3.18 §10.5.3)."""
+NOT_AUTHORIZED_REASON = (
+    "not authorized: this client may store only AI results of its own products' workitems "
+    "while they are IN PROGRESS (IHE AIW-I)"
+)
 
 NO_WORKITEM = (
     "no workitem in progress for this study: store results into the inputs' study while "
@@ -244,15 +261,43 @@ class ResultGate:
 
     # -- put ---------------------------------------------------------------------------
 
-    def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
+    def put(
+        self,
+        tenant: str,
+        instances: Sequence[IncomingInstance],
+        *,
+        products: frozenset[str] | None = None,
+    ) -> list[StoreOutcome]:
+        """Store what passes the gate. ``products``: the caller is restricted to these
+        products' workitems (see the module docstring), anything else is refused 0124."""
         results = [
             i for i in instances if str(i.header.get("SOPClassUID", "")) in air.RESULT_SOP_CLASSES
         ]
-        if not results:  # the usual case (images): no query at all
+        if not results and products is None:  # the usual case (images): no query at all
             return list(self.inner.put(tenant, instances))
-        candidates = self._in_progress(tenant, {str(i.header.StudyInstanceUID) for i in results})
+        gated = (
+            results
+            if products is None
+            else [
+                i
+                for i in instances
+                if str(i.header.get("SOPClassUID", "")).startswith(SR_DOCUMENT_PREFIX)
+                or i in results
+            ]
+        )
+        studies = {str(i.header.StudyInstanceUID) for i in gated}
+        candidates = self._in_progress(tenant, studies) if studies else {}
+        if products is not None:
+            candidates = {
+                study: own
+                for study, found in candidates.items()
+                if (own := [c for c in found if (c.row.product or c.row.workitem_code) in products])
+            }
         contexts: dict[str, air.InputContext] = {}
-        verdicts = [self._check(tenant, i, candidates, contexts) for i in instances]
+        verdicts = [
+            self._check(tenant, i, candidates, contexts, restricted=products is not None)
+            for i in instances
+        ]
         passing = []
         for instance, verdict in zip(instances, verdicts, strict=True):
             if verdict is None or verdict.accepted:
@@ -321,15 +366,24 @@ class ResultGate:
         instance: IncomingInstance,
         candidates: dict[str, list[_Candidate]],
         contexts: dict[str, air.InputContext],
+        *,
+        restricted: bool = False,
     ) -> _Verdict | None:
-        """None: not a result the gate looks at; else accepted or refused."""
+        """None: not a result the gate looks at; else accepted or refused. ``restricted``:
+        ``candidates`` hold only the caller's products' workitems, and whatever is not a
+        result of one of them is refused 0124."""
         header = instance.header
-        if str(header.get("SOPClassUID", "")) not in air.RESULT_SOP_CLASSES:
+        sop_class = str(header.get("SOPClassUID", ""))
+        if sop_class not in air.RESULT_SOP_CLASSES:
+            if restricted and not _own_report(instance, candidates):
+                return _Verdict(None, NOT_AUTHORIZED_REASON, NOT_AUTHORIZED)
             return None
         sop = str(header.SOPInstanceUID)
         in_study = candidates.get(str(header.StudyInstanceUID), [])
         open_ = [c for c in in_study if sop not in c.inputs]
         declared = air.is_ai_result(header)
+        if not open_ and restricted:
+            return _Verdict(None, NOT_AUTHORIZED_REASON, NOT_AUTHORIZED)
         if not open_:
             if not declared or in_study:  # an ordinary instance, or an input sent again
                 return None
@@ -459,6 +513,18 @@ class ResultGate:
             except IntegrityError:  # a concurrent re-send wrote the same row first
                 if attempt == 2:
                     raise
+
+
+def _own_report(instance: IncomingInstance, candidates: dict[str, list[_Candidate]]) -> bool:
+    """A restricted performer's Structured Report of a class outside IHE AIR's (a Basic
+    Text SR, say) into the study of one of its workitems IN PROGRESS, not one of its inputs:
+    accepted and stored as an ordinary instance, as it is from anyone else."""
+    header = instance.header
+    if not str(header.get("SOPClassUID", "")).startswith(SR_DOCUMENT_PREFIX):
+        return False
+    sop = str(header.SOPInstanceUID)
+    own = candidates.get(str(header.get("StudyInstanceUID", "")), [])
+    return any(sop not in c.inputs for c in own)
 
 
 def _model_name(header: Dataset) -> str:

@@ -54,12 +54,14 @@ from aifi.hub.worklist_events import (
     TRANSACTION_UID,
     WORKLIST_LABEL,
     WorklistBase,
+    _code_of,
     _dt,
     _now,
     _public,
     _put,
     _text,
     _value,
+    of_products,
 )
 from aifi.ihe_profiles.ups import (
     Outcome,
@@ -170,28 +172,37 @@ class SqlWorklist(WorklistBase):
                 session.flush()
             except IntegrityError as exc:  # a concurrent create of the same UID won
                 raise Conflict(f"A workitem with SOP Instance UID {uid} already exists") from exc
-            self._subscribe_new(session, tenant, uid, ds)
+            self._subscribe_new(session, tenant, uid, ds, product or _code_of(ds))
         return _public(ds)
 
-    def retrieve(self, tenant: str, uid: str) -> DicomJson:
+    def retrieve(
+        self, tenant: str, uid: str, *, products: frozenset[str] | None = None
+    ) -> DicomJson:
+        statement = select(Workitem).where(
+            col(Workitem.tenant) == tenant, col(Workitem.sop_instance_uid) == uid
+        )
+        if products is not None:
+            statement = statement.where(of_products(products))
         with self.db.read() as session:
-            row = session.exec(
-                select(Workitem).where(
-                    col(Workitem.tenant) == tenant, col(Workitem.sop_instance_uid) == uid
-                )
-            ).first()
+            row = session.exec(statement).first()
             if row is None:
                 raise UpsError(UpsStatus.NO_SUCH_UPS, f"no workitem {uid}")
             return _public(unpack_json(row.attributes))
 
     def update(
-        self, tenant: str, uid: str, changes: DicomJson, transaction_uid: str | None
+        self,
+        tenant: str,
+        uid: str,
+        changes: DicomJson,
+        transaction_uid: str | None,
+        *,
+        products: frozenset[str] | None = None,
     ) -> ActionResult:
         problems = update_problems(changes)
         if problems:
             raise InvalidRequest("Not a valid workitem update: " + "; ".join(problems))
         with self._write() as session:
-            row = self._locked(session, tenant, uid)
+            row = self._locked(session, tenant, uid, products)
             outcome = self._apply(row, UpsAction.UPDATE, transaction_uid)
             ds = unpack_json(row.attributes)
             events: list[EventType] = []
@@ -235,9 +246,12 @@ class SqlWorklist(WorklistBase):
         transaction_uid: str | None,
         *,
         deadline: datetime | None = None,
+        products: frozenset[str] | None = None,
     ) -> ActionResult:
         try:
-            return self._change_state(tenant, uid, state, transaction_uid, deadline=deadline)
+            return self._change_state(
+                tenant, uid, state, transaction_uid, deadline=deadline, products=products
+            )
         except _HookRefused as exc:
             if self.final_state_hook is not None:
                 self.final_state_hook.refused(tenant, uid, exc.reason)
@@ -251,6 +265,7 @@ class SqlWorklist(WorklistBase):
         transaction_uid: str | None,
         *,
         deadline: datetime | None = None,
+        products: frozenset[str] | None = None,
     ) -> ActionResult:
         actions = {
             ProcedureStepState.IN_PROGRESS.value: UpsAction.CLAIM,
@@ -262,7 +277,7 @@ class SqlWorklist(WorklistBase):
         if state not in actions:
             raise InvalidRequest(f"{state!r} is not a Procedure Step State")
         with self._write() as session:
-            row = self._locked(session, tenant, uid)
+            row = self._locked(session, tenant, uid, products)
             if not transaction_uid:
                 raise UpsError(UpsStatus.MISSING_TRANSACTION_UID)
             outcome = self._apply(row, actions[state], transaction_uid)
@@ -290,9 +305,11 @@ class SqlWorklist(WorklistBase):
             self._emit(session, tenant, uid, outcome.events, ds)
             return ActionResult(_public(ds), None)
 
-    def request_cancel(self, tenant: str, uid: str, info: DicomJson) -> ActionResult:
+    def request_cancel(
+        self, tenant: str, uid: str, info: DicomJson, *, products: frozenset[str] | None = None
+    ) -> ActionResult:
         with self._write() as session:
-            row = self._locked(session, tenant, uid)
+            row = self._locked(session, tenant, uid, products)
             outcome = self._apply(row, UpsAction.REQUEST_CANCEL, None)
             ds = unpack_json(row.attributes)
             if outcome.warning is not None:
@@ -414,15 +431,20 @@ class SqlWorklist(WorklistBase):
             ).all()
             return list(rows)
 
-    def search(self, tenant: str, query: QidoQuery) -> QueryResult:
+    def search(
+        self, tenant: str, query: QidoQuery, *, products: frozenset[str] | None = None
+    ) -> QueryResult:
         """Search for Workitems (PS3.18 §11.9): creation order, paged. When the indexed
         columns answer every key (the usual worklist query: state, code, priority, study),
         paging and counting happen in SQL; otherwise each candidate is matched here.
         Results carry every attribute of the workitem (except the Transaction UID): an
         entry is small and a performer needs its inputs, so ``includefield`` cannot ask
-        for more."""
+        for more. A restricted caller (``products``) finds only its products' workitems,
+        filtered in the same SQL statement."""
         result = QueryResult()
         statement, exact = self._narrowed(tenant, query)
+        if products is not None:
+            statement = statement.where(of_products(products))
         if exact:
             with self.db.read() as session:
                 total = session.exec(select(func.count()).select_from(statement.subquery())).one()

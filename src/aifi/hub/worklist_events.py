@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import ColumnElement, delete, func, update
 from sqlmodel import Session, col, select
 
 from aifi.dicomweb.matching import match_dataset
@@ -77,6 +77,10 @@ _INDEXED = {
 }
 """Match keys the workitem table has a column for (exact values narrow the search in SQL)."""
 
+RESTRICTION_PREFIX = "@products="
+"""How a restricted subscriber's global or filtered subscription records its products in
+the ``filter`` column: a first line ``@products=A B``, then the matching keys, if any."""
+
 DEFAULT_WORKLIST_LABEL = "AIFI"
 """Worklist Label given to workitems created without one (PS3.4 CC.2.5.1.1: the SCP may)."""
 
@@ -120,6 +124,27 @@ def _code_of(ds: DicomJson) -> str | None:
     return _text(item, CODE_VALUE) if isinstance(item, dict) else None
 
 
+def of_products(products: frozenset[str]) -> ColumnElement[bool]:
+    """SQL: the workitem belongs to one of ``products`` — its routed product, else the
+    Code Value of its Scheduled Workitem Code Sequence (as
+    :func:`aifi.hub.results.product_of` tells a workitem's product)."""
+    return func.coalesce(col(Workitem.product), col(Workitem.workitem_code)).in_(sorted(products))
+
+
+def product_code(row: Workitem) -> str | None:
+    """The product a workitem belongs to (the Python side of :func:`of_products`)."""
+    return row.product or row.workitem_code
+
+
+def restricted_filter(products: frozenset[str] | None, filter_query: str | None) -> str | None:
+    """The ``filter`` a subscription is stored with: a restricted subscriber's products
+    first (see :data:`RESTRICTION_PREFIX`), then its matching keys."""
+    if products is None:
+        return filter_query
+    head = RESTRICTION_PREFIX + " ".join(sorted(products))
+    return head + ("\n" + filter_query if filter_query else "")
+
+
 def _public(ds: DicomJson) -> DicomJson:
     """The workitem as clients see it: never the Transaction UID (PS3.4 CC.1.1: only the
     performer that claimed it knows it; PS3.18 §11.5)."""
@@ -144,11 +169,22 @@ class WorklistBase:
         if session.info.get("ups_events"):
             self.doorbell.ring()
 
-    def _locked(self, session: Session, tenant: str, uid: str) -> Workitem:
+    def _locked(
+        self,
+        session: Session,
+        tenant: str,
+        uid: str,
+        products: frozenset[str] | None = None,
+    ) -> Workitem:
+        """The workitem row, locked; C307 (404) when the tenant has none with this UID
+        or, for a restricted caller, none of its ``products`` (the same answer: no
+        existence leak)."""
         statement = select(Workitem).where(
             col(Workitem.tenant) == tenant,
             col(Workitem.sop_instance_uid) == uid,
         )
+        if products is not None:
+            statement = statement.where(of_products(products))
         if not self.db.is_sqlite:
             statement = statement.with_for_update()
         row = session.exec(statement).first()
@@ -229,9 +265,12 @@ class WorklistBase:
                     report[tag] = ds[tag]
         return report
 
-    def _subscribe_new(self, session: Session, tenant: str, uid: str, ds: DicomJson) -> None:
+    def _subscribe_new(
+        self, session: Session, tenant: str, uid: str, ds: DicomJson, product: str | None
+    ) -> None:
         """A new workitem: every active global (and matching filtered) subscriber is
-        subscribed to it and gets its first State Report (PS3.4 CC.2.3.1)."""
+        subscribed to it and gets its first State Report (PS3.4 CC.2.3.1) — a restricted
+        subscriber only to its own products' workitems."""
         rows = session.exec(
             select(UpsSubscription).where(
                 col(UpsSubscription.tenant) == tenant,
@@ -240,7 +279,7 @@ class WorklistBase:
             )
         ).all()
         for sub in rows:
-            if sub.workitem_uid == FILTERED_WORKLIST and not _filter_matches(sub.filter, ds):
+            if sub.filter and not _filter_matches(sub.filter, ds, product):
                 continue
             self._add_subscription(session, tenant, sub.ae_title, uid, sub.deletion_lock)
             self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds, only=sub.ae_title)
@@ -275,9 +314,11 @@ class WorklistBase:
         *,
         deletion_lock: bool = False,
         filter_query: str | None = None,
+        products: frozenset[str] | None = None,
     ) -> None:
         with self._write() as session:
             if uid in (GLOBAL_WORKLIST, FILTERED_WORKLIST):
+                stored_filter = restricted_filter(products, filter_query)
                 existing = session.exec(
                     select(UpsSubscription).where(
                         col(UpsSubscription.tenant) == tenant,
@@ -292,29 +333,32 @@ class WorklistBase:
                             ae_title=ae_title,
                             workitem_uid=uid,
                             deletion_lock=deletion_lock,
-                            filter=filter_query,
+                            filter=stored_filter,
                         )
                     )
                 else:
                     existing.deletion_lock = deletion_lock
                     existing.suspended = False
-                    existing.filter = filter_query
+                    existing.filter = stored_filter
                 # ... and to every workitem that exists now (PS3.4 CC.2.3.1), with a
                 # State Report for each so the subscriber learns where things stand.
-                rows = session.exec(
-                    select(Workitem).where(
-                        col(Workitem.tenant) == tenant,
-                        col(Workitem.procedure_step_state).in_(
-                            [
-                                ProcedureStepState.SCHEDULED.value,
-                                ProcedureStepState.IN_PROGRESS.value,
-                            ]
-                        ),
-                    )
-                ).all()
+                existing_rows = select(Workitem).where(
+                    col(Workitem.tenant) == tenant,
+                    col(Workitem.procedure_step_state).in_(
+                        [
+                            ProcedureStepState.SCHEDULED.value,
+                            ProcedureStepState.IN_PROGRESS.value,
+                        ]
+                    ),
+                )
+                if products is not None:
+                    existing_rows = existing_rows.where(of_products(products))
+                rows = session.exec(existing_rows).all()
                 for row in rows:
                     ds = unpack_json(row.attributes)
-                    if uid == FILTERED_WORKLIST and not _filter_matches(filter_query, ds):
+                    if uid == FILTERED_WORKLIST and not _filter_matches(
+                        filter_query, ds, product_code(row)
+                    ):
                         continue
                     self._add_subscription(
                         session, tenant, ae_title, row.sop_instance_uid, deletion_lock
@@ -328,7 +372,7 @@ class WorklistBase:
                         only=ae_title,
                     )
                 return
-            row = self._locked(session, tenant, uid)
+            row = self._locked(session, tenant, uid, products)
             self._add_subscription(session, tenant, ae_title, uid, deletion_lock)
             self._emit(
                 session,
@@ -339,8 +383,12 @@ class WorklistBase:
                 only=ae_title,
             )
 
-    def unsubscribe(self, tenant: str, ae_title: str, uid: str) -> None:
+    def unsubscribe(
+        self, tenant: str, ae_title: str, uid: str, *, products: frozenset[str] | None = None
+    ) -> None:
         with self._write() as session:
+            if products is not None and uid not in (GLOBAL_WORKLIST, FILTERED_WORKLIST):
+                self._locked(session, tenant, uid, products)  # another product's: 404
             where = [
                 col(UpsSubscription.tenant) == tenant,
                 col(UpsSubscription.ae_title) == ae_title,
@@ -371,19 +419,31 @@ class WorklistBase:
             if not result.rowcount:
                 raise NotFound(f"{ae_title} has no subscription to {uid}")
 
-    def pending_events(self, tenant: str, ae_title: str, after: int) -> list[PendingEvent]:
+    def pending_events(
+        self, tenant: str, ae_title: str, after: int, *, products: frozenset[str] | None = None
+    ) -> list[PendingEvent]:
+        """Events waiting for ``ae_title``; for a restricted caller only those of its
+        products' workitems (AE titles are the tenant's, not the caller's: the events of
+        another subscriber using the same title stay queued for it)."""
+        statement = (
+            select(UpsEvent.pk, UpsEvent.payload)
+            .where(
+                col(UpsEvent.tenant) == tenant,
+                col(UpsEvent.ae_title) == ae_title,
+                col(UpsEvent.pk) > after,
+                col(UpsEvent.delivered_at).is_(None),
+            )
+            .order_by(col(UpsEvent.pk))
+            .limit(500)
+        )
+        if products is not None:
+            statement = statement.join(
+                Workitem,
+                (col(Workitem.tenant) == col(UpsEvent.tenant))
+                & (col(Workitem.sop_instance_uid) == col(UpsEvent.workitem_uid)),
+            ).where(of_products(products))
         with self.db.read() as session:
-            rows = session.exec(
-                select(UpsEvent.pk, UpsEvent.payload)
-                .where(
-                    col(UpsEvent.tenant) == tenant,
-                    col(UpsEvent.ae_title) == ae_title,
-                    col(UpsEvent.pk) > after,
-                    col(UpsEvent.delivered_at).is_(None),
-                )
-                .order_by(col(UpsEvent.pk))
-                .limit(500)
-            ).all()
+            rows = session.exec(statement).all()
             return [PendingEvent(pk or 0, unpack_json(payload)) for pk, payload in rows]
 
     def mark_delivered(self, tenant: str, event_ids: Sequence[int]) -> None:
@@ -408,6 +468,12 @@ class WorklistBase:
             return int(result.rowcount or 0)
 
 
-def _filter_matches(text: str | None, ds: DicomJson) -> bool:
+def _filter_matches(text: str | None, ds: DicomJson, product: str | None) -> bool:
+    """Does a new workitem (``ds``, of ``product``) fall under a subscription's stored
+    filter (see :func:`restricted_filter`)?"""
+    if text and text.startswith(RESTRICTION_PREFIX):
+        head, _, text = text.partition("\n")
+        if product not in head[len(RESTRICTION_PREFIX) :].split():
+            return False
     query = parse_filter(text)
     return query is None or match_dataset(query.matchers, ds, query.combined)

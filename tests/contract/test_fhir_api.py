@@ -273,7 +273,7 @@ def test_metadata_says_what_the_server_does(fhir: Fhir):
     assert task_params["patient"] == "reference"
     assert set(task_params) == set(SEARCH_PARAMS["Task"])
     assert "rest-hook" in resources["Subscription"]["documentation"]
-    assert "security issue" in resources["AuditEvent"]["documentation"]
+    assert "append-only" in resources["AuditEvent"]["documentation"]
 
     client = smart(fhir)
     client.prepare()

@@ -50,7 +50,14 @@ _DOCUMENTATION: Mapping[str, str] = {
         "backport-payload-content chooses id-only, full-resource or empty. Criteria: a search "
         "on Task, DiagnosticReport, Observation or ImagingStudy."
     ),
-    "AuditEvent": "read/search; filled by the security issue.",
+    "AuditEvent": (
+        "The audit trail (IHE Basic Audit Log Patterns): one AuditEvent per access to "
+        "patient-related data through any API (FHIR, DICOMweb, UPS-RS, the hub's API) and per "
+        "export (PACS delivery, EPD push, notification); who (agent: client id, role, network "
+        "address), what (type/subtype, action, entity: patient, study, resource, query), when, "
+        "outcome. Read and search only: the trail is append-only (create, update and delete "
+        "answer 405). Needs the scope system/AuditEvent.rs (administrators)."
+    ),
 }
 
 

@@ -159,6 +159,10 @@ SEARCH_PARAMS: Mapping[str, Mapping[str, ParamDef]] = {
         _p("agent", "reference", "agent.who", doc="Who took part"),
         _p("type", "token", "type", doc="Type of event"),
         _p("outcome", "token", "outcome", doc="Whether the event succeeded"),
+        _p("action", "token", "action", doc="Type of action performed (C R U D E)"),
+        _p("subtype", "token", "subtype", doc="More specific type (interaction, service)"),
+        _p("address", "string", "agent.network.address", doc="Network address of an agent"),
+        _p("site", "token", "source.site", doc="Logical source location (the tenant)"),
     ),
 }
 """The search parameters of each resource type the hub serves (``_id`` and

@@ -64,6 +64,7 @@ from aifi.hub.results import ResultGate
 from aifi.hub.results_hook import ResultsHook
 from aifi.hub.settings import Settings
 from aifi.hub.task_manager import TaskManager
+from aifi.hub.visibility import HubVisibility  # issue 6: performer scope
 from aifi.hub.worklist import SqlWorklist
 from aifi.ihe_profiles.rules import load_rules
 from aifi.principal import PrincipalDep
@@ -206,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.db = db
     rules = load_rules(settings.rules_file)
     app.state.dicom_store = ResultGate(store, db, rules)  # what STOW-RS (and WADO, QIDO) use
+    app.state.visibility = HubVisibility(db, app.state.dicom_store)  # issue 6: performer scope
     app.state.destinations = destinations
     deliverer = Deliverer(
         db,

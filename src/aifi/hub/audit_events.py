@@ -261,14 +261,14 @@ def _entities(entry: AuditEntry) -> list[Resource]:
             entity["name"] = name
         entities.append(entity)
     if entry.interaction == "search":
-        entities.append(
-            {
-                "type": _entity_type("2", "System Object"),
-                "role": _code(OBJECT_ROLE, "24", "Query"),
-                "description": f"{entry.method} {entry.path}",
-                "query": base64.b64encode((entry.query or "").encode()).decode(),
-            }
-        )
+        query_entity: Resource = {
+            "type": _entity_type("2", "System Object"),
+            "role": _code(OBJECT_ROLE, "24", "Query"),
+            "description": f"{entry.method} {entry.path}",
+        }
+        if entry.query:  # FHIR forbids empty elements: a search without parameters has none
+            query_entity["query"] = base64.b64encode(entry.query.encode()).decode()
+        entities.append(query_entity)
     return entities
 
 

@@ -182,6 +182,9 @@ class Deliverer:
         self.batch_size = CLAIM_BATCH
         self.doorbell = Doorbell()
         """Rung after a transaction that queued deliveries commits (:func:`run_delivery_loop`)."""
+        self.audit: Callable[[str, int, str, str, list[str], str | None], None] | None = None
+        """``(tenant, result_pk, destination, state, confirmed UIDs, last_error)`` after each
+        recorded attempt: the audit trail's hook (issue 6, :func:`aifi.hub.audit.install`)."""
         self._waiting: dict[tuple[str, str], tuple[str, datetime]] = {}
         """Destinations that reached nothing this process's last try: why, and until when
         their rows wait (one probe per destination and backoff, however many rows)."""
@@ -353,6 +356,7 @@ class Deliverer:
                 log.exception("delivery %d to %r failed", claim.pk, claim.destination)
                 attempt = _Attempt(wanted=[], error=f"internal error: {type(exc).__name__}: {exc}")
             row = self._record(claim, attempt)
+            self._audit(claim, attempt, row)
             if (
                 row is not None
                 and row.state == PENDING
@@ -475,6 +479,23 @@ class Deliverer:
                 )
             )
         return outgoing
+
+    def _audit(self, claim: _Claim, attempt: _Attempt, row: Delivery | None) -> None:
+        """Tell the audit trail (issue 6, :mod:`aifi.hub.audit`) about a recorded attempt:
+        DICOM Instances Transferred (PS3.15 A.5.3.4), the instances confirmed this time."""
+        if self.audit is None or row is None:
+            return
+        try:
+            self.audit(
+                claim.tenant,
+                claim.result_pk,
+                claim.destination,
+                row.state,
+                sorted(attempt.confirmed - claim.confirmed),
+                row.last_error,
+            )
+        except Exception:  # the audit trail counts its own failures; delivery goes on
+            log.exception("delivery %d: audit record failed", claim.pk)
 
     # -- recording ----------------------------------------------------------------------
 

@@ -185,6 +185,12 @@ class FhirNotifier:
         """Rung after a transaction that queued rows commits (:func:`run_fhir_notify_loop`)."""
         self._clients: dict[str, httpx.Client] = {}
         self._clients_lock = threading.Lock()
+        self.audit: (
+            Callable[[str, str, str | None, tuple[str, str] | None, str | None, bool], None] | None
+        ) = None
+        """``(tenant, channel, subscription id, focus (type, id), error, retryable)`` after
+        each attempt to send a resource: the audit trail's hook (issue 6,
+        :func:`aifi.hub.audit.install`)."""
 
     @property
     def base_url(self) -> str:
@@ -597,6 +603,25 @@ class FhirNotifier:
             log.exception("FHIR outbox %d failed", claim.pk)
             failure = DeliveryFailed(f"internal error: {type(exc).__name__}: {exc}", retryable=True)
         self._record(claim, failure)
+        self._audit(claim, failure)
+
+    def _audit(self, claim: _Claim, failure: DeliveryFailed | None) -> None:
+        """Tell the audit trail (issue 6, :mod:`aifi.hub.audit`) about an attempt that sent
+        a resource out (EPD push, event notification): DCM 110106 Export, PS3.15 A.5.3.6."""
+        if self.audit is None or (claim.channel != EPD_PUSH and claim.kind != EVENT):
+            return
+        focus = (claim.focus_type, claim.focus_id) if claim.focus_type and claim.focus_id else None
+        try:
+            self.audit(
+                claim.tenant,
+                claim.channel,
+                claim.subscription_id,
+                focus,
+                failure.reason if failure is not None else None,
+                failure.retryable if failure is not None else False,
+            )
+        except Exception:  # the audit trail counts its own failures; notifying goes on
+            log.exception("FHIR outbox %d: audit record failed", claim.pk)
 
     def _notify(self, claim: _Claim) -> None:
         """Send one subscription notification."""

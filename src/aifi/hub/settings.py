@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     jwks_url_allowlist: list[str] = Field(
         default_factory=list,
         description="URL prefixes a client's JWKS URL must start with (SMART Backend "
-        'Services), e.g. \'["https://vendor.example/"]\'; empty: no JWKS URLs.',
+        "Services), e.g. '[\"https://vendor.example/\"]'; empty: no JWKS URLs.",
     )
     oidc_issuer: str | None = Field(
         default=None, description="External mode: the OpenID Connect issuer ('iss')."
@@ -169,6 +169,25 @@ class Settings(BaseSettings):
         gt=0,
         description="First retry delay of a FHIR notification or push; doubled per attempt.",
     )
+
+    # --- audit trail (issue 6, aifi.hub.audit) ----------------------------------------------
+    audit_syslog_url: str | None = Field(
+        default=None,
+        description="ATNA audit record repository the audit trail is sent to as DICOM audit "
+        "messages over syslog (RFC 5424): udp://host:514 (RFC 5426), tcp://host:601 (RFC 6587 "
+        "octet counting) or tls://host:6514 (RFC 5425); default: none.",
+    )
+    audit_syslog_ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) that sign the syslog server's TLS certificate; "
+        "default: the system's.",
+    )
+    audit_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the audit loop projects AuditEvents and sends syslog messages.",
+    )
+    # --- end audit trail ---------------------------------------------------------------------
 
     @field_validator("default_tenant")
     @classmethod

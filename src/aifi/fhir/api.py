@@ -370,19 +370,33 @@ def build_router() -> APIRouter:
         await run_in_threadpool(backend.delete, principal.tenant, resource_type, resource_id)
         return Response(status_code=204)
 
-    @router.api_route("/{resource_type}", methods=["PUT", "DELETE", "PATCH"])
     def type_level_other(resource_type: str) -> Response:
         """Conditional update/delete and patch are not supported (405)."""
         refused = _check_type(resource_type, "conditional update/delete or patch", instance=False)
         assert refused is not None
         return refused
 
-    @router.api_route("/{resource_type}/{resource_id}", methods=["POST", "PATCH"])
     def instance_level_other(resource_type: str, resource_id: str) -> Response:
         """patch is not supported; POST on an instance is no interaction (405)."""
         refused = _check_type(resource_type, "patch", instance=True)
         assert refused is not None
         return refused
+
+    # one route per method, so that every OpenAPI operation has its own id
+    for method in ("PUT", "DELETE", "PATCH"):
+        router.add_api_route(
+            "/{resource_type}",
+            type_level_other,
+            methods=[method],
+            name=f"type_level_{method.lower()}",
+        )
+    for method in ("POST", "PATCH"):
+        router.add_api_route(
+            "/{resource_type}/{resource_id}",
+            instance_level_other,
+            methods=[method],
+            name=f"instance_level_{method.lower()}",
+        )
 
     return router
 

@@ -226,6 +226,14 @@ def bind(app: FastAPI) -> dict[tuple[int, str], Rule]:
                 missing.append(f"{method} {path}")
                 continue
             bound[(id(route), method)] = rule
+            # a websocket route reaches the dependency as another object: by its endpoint too
+            endpoint = getattr(route, "endpoint", None)
+            if endpoint is not None:
+                key = (id(endpoint), method)
+                if bound.get(key, rule) != rule:
+                    bound[key] = Rule(scopes=("--ambiguous--",))
+                else:
+                    bound[key] = rule
             if method == "GET":
                 bound[(id(route), "HEAD")] = rule
     if missing:

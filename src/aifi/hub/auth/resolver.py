@@ -316,7 +316,11 @@ class Authorizer:
         route = connection.scope.get("route")
         websocket = connection.scope["type"] == "websocket"
         method = "WEBSOCKET" if websocket else connection.scope["method"]
-        return self.rules.get((id(route), method))
+        rule = self.rules.get((id(route), method))
+        if rule is None:
+            endpoint = connection.scope.get("endpoint") or getattr(route, "endpoint", None)
+            rule = self.rules.get((id(endpoint), method))
+        return rule
 
     def __call__(self, connection: HTTPConnection) -> None:
         rule = self.rule_for(connection)

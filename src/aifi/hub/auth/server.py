@@ -31,7 +31,13 @@ from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 from starlette.concurrency import run_in_threadpool
 
-from aifi.hub.auth.clients import Client, ClientError, ClientRegistry, verify_secret
+from aifi.hub.auth.clients import (
+    Client,
+    ClientError,
+    ClientRegistry,
+    scope_allowed_for_role,
+    verify_secret,
+)
 from aifi.hub.auth.policy import NON_FHIR_SCOPES
 from aifi.hub.auth.tokens import InvalidToken, TokenService, check_time_claims
 
@@ -229,7 +235,11 @@ class AuthorizationServer:
         requested = form.get("scope", "").split()
         if not requested:
             raise OAuthError("invalid_scope", "ask for at least one scope")
-        granted = [scope for scope in requested if _grantable(scope, client.scopes)]
+        granted = [
+            scope
+            for scope in requested
+            if _grantable(scope, client.scopes) and scope_allowed_for_role(client.role, scope)
+        ]
         if not granted:
             raise OAuthError(
                 "invalid_scope",

@@ -137,6 +137,7 @@ class KeyRing:
 
     def jwks(self) -> dict[str, Any]:
         """The public JWKS (RFC 7517 §5): every key whose tokens may still be valid."""
+        self.active()  # the first key exists before any token does
         with self._lock:
             keys = self._current()
             return {"keys": [key.as_dict(private=False) for _, key in keys]}

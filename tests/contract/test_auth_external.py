@@ -57,6 +57,7 @@ def provider() -> Iterator[Provider]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             requests.append(self.path)
+            body: dict[str, Any]
             if self.path == "/realms/h1/.well-known/openid-configuration":
                 body = {"issuer": holder["issuer"], "jwks_uri": holder["issuer"] + "/certs"}
             elif self.path == "/realms/h1/certs":

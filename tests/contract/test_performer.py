@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,11 +28,13 @@ from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.dicomweb.store import DicomJson
+from aifi.oauth_client import ClientCredentials, Credentials
 from aifi.vendors.cli import vendors_app
-from aifi.vendors.performer import AnalysisFailed, Performer
+from aifi.vendors.performer import AnalysisFailed, Performer, performer_auth
 from aifi.vendors.push import PushAnalyzer
 from aifi.vendors.reference import ReferenceAnalyzer, reference_report
 from tests.conftest import LiveServer, run_live_server
+from tests.support.auth import register, secured_hub
 from tests.support.dicom import make_study, multipart_related, to_bytes
 from tests.support.ups import element, new_workitem
 
@@ -577,3 +580,58 @@ def test_progress_is_reported_step_by_step(sqlite_live_server: LiveServer, hub: 
     percents = [p for p, _d in seen]
     assert percents == sorted(percents) and percents[-1] < 100
     assert workitem_state(hub, uid) == "COMPLETED"
+
+
+# -- against a hub with authentication on (issue 6) ---------------------------------------------
+
+
+def test_performer_with_credentials_works_a_secured_hub_over_tokens(tmp_path: Path) -> None:
+    """`aifi performer run --credentials FILE` against a hub with the built-in authorization
+    server: private_key_jwt tokens on every request, the event channel's WebSocket handshake
+    included (the run loop is woken by the event of a new workitem, not by polling)."""
+    with secured_hub(tmp_path / "data") as server:
+        hospital = register(
+            server,
+            role="hospital",
+            scopes=("dicomweb.read", "dicomweb.write", "worklist.requester"),
+        )
+        mine = register(server, role="performer", products=(PRODUCT,), method="private_key_jwt")
+        file = tmp_path / "performer.json"
+        file.write_text(mine.to_json())
+        requester = ClientCredentials(
+            hospital, ("dicomweb.read", "dicomweb.write", "worklist.requester")
+        )
+        with httpx.Client(
+            base_url=server.dicomweb, headers=JSON, timeout=30, auth=requester
+        ) as hub:
+            uid = create_workitem(hub, store_study(hub))
+            root = typer.Typer()
+            root.add_typer(vendors_app, name="performer")
+            args = ["performer", "run", "--hub", server.dicomweb, "--product", PRODUCT]
+            refused = CliRunner().invoke(root, [*args, "--once"])
+            assert refused.exit_code != 0  # no token: the hub answers 401
+            result = CliRunner().invoke(root, [*args, "--once", "--credentials", str(file)])
+            assert result.exit_code == 0, result.output
+            assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+            # Triggered Pull: the loop subscribes and opens the event channel with its token
+            # (a refused WebSocket handshake leaves no channel, and the loop would poll only
+            # every 60 s: the second workitem is done well before that).
+            auth = performer_auth(Credentials.from_file(file))
+            with Performer(
+                server.dicomweb, PRODUCT, "SECURED", ReferenceAnalyzer(), auth=auth
+            ) as p:
+                stop = threading.Event()
+                done: list[int] = []
+                thread = threading.Thread(
+                    target=lambda: done.append(p.run(stop, max_items=1, poll_seconds=60))
+                )
+                thread.start()
+                deadline = time.monotonic() + 10
+                while p._channel is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert p._channel is not None, "the event channel was not opened"
+                second = create_workitem(hub, store_study(hub))
+                thread.join(timeout=30)
+                stop.set()
+                assert done == [1]
+            assert workitem(hub, second)[STATE]["Value"] == ["COMPLETED"]

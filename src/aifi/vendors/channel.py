@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,11 +161,18 @@ class EventChannel:
         self._reader.join(timeout=5)
 
 
-def open_channel(url: str) -> EventChannel | None:
+def open_channel(url: str, headers: Mapping[str, str] | None = None) -> EventChannel | None:
     """Open the event channel at ``url`` with the "dicom" subprotocol; None (and a warning)
-    when it cannot be opened — the caller polls instead."""
+    when it cannot be opened — the caller polls instead. ``headers`` go with the opening
+    handshake: ``Authorization: Bearer …`` for a hub that wants a token (RFC 6750 §2.1; the
+    WebSocket handshake is an HTTP request, RFC 6455 §4.1)."""
     try:
-        connection = connect(url, subprotocols=["dicom"], open_timeout=10)  # type: ignore[list-item]
+        connection = connect(
+            url,
+            subprotocols=["dicom"],  # type: ignore[list-item]
+            open_timeout=10,
+            additional_headers=dict(headers or {}),
+        )
     except (InvalidURI, InvalidHandshake, OSError, TimeoutError) as exc:
         log.warning("Event channel %s could not be opened (%s); polling instead", url, exc)
         return None

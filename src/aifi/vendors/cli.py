@@ -8,12 +8,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import httpx
 import typer
 
-from aifi.vendors.performer import Analyzer, Performer
+from aifi.oauth_client import ClientCredentials, Credentials, TokenError
+from aifi.vendors.performer import Analyzer, Performer, performer_auth
 from aifi.vendors.products import PRODUCTS, reference_product
 from aifi.vendors.push import PushAnalyzer
 from aifi.vendors.reference import ReferenceAnalyzer
@@ -25,6 +28,42 @@ TimeoutOpt = Annotated[
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log every claim, completion and retry.")
 ]
+CredentialsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--credentials",
+        envvar="AIFI_CREDENTIALS",
+        help="This performer's OAuth2 credentials file, as written by 'aifi clients add "
+        "--role performer --product CODE --generate-key --write-credentials FILE' (env "
+        "AIFI_CREDENTIALS). Without it no token is sent: only a hub in development mode "
+        "(AIFI_DEV_MODE) answers.",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
+
+
+def _auth(credentials: Path | None) -> ClientCredentials | None:
+    """The performer's token source, checked once now (SMART Backend Services
+    client_credentials): a refused client or an unreachable token endpoint is a clear error
+    at start, not a warning at every search."""
+    if credentials is None:
+        return None
+    try:
+        auth = performer_auth(Credentials.from_file(credentials))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(
+            f"not a credentials file: {exc}", param_hint="--credentials"
+        ) from exc
+    assert auth is not None
+    try:
+        auth.token()
+    except (TokenError, httpx.HTTPError) as exc:
+        typer.echo(f"error: no access token from {auth.credentials.token_url}: {exc}", err=True)
+        raise typer.Exit(3) from exc
+    return auth
+
 
 vendors_app = typer.Typer(
     help="AI product side: work the hub's UPS-RS worklist (IHE AIW-I Task Performer).",
@@ -96,13 +135,17 @@ def run(
         ),
     ] = True,
     timeout: TimeoutOpt = 60.0,
+    credentials: CredentialsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Work the worklist for one product until interrupted (Ctrl-C), or once with --once."""
     _logging(verbose)
+    auth = _auth(credentials)
     analyzer: Analyzer = PushAnalyzer(push_url) if push_url else ReferenceAnalyzer()
     try:
-        performer = Performer(hub, product, ae, analyzer, timeout=timeout, watch_cancel=events)
+        performer = Performer(
+            hub, product, ae, analyzer, timeout=timeout, watch_cancel=events, auth=auth
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
@@ -208,6 +251,7 @@ def run_product(
         ),
     ] = True,
     timeout: TimeoutOpt = 60.0,
+    credentials: CredentialsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run one reference product against the hub's worklist (its own process)."""
@@ -216,6 +260,7 @@ def run_product(
         product = reference_product(name)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="NAME") from exc
+    auth = _auth(credentials)
     try:
         performer = Performer(
             hub,
@@ -224,6 +269,7 @@ def run_product(
             product.factory(),
             timeout=timeout,
             watch_cancel=events,
+            auth=auth,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -30,6 +30,13 @@ The AI itself is an :class:`Analyzer`: input instances in, result instances out,
 :class:`AnalysisFailed` to discontinue the workitem with a reason. The push adapter
 (:mod:`aifi.vendors.push`) and the reference analyzer (:mod:`aifi.vendors.reference`) are
 two of them. This module talks to the hub only over HTTP (it must not import ``aifi.hub``).
+
+Authorization: against a hub with authentication on, the performer is an OAuth2 client of
+role performer (SMART Backend Services, ``client_credentials`` with ``private_key_jwt``):
+give it ``auth`` (:class:`~aifi.oauth_client.ClientCredentials`, scopes
+:data:`PERFORMER_SCOPES`) and every request — the event channel's WebSocket handshake
+included — carries ``Authorization: Bearer …`` (RFC 6750 §2.1). Without it, it talks to a
+hub in development mode.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pydicom.uid import generate_uid
 
 from aifi.dicomweb.store import DicomJson
 from aifi.errors import InvalidRequest, UpstreamError
+from aifi.oauth_client import ClientCredentials, Credentials, TokenError, bearer_headers
 from aifi.vendors.channel import Cancellation, EventChannel, open_channel
 from aifi.vendors.transport import (
     MULTIPART_DICOM,
@@ -104,6 +112,7 @@ from aifi.vendors.workitem import (  # noqa: F401 - re-exported for adapters and
 
 __all__ = [
     "MULTIPART_DICOM",
+    "PERFORMER_SCOPES",
     "RETRYABLE",
     "AnalysisFailed",
     "Analyzer",
@@ -111,6 +120,7 @@ __all__ = [
     "Performer",
     "excerpt",
     "part10",
+    "performer_auth",
     "read_multipart_dicom",
     "send",
 ]
@@ -119,6 +129,17 @@ log = logging.getLogger(__name__)
 
 
 DICOM_JSON = "application/dicom+json"
+PERFORMER_SCOPES = ("dicomweb.read", "dicomweb.write", "worklist.performer")
+"""What a Task Performer asks for: QIDO/WADO-RS of its inputs, STOW-RS of its results, the
+UPS-RS worklist as a performer (aifi-hub's scopes, conformance statement §10)."""
+
+
+def performer_auth(credentials: Credentials | None) -> ClientCredentials | None:
+    """The ``httpx.Auth`` of a performer with these credentials (None: no token, a hub in
+    development mode)."""
+    return None if credentials is None else ClientCredentials(credentials, PERFORMER_SCOPES)
+
+
 MAX_REASON = 1024
 """Reason For Cancellation (0074,1238) is LT (10240 chars); keep reasons readable."""
 
@@ -154,7 +175,8 @@ class Performer:
 
     ``dicomweb`` is the hub's DICOMweb base URL (``http://host:8000/dicomweb``). The
     performer owns ``client`` only when it made it (:meth:`close`, or use it as a context
-    manager). One performer works one workitem at a time, from one thread.
+    manager); a client it makes uses ``auth`` (module docstring), which also gives the event
+    channel its token. One performer works one workitem at a time, from one thread.
     """
 
     def __init__(
@@ -170,6 +192,7 @@ class Performer:
         backoff: float = 0.5,
         search_limit: int = 50,
         watch_cancel: bool = True,
+        auth: ClientCredentials | None = None,
     ) -> None:
         if not dicomweb.startswith(("http://", "https://")):
             raise ValueError(f"The DICOMweb base URL must be http(s), not {dicomweb!r}")
@@ -181,8 +204,9 @@ class Performer:
         self.product = product
         self.ae_title = ae_title
         self.analyzer = analyzer
+        self.auth = auth
         self._owns_client = client is None
-        self.client = client or httpx.Client(timeout=timeout)
+        self.client = client or httpx.Client(timeout=timeout, auth=auth)
         self.retries = retries
         self.backoff = backoff
         self.search_limit = search_limit
@@ -471,7 +495,7 @@ class Performer:
             yield
             return
         url = self.subscribe(uid)
-        channel = open_channel(url) if url else None
+        channel = self._open_channel(url) if url else None
         self._channel = channel
         try:
             yield
@@ -504,6 +528,16 @@ class Performer:
             return None
         fallback = self.dicomweb.replace("http", "ws", 1) + f"/subscribers/{self.ae_title}"
         return response.headers.get("content-location") or fallback
+
+    def _open_channel(self, url: str) -> EventChannel | None:
+        """RAD-109 Open Event Channel with this performer's token; None (poll instead)
+        when no token can be had or the channel cannot be opened."""
+        try:
+            headers = bearer_headers(self.auth)
+        except (TokenError, httpx.HTTPError) as exc:
+            log.warning("No access token for the event channel (%s); polling instead", exc)
+            return None
+        return open_channel(url, headers)
 
     def unsubscribe(self, uid: str = GLOBAL_WORKLIST) -> None:
         """Unsubscribe this AE from the worklist, or one workitem (PS3.18 §11.11)."""
@@ -574,7 +608,7 @@ class Performer:
                 stack.callback(self.unsubscribe, GLOBAL_WORKLIST)
                 if subscribed != GLOBAL_WORKLIST:
                     stack.callback(self.unsubscribe, subscribed)
-                channel = open_channel(url)
+                channel = self._open_channel(url)
                 if channel is not None:
                     stack.callback(channel.close)
                     self._channel = channel

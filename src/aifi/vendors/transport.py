@@ -20,6 +20,7 @@ from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from aifi.oauth_client import TokenError
 
 __all__ = [
     "MULTIPART_DICOM",
@@ -112,10 +113,14 @@ def send(
 ) -> httpx.Response:
     """One HTTP request, retried only on 408/429/503/504 with exponential backoff
     (honouring a numeric ``Retry-After`` up to 30 s). Transport failures become
-    :class:`UpstreamTimeout` / :class:`UpstreamError`; statuses are the caller's business."""
+    :class:`UpstreamTimeout` / :class:`UpstreamError`, and so does a token the client's
+    ``auth`` could not get (:class:`~aifi.oauth_client.TokenError`, e.g. a revoked client);
+    statuses are the caller's business."""
     for attempt in range(retries + 1):
         try:
             response = client.request(method, url, **kwargs)
+        except TokenError as exc:
+            raise UpstreamError(f"{method} {url}: no access token ({exc})") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"{method} {url} timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:

@@ -18,8 +18,25 @@ def test_demo_stores_finds_retrieves_and_renders(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a relative data folder, as `aifi demo` uses by default
     console = Console(record=True, width=120)
-    result = run_demo(Settings(data_dir=Path("data")), slices=3, series=2, console=console)
+    # The test environment says development mode without auth (tests/conftest.py); the
+    # demo runs its hub with the built-in authorization server regardless, with its own
+    # clients, and every request of it and of its product processes carries a token.
+    settings = Settings(data_dir=Path("data"))
+    assert settings.auth == "off" and settings.dev_mode
+    result = run_demo(settings, slices=3, series=2, console=console)
     assert result.ok
+    assert result.auth == "builtin"
+    assert result.anonymous_status == 401
+    assert result.credentials is not None
+    files = sorted(p.name for p in result.credentials.iterdir())
+    assert files == [
+        "admin.json",
+        "hospital.json",
+        "performer-AIFI-BONEAGE.json",
+        "performer-AIFI-FRACTURE.json",
+        "performer-AIFI-IPE.json",
+    ]
+    assert all((result.credentials / f).stat().st_mode & 0o777 == 0o600 for f in files)
     assert result.stored == 6
     assert result.identical == 6
     assert result.thumbnail is not None
@@ -44,6 +61,7 @@ def test_demo_stores_finds_retrieves_and_renders(
         assert all(c.delivery == "delivered" and c.in_pacs for c in chain.cases), chain
     assert any("embolism" in note.lower() for note in chain.notifications), chain.notifications
     assert "AI results" in output and "demo OK" in output
+    assert "without one: HTTP 401" in output
 
 
 def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:

@@ -97,9 +97,14 @@ class Results:
 
 @contextmanager
 def hub_process(data_dir: Path, workers: int = 1) -> Iterator[Target]:
-    """The hub as its own ``aifi serve`` process (embedded SQLite), logging to hub.log."""
+    """The hub as its own ``aifi serve`` process (embedded SQLite), logging to hub.log.
+
+    In development mode (no authentication), explicitly: the figures are compared with
+    Orthanc's, which runs here without authentication too (same client code, no token on
+    either side); the token check's cost is measured by ``aifi bench turnaround``, which
+    runs with authentication on."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with serve_subprocess(data_dir, data_dir.parent / "hub.log", workers=workers) as (
+    with serve_subprocess(data_dir, data_dir.parent / "hub.log", workers=workers, auth="dev") as (
         process,
         url,
     ):

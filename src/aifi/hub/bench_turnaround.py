@@ -17,6 +17,13 @@ waiting for the Task Manager's tick, routing, creating the workitem, the event t
 the performer, the claim, WADO-RS of the inputs, STOW-RS of the results with validation,
 the progress updates and the completion. Target (issue 4): p95 < 1 s.
 
+Authentication is on, as in production: the hub runs with its built-in authorization
+server (``auth=builtin``) and every client has its own OAuth2 client
+(:mod:`aifi.hub.local_clients`): the PACS's STOW-RS as the hospital, the benchmark's reads
+of the routing as the administrator, each product process as a performer client limited
+to its product (``private_key_jwt``). So the overhead includes checking a token on every
+request and getting tokens (one per client, renewed before they expire).
+
 Both clocks are this machine's wall clock (the hub's UTC timestamps vs ``time.time()``
 here). There is no peer to compare with: no other open-source hub runs this chain.
 """
@@ -44,9 +51,12 @@ import yaml
 from pydicom import Dataset
 
 from aifi.dicomweb.store import DicomJson
+from aifi.hub.local_clients import LocalClients, register_local_clients
 from aifi.hub.results_api import epoch_seconds
-from aifi.hub.serve import serve_subprocess
-from aifi.vendors.performer import Analyzer, Performer
+from aifi.hub.serve import free_port, serve_subprocess
+from aifi.hub.settings import Settings
+from aifi.oauth_client import Credentials
+from aifi.vendors.performer import Analyzer, Performer, performer_auth
 from aifi.vendors.transport import stow_request
 from aifi.vendors.workitem import SOP_INSTANCE_UID, first
 
@@ -173,20 +183,26 @@ def read_timings(folder: Path) -> dict[str, tuple[float, float]]:
     return timings
 
 
-def performer_process(name: str, dicomweb: str, performers: int, out: Path) -> None:
+def performer_process(
+    name: str, dicomweb: str, performers: int, out: Path, credentials: Path | None = None
+) -> None:
     """One reference product as its own process (as in production: ``aifi vendors run``),
-    ``performers`` Task Performers in threads, its analyze() timed into ``out``; runs
-    until terminated."""
+    ``performers`` Task Performers in threads sharing the product's performer client
+    (``credentials``; its token source is thread-safe), its analyze() timed into ``out``;
+    runs until terminated."""
     from aifi.vendors.products import reference_product
 
     product = reference_product(name)
     analyzer = TimedAnalyzer(product.factory(), out)
+    auth = performer_auth(Credentials.from_file(credentials) if credentials else None)
     stop = threading.Event()
     threads = []
     with ExitStack() as stack:
         for n in range(performers):
             performer = stack.enter_context(
-                Performer(dicomweb, product.code, f"{product.ae_title[:13]}-{n}", analyzer)
+                Performer(
+                    dicomweb, product.code, f"{product.ae_title[:13]}-{n}", analyzer, auth=auth
+                )
             )
             thread = threading.Thread(
                 target=performer.run, args=(stop,), kwargs={"poll_seconds": 2.0}, daemon=True
@@ -232,18 +248,23 @@ def _stow(client: httpx.Client, dicomweb: str, study: list[Dataset]) -> float:
 
 
 @contextmanager
-def _performers(dicomweb: str, per_product: int, folder: Path) -> Iterator[Path]:
+def _performers(
+    dicomweb: str, per_product: int, folder: Path, clients: LocalClients
+) -> Iterator[Path]:
     """The three reference products, each its own process with ``per_product`` Task
-    Performers, working the worklist until the block ends; yields the timings folder."""
+    Performers and its performer client, working the worklist until the block ends;
+    yields the timings folder."""
     from aifi.vendors.products import PRODUCTS
 
     folder.mkdir(parents=True, exist_ok=True)
     processes = []
-    for name in PRODUCTS:
+    for name, product in PRODUCTS.items():
+        credentials = str(clients.performers[product.code])
         code = (
+            "from pathlib import Path; "
             "from aifi.hub.bench_turnaround import performer_process; "
             f"performer_process({name!r}, {dicomweb!r}, {per_product}, "
-            f"__import__('pathlib').Path({str(folder / (name + '.jsonl'))!r}))"
+            f"Path({str(folder / (name + '.jsonl'))!r}), Path({credentials!r}))"
         )
         log = (folder / f"{name}.log").open("ab")
         processes.append(
@@ -269,8 +290,10 @@ def _performers(dicomweb: str, per_product: int, folder: Path) -> Iterator[Path]
                 process.wait()
 
 
-def _expected(base: str, client: httpx.Client, study_uid: str) -> int:
-    routing = client.get(f"{base}/api/v1/studies/{study_uid}/routing")
+def _expected(base: str, admin: httpx.Client, study_uid: str) -> int:
+    """How many products the study was routed to (the routing explanation: ``admin``)."""
+    routing = admin.get(f"{base}/api/v1/studies/{study_uid}/routing")
+    routing.raise_for_status()
     return max(0, routing.text.count(": MATCH"))
 
 
@@ -287,19 +310,29 @@ def run(config: TurnaroundConfig, say: Callable[[str], None] = print) -> Turnaro
         root = config.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         rules = _rules(root / "rules.yaml", config.quiet_seconds)
+        port = free_port()
+        clients = _register_clients(root, port, config.database_url)
+        hospital = clients.hospital_auth()
         with serve_subprocess(
-            root / "data", root / "hub.log", database_url=config.database_url, rules_file=rules
+            root / "data",
+            root / "hub.log",
+            database_url=config.database_url,
+            rules_file=rules,
+            port=port,
+            auth="builtin",
         ) as (_process, base):
             dicomweb = base + "/dicomweb"
             say(
-                f"hub at {base}; quiet period {config.quiet_seconds:g} s; {config.studies} "
-                f"studies, one every {config.interval_seconds:g} s"
+                f"hub at {base} (auth builtin); quiet period {config.quiet_seconds:g} s; "
+                f"{config.studies} studies, one every {config.interval_seconds:g} s"
             )
-            with _performers(dicomweb, config.performers_per_product, root / "products") as out:
+            products = root / "products"
+            with _performers(dicomweb, config.performers_per_product, products, clients) as out:
                 stored: dict[str, float] = {}
+                hospital.token()  # the PACS has its token before its first study
 
                 def send(study: list[Dataset]) -> None:
-                    with httpx.Client(timeout=120) as client:
+                    with httpx.Client(timeout=120, auth=hospital) as client:
                         stored[str(study[0].StudyInstanceUID)] = _stow(client, dicomweb, study)
 
                 start = time.monotonic()
@@ -308,8 +341,22 @@ def run(config: TurnaroundConfig, say: Callable[[str], None] = print) -> Turnaro
                         time.sleep(max(0.0, start + i * config.interval_seconds - time.monotonic()))
                         pool.submit(send, study)
                 say(f"stored {len(stored)} studies; waiting for their results")
-                _collect(base, stored, out, config, results)
+                _collect(base, stored, out, config, results, clients)
     return results
+
+
+def _register_clients(root: Path, port: int, database_url: str | None) -> LocalClients:
+    """The benchmark's OAuth2 clients in the hub's database, before the hub starts."""
+    from aifi.vendors.products import PRODUCTS
+
+    settings = Settings(data_dir=root / "data", database_url=database_url or None)
+    return register_local_clients(
+        settings,
+        f"http://127.0.0.1:{port}",
+        root / "credentials",
+        products=[p.code for p in PRODUCTS.values()],
+        label="aifi bench turnaround",
+    )
 
 
 def _collect(
@@ -318,18 +365,22 @@ def _collect(
     timings_folder: Path,
     config: TurnaroundConfig,
     results: TurnaroundResults,
+    clients: LocalClients,
 ) -> None:
     """Wait until every routed request of every study has an AI result, then read the
     hub's timestamps and the products' timings."""
     deadline = time.monotonic() + 120 + 2 * config.studies
     pending = dict(stored)
     done: list[tuple[str, dict[str, Any]]] = []
-    with httpx.Client(timeout=60) as client:
+    with (
+        httpx.Client(timeout=60, auth=clients.hospital_auth()) as client,
+        httpx.Client(timeout=60, auth=clients.admin_auth()) as admin,
+    ):
         expected: dict[str, int] = {}
         while pending and time.monotonic() < deadline:
             for study_uid in list(pending):
                 if study_uid not in expected:
-                    count = _expected(base, client, study_uid)
+                    count = _expected(base, admin, study_uid)
                     if count == 0 and time.time() - stored[study_uid] < config.quiet_seconds + 5:
                         continue
                     expected[study_uid] = count

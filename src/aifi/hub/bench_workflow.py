@@ -225,11 +225,21 @@ def run(config: WorkflowConfig, say: Callable[[str], None] = print) -> WorkflowR
         root = config.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         rules = _rules(root / "rules.yaml", config.quiet_seconds)
+        # Development mode (no authentication), explicitly: this benchmark measures the
+        # Task Manager's routing and the worklist's claim rate with 8 performers racing for
+        # the same workitems as fast as they can; with tokens they would share one
+        # performer client and meet its rate limit (a client's requests a minute), which
+        # would be measured instead of the worklist. The token check's cost per request is
+        # in `aifi bench turnaround`, which runs with authentication on.
         with serve_subprocess(
-            root / "data", root / "hub.log", database_url=config.database_url, rules_file=rules
+            root / "data",
+            root / "hub.log",
+            database_url=config.database_url,
+            rules_file=rules,
+            auth="dev",
         ) as (_process, base):
             dicomweb = base + "/dicomweb"
-            say(f"hub at {base}; DX quiet period {config.quiet_seconds:g} s")
+            say(f"hub at {base} (development mode); DX quiet period {config.quiet_seconds:g} s")
             results.quiet_latency_ms = measure_routing(dicomweb, base, config, signal=False)
             say(
                 f"after the quiet period: p50 {_pct(results.quiet_latency_ms, 0.5):.0f} ms, "

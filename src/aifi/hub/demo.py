@@ -8,6 +8,14 @@ reference products as their own processes, validated results, review, delivery t
 PACS). Print what happened and where to look. The DICOMweb client side of the first part is
 the independent ``dicomweb-client`` library, so the demo is also a smoke test of
 interoperability.
+
+Authentication is on, as in production (issue 6 "safe by default"): the demo's hub runs with
+the built-in authorization server (``auth=builtin``, not development mode, whatever
+``AIFI_AUTH``/``AIFI_DEV_MODE`` say) and the demo registers its own OAuth2 clients
+(:mod:`aifi.hub.local_clients`: a hospital client, an admin client, one performer client per
+reference product) with their credentials files in ``<data>/demo/credentials``; every
+request it makes carries a token (SMART Backend Services), and it shows that a request
+without one is refused (401).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import requests
 import uvicorn
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
@@ -38,11 +47,18 @@ from aifi.hub.demo_chain import (
     PRODUCT_PROCESSES,
     ChainResult,
     pacs_destination,
+    product_codes,
     product_processes,
     report_chain,
     run_chain,
 )
+from aifi.hub.local_clients import register_local_clients
+from aifi.hub.serve import free_port
 from aifi.hub.settings import Settings
+from aifi.oauth_client import ClientCredentials
+
+DEMO_CLIENTS = "aifi demo"
+"""Description of the clients the demo registers (those of an earlier run are revoked)."""
 
 
 @dataclass
@@ -58,10 +74,32 @@ class DemoResult:
     thumbnail: Path | None
     notes: list[str] = field(default_factory=list)
     chain: ChainResult = field(default_factory=ChainResult)
+    auth: str = "builtin"
+    anonymous_status: int | None = None
+    """What the hub answered a QIDO-RS request without a token (401 expected)."""
+    credentials: Path | None = None
+    """The folder of the demo clients' credentials files."""
 
     @property
     def ok(self) -> bool:
-        return self.identical == self.stored and self.stored > 0 and self.chain.ok
+        return (
+            self.identical == self.stored
+            and self.stored > 0
+            and self.chain.ok
+            and self.anonymous_status == 401
+        )
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer`` for dicomweb-client's ``requests`` session, from the
+    same token source as the demo's httpx clients (renewed before it expires)."""
+
+    def __init__(self, auth: ClientCredentials) -> None:
+        self.auth = auth
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self.auth.headers())
+        return request
 
 
 @contextmanager
@@ -103,6 +141,8 @@ def run_demo(
         f"[bold]aifi-hub demo[/bold] — data folder [cyan]{settings.data_dir.resolve()}"
         f"[/cyan], database [cyan]{settings.resolved_database_url}[/cyan]"
     )
+    # Authentication on, as in production, whatever the environment says (module docstring).
+    settings = settings.model_copy(update={"auth": "builtin", "dev_mode": False})
     with ExitStack() as stack:
         workdir = (settings.data_dir / "demo").resolve()  # Orthanc needs absolute paths
         workdir.mkdir(parents=True, exist_ok=True)
@@ -111,10 +151,26 @@ def run_demo(
             settings = settings.model_copy(
                 update={"destinations_file": workdir / "destinations.yaml"}
             )
+        port = port or free_port()  # the clients' token URL names it before the hub starts
+        clients = register_local_clients(
+            settings,
+            f"http://{host}:{port}",
+            workdir / "credentials",
+            products=product_codes(),
+            label=DEMO_CLIENTS,
+        )
         base_url = stack.enter_context(running_hub(settings, host, port))
         dicomweb = base_url + "/dicomweb"
         console.print(f"Hub running at [cyan]{base_url}[/cyan] (DICOMweb at {dicomweb})")
-        client = DICOMwebClient(url=dicomweb)
+        console.print(
+            f"Authentication: built-in OAuth2 server; demo clients' credentials in "
+            f"[cyan]{workdir / 'credentials'}[/cyan] (hospital, admin, one per product)"
+        )
+        hospital = clients.hospital_auth()
+        session = requests.Session()
+        session.auth = _BearerAuth(hospital)
+        stack.callback(session.close)
+        client = DICOMwebClient(url=dicomweb, session=session)
         patient = Patient(name="Demo^Anna", patient_id=f"AIFI-DEMO-{int(time.time())}")
         files = list(ct_study(slices, series=series, patient=patient))
         datasets = [dcmread(io.BytesIO(data)) for data in files]
@@ -145,7 +201,7 @@ def run_demo(
         summary = found[0] if found else {}
 
         start = time.perf_counter()
-        with httpx.Client(timeout=120) as http:
+        with httpx.Client(timeout=120, auth=hospital) as http:
             response = http.get(
                 f"{dicomweb}/studies/{study_uid}",
                 headers={
@@ -185,10 +241,13 @@ def run_demo(
             wado_seconds,
             identical,
             thumbnail,
+            auth=settings.auth,
+            anonymous_status=_anonymous_status(dicomweb, study_uid),
+            credentials=workdir / "credentials",
         )
         console.print("AI chain: starting the reference products " + ", ".join(PRODUCT_PROCESSES))
-        with product_processes(dicomweb, workdir / "logs"):
-            result.chain = run_chain(base_url, console, peer)
+        with product_processes(dicomweb, workdir / "logs", clients.performers):
+            result.chain = run_chain(base_url, console, peer, clients)
         _report(console, result, summary, dicomweb)
         if keep_serving:
             console.print("Serving until Ctrl-C …")
@@ -198,6 +257,13 @@ def run_demo(
             except KeyboardInterrupt:
                 pass
     return result
+
+
+def _anonymous_status(dicomweb: str, study_uid: str) -> int:
+    """The hub's answer to a QIDO-RS search sent without a token (RFC 6750 §3: 401)."""
+    with httpx.Client(timeout=30) as anonymous:
+        response = anonymous.get(f"{dicomweb}/studies", params={"StudyInstanceUID": study_uid})
+    return response.status_code
 
 
 def _value(obj: Mapping[str, object], tag: str) -> str:
@@ -232,6 +298,10 @@ def _report(console: Console, r: DemoResult, study: Mapping[str, object], dicomw
         f"{r.wado_seconds:.2f} s ({r.megabytes / max(r.wado_seconds, 1e-9):.0f} MB/s)",
     )
     table.add_row("rendered", str(r.thumbnail) if r.thumbnail else "not available")
+    table.add_row(
+        "OAuth2",
+        f"every request with a token (auth={r.auth}); without one: HTTP {r.anonymous_status}",
+    )
     console.print(table)
     report_chain(console, r.chain, r.base_url)
     console.print("[bold]Where to look[/bold]")
@@ -239,7 +309,13 @@ def _report(console: Console, r: DemoResult, study: Mapping[str, object], dicomw
     console.print(f"  metadata:     {dicomweb}/studies/{r.study_instance_uid}/metadata")
     console.print(f"  worklist:     {dicomweb}/workitems")
     console.print(f"  API docs:     {r.base_url}/docs (while `aifi serve` runs)")
+    if r.credentials is not None:
+        console.print(
+            f"  tokens:       {r.base_url}/oauth/token with a credentials file from "
+            f"{r.credentials} (aifi clients list --data-dir …)"
+        )
     console.print(
-        f"  run it again: aifi serve, then point any DICOMweb viewer or client at {dicomweb}"
+        f"  run it again: aifi serve, register a client (aifi clients add), then point any "
+        f"DICOMweb viewer or client with its token at {dicomweb}"
     )
     console.print("[green]demo OK[/green]" if r.ok else "[red]demo FAILED[/red]")

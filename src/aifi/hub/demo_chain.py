@@ -18,6 +18,13 @@ door. Supervised products' results wait for review: the demo accepts them as a n
 reviewer, as a radiologist would in the review step, so that their delivery shows too. The
 demo prints each result, its turnaround and where to see it; urgent findings are listed as
 the notifications they raise.
+
+Every call to the hub carries a token (:mod:`aifi.hub.local_clients`): the demo's own
+requests as the hospital (STOW-RS, completion signal, results, review, FHIR) or as the
+administrator (the routing explanation, ``admin`` scope), each product process as its own
+performer client limited to its product (``--credentials``). The hub delivers results to
+Orthanc itself (hub → PACS needs no hub token); the demo's look into Orthanc goes to
+Orthanc directly and never carries a hub token.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
+from aifi.hub.local_clients import LocalClients
 from aifi.hub.results_api import epoch_seconds
 from aifi.vendors.transport import stow_request
 
@@ -117,20 +125,38 @@ def pacs_destination(workdir: Path, console: Console) -> Iterator[OrthancPeer | 
         peer.stop()
 
 
+def product_codes() -> list[str]:
+    """The product codes (Scheduled Workitem Code values) of :data:`PRODUCT_PROCESSES`."""
+    from aifi.vendors.products import reference_product
+
+    return [reference_product(name).code for name in PRODUCT_PROCESSES]
+
+
 @contextmanager
-def product_processes(dicomweb: str, log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Each reference product as its own ``aifi vendors run`` process; stopped at the end."""
+def product_processes(
+    dicomweb: str, log_dir: Path, credentials: dict[str, Path] | None = None
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Each reference product as its own ``aifi vendors run`` process, with its performer
+    client's credentials file (``credentials`` by product code; none: a hub in development
+    mode); stopped at the end."""
+    from aifi.vendors.products import reference_product
+
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
+    env = {k: v for k, v in os.environ.items() if k != "AIFI_CREDENTIALS"}
     with ExitStack() as stack:
         for name in PRODUCT_PROCESSES:
             log = stack.enter_context(open(log_dir / f"{name}.log", "ab"))
+            command = [sys.executable, "-m", "aifi", "vendors", "run", name, "--hub", dicomweb]
+            file = (credentials or {}).get(reference_product(name).code)
+            if file is not None:
+                command += ["--credentials", str(file)]
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "aifi", "vendors", "run", name, "--hub", dicomweb],
+                    command,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**env, "PYTHONUNBUFFERED": "1"},
                 )
             )
         _wait_until_started(log_dir, processes)
@@ -198,21 +224,32 @@ def _delivery_state(detail: dict[str, Any]) -> str:
     return ", ".join(states)
 
 
-def run_chain(base_url: str, console: Console, peer: OrthancPeer | None) -> ChainResult:
-    """Store the three demo studies, let the products work, review, deliver, report."""
+def run_chain(
+    base_url: str,
+    console: Console,
+    peer: OrthancPeer | None,
+    clients: LocalClients | None = None,
+) -> ChainResult:
+    """Store the three demo studies, let the products work, review, deliver, report. With
+    ``clients`` every request to the hub carries the hospital's or the administrator's
+    token (module docstring)."""
     dicomweb = base_url + "/dicomweb"
     chain = ChainResult()
     if peer is not None:
         chain.pacs, chain.pacs_url = "Orthanc (DICOMweb STOW-RS)", peer.url
     signalled: dict[str, tuple[str, float]] = {}
-    with httpx.Client(timeout=60) as client:
+    with (
+        httpx.Client(timeout=60, auth=clients.hospital_auth() if clients else None) as client,
+        httpx.Client(timeout=60, auth=clients.admin_auth() if clients else None) as admin,
+        httpx.Client(timeout=60) as pacs,  # Orthanc's own API: never a hub token
+    ):
         for case, study in demo_cases():
             uid = str(study[0].StudyInstanceUID)
             _stow(client, dicomweb, study)
             client.post(f"{base_url}/api/v1/studies/{uid}/complete").raise_for_status()
             signalled[uid] = (case, time.time())
             console.print(f"stored {case} ({len(study)} images), study {uid}")
-        final = _wait_for_results(client, base_url, signalled, chain, console)
+        final = _wait_for_results(client, admin, base_url, signalled, chain, console)
         _wait_for_delivery(client, base_url, final, chain)
         for uid, results in final.items():
             case, start = signalled[uid]
@@ -222,7 +259,7 @@ def run_chain(base_url: str, console: Console, peer: OrthancPeer | None) -> Chai
                 chain.cases[-1].fhir = _fhir_state(client, base_url, r["workitem_uid"])
         if peer is not None:
             for c in chain.cases:
-                c.in_pacs = _in_orthanc(client, peer, c.study_uid)
+                c.in_pacs = _in_orthanc(pacs, peer, c.study_uid)
         notes = client.get(f"{base_url}/api/v1/notifications").json()
         for n in notes["notifications"]:
             chain.notifications.append(str(n.get("text")))
@@ -231,16 +268,19 @@ def run_chain(base_url: str, console: Console, peer: OrthancPeer | None) -> Chai
 
 def _wait_for_results(
     client: httpx.Client,
+    admin: httpx.Client,
     base: str,
     signalled: dict[str, tuple[str, float]],
     chain: ChainResult,
     console: Console,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Until every routed product of every study has a result; accepts supervised ones."""
-    expected = {
-        uid: client.get(f"{base}/api/v1/studies/{uid}/routing").text.count(": MATCH")
-        for uid in signalled
-    }
+    """Until every routed product of every study has a result (how many: the routing
+    explanation, an administrator's view); accepts supervised ones."""
+    expected = {}
+    for uid in signalled:
+        routing = admin.get(f"{base}/api/v1/studies/{uid}/routing")
+        routing.raise_for_status()
+        expected[uid] = routing.text.count(": MATCH")
     final: dict[str, list[dict[str, Any]]] = {}
     accepted: set[str] = set()
     deadline = time.monotonic() + WAIT_SECONDS

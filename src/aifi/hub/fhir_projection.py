@@ -606,7 +606,8 @@ class FhirProjector:
         try:
             summary = summarise(Dataset.from_json(ds_json))
         except Exception as exc:  # the gate accepted it; a reading problem is not fatal
-            log.warning("result %s could not be read back for FHIR: %s", sop_uid, exc)
+            log.warning("a result could not be read back for FHIR: %s", exc)
+            log.debug("result %s could not be read back for FHIR", sop_uid)
             return [], []
         findings = [
             FindingView(

@@ -176,11 +176,8 @@ class ResultsHook:
                     created_at=self.clock(),
                 )
             )
-            log.warning(
-                "urgent finding: product %s, study %s, workitem %s",
-                result.product,
-                result.study_instance_uid,
-                row.sop_instance_uid,
+            log.warning(  # the workitem, not the study: no patient identifiers in logs
+                "urgent finding: product %s, workitem %s", result.product, row.sop_instance_uid
             )
         return None
 

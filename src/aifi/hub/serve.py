@@ -1,4 +1,11 @@
-"""Running the hub under uvicorn, from the CLI or a test/benchmark harness."""
+"""Running the hub under uvicorn, from the CLI or a test/benchmark harness.
+
+TLS: directly (``ssl_certfile``/``ssl_keyfile``, uvicorn's TLS) or behind a reverse proxy
+that ends TLS (``proxy_headers`` with the proxy's address in ``forwarded_allow_ips``, so
+that ``X-Forwarded-Proto``/``-For`` give the scheme and client address: the hub's URLs,
+its token endpoint's ``aud`` and the audit trail's source address are then the public
+ones). The access log never shows identifiers (:mod:`aifi.hub.log_hygiene`).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
 from aifi.dicomweb.dicomjson import configure_pydicom
+from aifi.hub.log_hygiene import install as install_log_hygiene
+from aifi.hub.log_hygiene import uvicorn_log_config
 from aifi.hub.settings import Settings
 
 
@@ -58,10 +69,54 @@ def app_from_environment() -> FastAPI:
     return app
 
 
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How uvicorn listens: TLS files, and whether to trust a reverse proxy's
+    ``X-Forwarded-*`` headers (from ``forwarded_allow_ips``: comma-separated addresses or
+    networks, ``*`` for any)."""
+
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    proxy_headers: bool = True
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("TLS needs both a certificate file and its key file")
+
+    def uvicorn_options(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            "proxy_headers": self.proxy_headers,
+            "forwarded_allow_ips": self.forwarded_allow_ips,
+        }
+        if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+            options["ssl_certfile"] = str(self.ssl_certfile)
+            options["ssl_keyfile"] = str(self.ssl_keyfile)
+        return options
+
+
+def check_startable(settings: Settings) -> None:
+    """Raise :class:`~aifi.hub.app.AuthNotConfigured` when the hub must not start with
+    ``settings`` (authentication off outside development mode), before any worker starts."""
+    from aifi.hub.app import _check_auth
+
+    _check_auth(settings)
+
+
 def run_server(
-    settings: Settings, *, host: str, port: int, workers: int = 1, log_level: str = "info"
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    transport: Transport | None = None,
 ) -> None:
+    """uvicorn with the redacting access log (no identifiers, no tokens) and ``transport``."""
+    check_startable(settings)
     configure_pydicom()
+    install_log_hygiene()
+    options = (transport or Transport()).uvicorn_options()
     if workers > 1:
         # The worker processes build their own settings from the environment: pass on
         # every setting given explicitly (CLI options included: rules and destinations
@@ -77,13 +132,22 @@ def run_server(
             port=port,
             workers=workers,
             log_level=log_level,
+            log_config=uvicorn_log_config(),
+            **options,  # type: ignore[arg-type]
         )
         return
     from aifi.hub.app import create_app
 
     app = create_app(settings)
     _freeze_startup_objects()
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=uvicorn_log_config(),
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def free_port() -> int:
@@ -103,13 +167,23 @@ def serve_subprocess(
     rules_file: Path | None = None,
     destinations_file: Path | None = None,
     startup_timeout: float = 60.0,
+    port: int | None = None,
+    auth: Literal["builtin", "dev"] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``aifi serve`` as a child process on a free loopback port (benchmarks, crash tests).
+    """``aifi serve`` as a child process on ``port`` or a free loopback port (benchmarks,
+    crash tests).
 
+    ``auth``: ``"builtin"`` runs the hub with its authorization server (clients registered
+    beforehand, e.g. :func:`aifi.hub.local_clients.register_local_clients` for ``port``),
+    ``"dev"`` in development mode without authentication, None as the environment says.
     Yields the process and its base URL once ``/healthz`` answers; output is appended to
     ``log``. Afterwards the process is stopped (SIGTERM, then SIGKILL) unless it is gone.
     """
-    port = free_port()
+    port = port or free_port()
+    auth_env = {
+        "builtin": {"AIFI_AUTH": "builtin", "AIFI_DEV_MODE": "false"},
+        "dev": {"AIFI_AUTH": "off", "AIFI_DEV_MODE": "true"},
+    }.get(auth or "", {})
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [
@@ -133,6 +207,7 @@ def serve_subprocess(
                 **os.environ,
                 "AIFI_DATABASE_URL": database_url or "",
                 **({"AIFI_DESTINATIONS_FILE": str(destinations_file)} if destinations_file else {}),
+                **auth_env,
             },
         )
     url = f"http://127.0.0.1:{port}"

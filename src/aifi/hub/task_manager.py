@@ -281,7 +281,9 @@ class TaskManager:
         except NotFound:
             decisions = []  # a tenant without rules: nothing to route
         except ValueError as exc:
-            log.warning("study %s cannot be routed: %s", study_uid, exc)
+            # no identifiers at INFO and above (issue 6); the study UID for debugging only
+            log.warning("a study cannot be routed: %s", exc)
+            log.debug("study %s cannot be routed", study_uid)
             decisions = []
         header = study_level(metadata) if decisions else {}
         existing = self.worklist.workitems_for_study(tenant, study_uid)
@@ -350,7 +352,7 @@ class TaskManager:
             attempt=attempt,
             deadline=expiry(product.claim_timeout_minutes, now),
         )
-        log.info("workitem %s: %s for study %s (attempt %d)", uid, product.code, header, attempt)
+        log.info("workitem %s: %s (attempt %d)", uid, product.code, attempt)
         return uid
 
     def _mark_incomplete(self, tenant: str, study_uid: str) -> list[str]:

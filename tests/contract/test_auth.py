@@ -571,3 +571,14 @@ def test_token_lifetime_is_short(hub: LiveServer) -> None:
     claims = hub.app.state.tokens.validate(token)
     assert claims["exp"] - claims["iat"] <= 300
     assert datetime.fromtimestamp(claims["exp"], UTC) - datetime.now(UTC) <= timedelta(minutes=5)
+
+
+def test_the_capability_statement_names_the_token_endpoint(hub: LiveServer) -> None:
+    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+    statement = httpx.get(hub.url + "/fhir/metadata").json()
+    CapabilityStatement.model_validate(statement)
+    security = statement["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    [uris] = security["extension"]
+    assert uris["extension"] == [{"url": "token", "valueUri": hub.url + "/oauth/token"}]

@@ -237,7 +237,10 @@ def build_router() -> APIRouter:
     def metadata(request: Request) -> Response:
         """capabilities interaction (http.html#capabilities)."""
         _check_format(request)
-        return FhirResponse(capability_statement(_base(request)))
+        token_path = getattr(request.app.state, "oauth_token_path", None)
+        base = _base(request)
+        token_url = base.rsplit("/fhir", 1)[0] + token_path if token_path else None
+        return FhirResponse(capability_statement(base, token_url))
 
     async def _search(
         request: Request, principal: PrincipalDep, resource_type: str, params: list[tuple[str, str]]

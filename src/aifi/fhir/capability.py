@@ -106,7 +106,36 @@ def resource_capability(resource_type: str) -> Resource:
     return entry
 
 
-def capability_statement(base_url: str) -> Resource:
+def _security(token_url: str | None) -> Resource:
+    """``rest.security``: OAuth2 (SMART App Launch 2.x §Conformance, the ``oauth-uris``
+    extension naming the token endpoint when the hub is the authorization server)."""
+    security: Resource = {
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": (
+            "OAuth2 bearer tokens (SMART Backend Services, client_credentials); SMART v2 "
+            "system scopes system/<Type>.<cruds>; discovery at .well-known/smart-configuration."
+        ),
+    }
+    if token_url:
+        security["extension"] = [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token_url}],
+            }
+        ]
+    return security
+
+
+def capability_statement(base_url: str, token_url: str | None = None) -> Resource:
     """The server's CapabilityStatement (``GET [base]/metadata``, http.html#capabilities)."""
     return {
         "resourceType": "CapabilityStatement",
@@ -128,6 +157,7 @@ def capability_statement(base_url: str) -> Resource:
                     "_count (max 500) and _offset. Unknown parameters are ignored and reported "
                     "unless Prefer: handling=strict."
                 ),
+                "security": _security(token_url),
                 "resource": [resource_capability(t) for t in INTERACTIONS],
             }
         ],

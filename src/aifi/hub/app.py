@@ -300,6 +300,7 @@ def create_app(settings: Settings) -> FastAPI:
             registry, tokens, public_url=lambda request: _public_base(settings, request)
         )
         app.include_router(build_oauth_router(oauth))
+        app.state.oauth_token_path = "/oauth/token"
     elif settings.auth == "external":
         assert settings.oidc_issuer is not None
         app.state.principal_resolver = ExternalResolver(

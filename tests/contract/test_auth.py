@@ -582,3 +582,38 @@ def test_the_capability_statement_names_the_token_endpoint(hub: LiveServer) -> N
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     [uris] = security["extension"]
     assert uris["extension"] == [{"url": "token", "valueUri": hub.url + "/oauth/token"}]
+
+
+def test_refused_and_allowed_accesses_are_audited_with_who(hub: LiveServer) -> None:
+    from aifi.hub.audit import records
+
+    db = hub.app.state.db
+    before = len(records(db))
+    uid = "1.2.3.999.1"
+    assert httpx.get(hub.dicomweb + f"/studies/{uid}/metadata").status_code == 401
+    bad = httpx.get(hub.dicomweb + f"/studies/{uid}/metadata", headers=bearer("x.y.z"))
+    assert bad.status_code == 401
+    credentials = register(hub)
+    token = token_for(credentials, ["dicomweb.write"])
+    assert (
+        httpx.get(hub.dicomweb + f"/studies/{uid}/metadata", headers=bearer(token)).status_code
+        == 403
+    )
+    reader = token_for(credentials, ["dicomweb.read"])
+    assert (
+        httpx.get(hub.dicomweb + f"/studies/{uid}/metadata", headers=bearer(reader)).status_code
+        == 404
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(records(db)) < before + 4:
+        time.sleep(0.05)
+    rows = records(db)[before:]
+    assert [(r.client_id, r.http_status) for r in rows] == [
+        ("unknown", 401),
+        ("unknown", 401),
+        (credentials.client_id, 403),
+        (credentials.client_id, 404),
+    ]
+    assert [(r.study_uid, r.outcome) for r in rows] == [(uid, 4)] * 4
+    assert rows[-1].tenant == "default" and rows[-1].role == "hospital"
+    assert all("x.y.z" not in (r.query or "") for r in rows)

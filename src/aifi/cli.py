@@ -85,11 +85,50 @@ def serve(
         int, typer.Option(help="Worker processes (needs PostgreSQL for >1 to scale writes).")
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssl-certfile",
+            help="TLS directly: the server certificate (PEM, with its chain); needs --ssl-keyfile.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssl-keyfile",
+            help="TLS directly: the certificate's private key (PEM).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers/--no-proxy-headers",
+            help="Behind a reverse proxy that ends TLS: take the scheme and client address "
+            "from X-Forwarded-Proto/-For, from the addresses in --forwarded-allow-ips only.",
+        ),
+    ] = True,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            "--forwarded-allow-ips",
+            envvar="FORWARDED_ALLOW_IPS",
+            help="The reverse proxy's addresses or networks (comma-separated) whose "
+            "X-Forwarded-* headers are trusted; '*' trusts any.",
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run the hub: DICOMweb and the UPS-RS worklist under /dicomweb, the Task Manager
     (study completion, routing, deadlines), AI results (validation, review API, delivery
-    to PACS) under /api/v1, OpenAPI docs at /docs."""
-    from aifi.hub.serve import build_settings, run_server
+    to PACS) under /api/v1, FHIR under /fhir, OAuth2 under /oauth, OpenAPI docs at /docs.
+
+    Authentication (AIFI_AUTH): builtin (default; register clients with 'aifi clients
+    add'), external (an OpenID Connect provider), or off — only with AIFI_DEV_MODE=true."""
+    from aifi.hub.app import AuthNotConfigured
+    from aifi.hub.serve import Transport, build_settings, check_startable, run_server
 
     settings = build_settings(
         data_dir=data_dir,
@@ -97,11 +136,29 @@ def serve(
         rules_file=rules,
         destinations_file=destinations,
     )
+    try:
+        transport = Transport(ssl_certfile, ssl_keyfile, proxy_headers, forwarded_allow_ips)
+        check_startable(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ssl-certfile/--ssl-keyfile") from exc
+    except AuthNotConfigured as exc:
+        typer.echo(f"aifi serve: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    scheme = "https" if ssl_certfile else "http"
+    mode = "development mode, NO authentication" if settings.auth == "off" else settings.auth
     typer.echo(
         f"aifi-hub {aifi.__version__}: data in {settings.data_dir.resolve()}, "
-        f"DICOMweb at http://{host}:{port}/dicomweb, docs at http://{host}:{port}/docs"
+        f"DICOMweb at {scheme}://{host}:{port}/dicomweb, docs at {scheme}://{host}:{port}/docs, "
+        f"auth {mode}"
     )
-    run_server(settings, host=host, port=port, workers=workers, log_level=log_level)
+    run_server(
+        settings,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        transport=transport,
+    )
 
 
 @app.command()
@@ -115,7 +172,9 @@ def demo(
         bool, typer.Option("--serve", help="Keep the hub running afterwards.")
     ] = False,
 ) -> None:
-    """Run the whole chain on the embedded default: store, find and retrieve a study."""
+    """Run the whole chain on the embedded default: store, find and retrieve a study, then
+    the AI chain. The demo's hub has authentication on (built-in OAuth2 server, whatever
+    AIFI_AUTH/AIFI_DEV_MODE say) and the demo registers its own clients."""
     from aifi.hub.demo import run_demo
     from aifi.hub.serve import build_settings
 

@@ -334,7 +334,9 @@ def _apply(outcome: PartOutcome, result: StoreOutcome | Exception) -> None:
     if isinstance(result, OSError) and result.errno in (errno.ENOSPC, errno.EDQUOT):
         outcome.fail(OUT_OF_RESOURCES, "out of storage space")
         return
-    log.error("STOW-RS: storing %s failed", outcome.sop_instance_uid, exc_info=result)
+    # no identifiers in logs at INFO and above (issue 6): the UID only at DEBUG
+    log.error("STOW-RS: storing an instance failed", exc_info=result)
+    log.debug("STOW-RS: the instance that failed is %s", outcome.sop_instance_uid)
     outcome.fail(PROCESSING_FAILURE, "the instance could not be stored")
 
 

@@ -563,7 +563,8 @@ def _rendered_many(instances: list[StoredInstance], params: rendering.RenderPara
             try:
                 image = _render_one(inst, params)
             except HubError as exc:
-                log.warning("cannot render instance %s: %s", inst.sop_instance_uid, exc.reason)
+                log.warning("cannot render an instance: %s", exc.reason)
+                log.debug("the instance not rendered is %s", inst.sop_instance_uid)
                 continue
             if image is not None:
                 yield image

@@ -120,7 +120,7 @@ class AuthNotConfigured(RuntimeError):
     """The hub was asked to start without authentication outside development mode."""
 
 
-def _check_auth(settings: Settings) -> None:
+def check_auth(settings: Settings) -> None:
     """Safe by default (issue 6): no hub without authentication unless explicitly in
     development mode; external mode needs its issuer."""
     if settings.auth == "off" and not settings.dev_mode:
@@ -138,7 +138,7 @@ def _public_base(settings: Settings, request: Request) -> str:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    _check_auth(settings)
+    check_auth(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     db.migrate()
@@ -300,7 +300,7 @@ def create_app(settings: Settings) -> FastAPI:
             registry, tokens, public_url=lambda request: _public_base(settings, request)
         )
         app.include_router(build_oauth_router(oauth))
-        app.state.oauth_token_path = "/oauth/token"
+        app.state.oauth_token_path = "/oauth/token"  # noqa: S105 - a path, not a secret
     elif settings.auth == "external":
         assert settings.oidc_issuer is not None
         app.state.principal_resolver = ExternalResolver(

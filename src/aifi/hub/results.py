@@ -312,11 +312,11 @@ class ResultGate:
             header = instance.header
             if verdict is not None and not verdict.accepted:
                 outcomes.append(StoreOutcome(StoreStatus.REFUSED, verdict.reason, verdict.failure))
-                log.info(
-                    "AI result %s refused (workitem %s): %s",
+                log.info("an AI result was refused: %04X", verdict.failure)
+                log.debug(
+                    "refused AI result %s (workitem %s)",
                     header.SOPInstanceUID,
                     verdict.workitem.row.sop_instance_uid if verdict.workitem else "-",
-                    f"{verdict.failure:04X}",
                 )
                 if verdict.workitem is not None:
                     problems.append(

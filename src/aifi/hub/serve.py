@@ -98,9 +98,9 @@ class Transport:
 def check_startable(settings: Settings) -> None:
     """Raise :class:`~aifi.hub.app.AuthNotConfigured` when the hub must not start with
     ``settings`` (authentication off outside development mode), before any worker starts."""
-    from aifi.hub.app import _check_auth
+    from aifi.hub.app import check_auth
 
-    _check_auth(settings)
+    check_auth(settings)
 
 
 def run_server(

@@ -156,7 +156,7 @@ async def list_results(
     study: str | None = None,
     product: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQL BIGINT: larger is a 500
 ) -> dict[str, Any]:
     """AI results, newest first."""
     filters = {"review_state": review_state, "outcome": outcome, "study": study, "product": product}

@@ -85,7 +85,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
         raise _invalid_client("only HTTP Basic client authentication is accepted here", True)
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise _invalid_client("the Basic credentials are not base64 of id:secret", True) from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep or not client_id:

@@ -23,12 +23,12 @@ Transferred) and each EPD push or subscription notification carrying a resource
 **Append-only.** Migration 0007 makes the database refuse UPDATE and DELETE on
 ``audit_event``; the FHIR API serves AuditEvent read and search only (405 otherwise).
 
-**FHIR.** Rows become AuditEvent resources (:func:`aifi.hub.audit_events.audit_event_resource`)
-in the FHIR store, tenant by tenant (rows without a tenant — an unidentified caller — go to
-the operator's tenant, ``settings.default_tenant``): by :meth:`AuditTrail.project`, run by
-the audit loop and before every AuditEvent read or search, so a search sees every access
-recorded before it. Searchable with the store's search (date, agent, entity, patient,
-action, outcome, type, subtype, address, _count/_offset paging).
+**FHIR.** AuditEvent read and search are answered from the table itself
+(:mod:`aifi.hub.audit_search`: SQL on its indexed columns, only the returned page built as
+AuditEvents by :func:`aifi.hub.audit_events.audit_event_resource`), so a search sees every
+access recorded before it and recording costs one INSERT (a projection into the FHIR store
+cost ~7 ms of CPU per access and held the SQLite writer; removed). Rows without a tenant — an
+unidentified caller — belong to the operator's tenant, ``settings.default_tenant``.
 
 **Syslog.** :mod:`aifi.hub.audit_syslog` sends the rows as DICOM audit messages (RFC 5424)
 to an ATNA audit record repository; :func:`run_audit_loop` does it continuously when
@@ -51,7 +51,6 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI
 from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,22 +62,19 @@ from aifi.hub.audit_events import (
     TRANSFERRED,
     UNKNOWN,
     AuditEntry,
-    audit_event_resource,
     classify,
     outcome_of_status,
     patient_of_identifier,
 )
+from aifi.hub.audit_search import AuditEventSearch, patient_ref
 from aifi.hub.auth.policy import RULES, Rule, iter_routes
 from aifi.hub.db import Database
 from aifi.hub.fhir_store import SqlFhirStore
-from aifi.hub.models import AiResult, AuditCursor, AuditRecord, Study, Workitem
+from aifi.hub.models import AiResult, AuditRecord, Study, Workitem
 from aifi.hub.repository import unpack_json
 
 log = logging.getLogger(__name__)
 
-FHIR_CURSOR = "fhir"
-"""The :class:`AuditCursor` of the FHIR projection."""
-PROJECT_BATCH = 500
 _BODY_LIMIT = 1 << 20
 _SECRET_PARAMS = frozenset({"access_token", "token", "client_secret", "client_assertion"})
 _STUDY_IN_BODY = re.compile(rb"/studies/([0-9.]{1,64})")
@@ -148,7 +144,6 @@ class AuditTrail:
         self.failures = 0
         """Rows that could not be written (logged); a monitoring signal."""
         self._lock = threading.Lock()
-        self._project_lock = threading.Lock()
 
     # -- writing ------------------------------------------------------------------------
 
@@ -190,6 +185,9 @@ class AuditTrail:
             "path": entry.path[:200],
             "patient_id": entry.patient_id[:64] if entry.patient_id else None,
             "patient_issuer": entry.patient_issuer[:64] if entry.patient_issuer else None,
+            "patient_ref": (
+                patient_ref(entry.patient_id, entry.patient_issuer) if entry.patient_id else None
+            ),
             "study_uid": entry.study_uid[:64] if entry.study_uid else None,
             "entity": entry.entity_json,
             "query": entry.query,
@@ -378,60 +376,6 @@ class AuditTrail:
 
         return audit
 
-    # -- FHIR projection ----------------------------------------------------------------------
-
-    def _cursor(self, session: Session, name: str, *, lock: bool) -> AuditCursor:
-        stmt = select(AuditCursor).where(col(AuditCursor.name) == name)
-        if lock and not self.db.is_sqlite:
-            stmt = stmt.with_for_update()
-        found = session.exec(stmt).first()
-        if found is not None:
-            return found
-        cursor = AuditCursor(name=name, last_pk=0)
-        session.add(cursor)
-        session.flush()
-        return cursor
-
-    def project(self, limit: int = PROJECT_BATCH) -> int:
-        """Write the AuditEvents of the rows after the FHIR cursor (at most ``limit``);
-        returns how many. Re-projecting a row is harmless (same content, same version)."""
-        if self.fhir_store is None:
-            return 0
-        with self._project_lock:
-            try:
-                with self.db.write() as session:
-                    cursor = self._cursor(session, FHIR_CURSOR, lock=True)
-                    rows = list(
-                        session.exec(
-                            select(AuditRecord)
-                            .where(col(AuditRecord.pk) > cursor.last_pk)
-                            .order_by(col(AuditRecord.pk))
-                            .limit(limit)
-                        ).all()
-                    )
-                    for row in rows:
-                        entry = entry_of_row(row)
-                        resource = audit_event_resource(
-                            entry, f"audit-{row.pk}", source_id=self.source_id
-                        )
-                        self.fhir_store.put(session, row.tenant or self.operator_tenant, resource)
-                    if rows:
-                        cursor.last_pk = int(rows[-1].pk or 0)
-                        cursor.updated_at = _now()
-                        session.add(cursor)
-            except IntegrityError:  # two processes created the cursor at once: next round
-                log.info("audit projection: cursor created concurrently; retried later")
-                return 0
-        return len(rows)
-
-    def project_all(self) -> int:
-        total = 0
-        while True:
-            done = self.project()
-            total += done
-            if done < PROJECT_BATCH:
-                return total
-
 
 DeliveryAudit = Callable[[str, int, str, str, list[str], str | None], None]
 NotifyAudit = Callable[[str, str, str | None, tuple[str, str] | None, str | None, bool], None]
@@ -580,22 +524,28 @@ class AuditMiddleware:
 
 
 class AuditingFhirBackend:
-    """The app's FHIR backend with the audit projection brought up to date before an
-    AuditEvent is read or searched (a search sees every access recorded before it)."""
+    """The app's FHIR backend with AuditEvent read and search answered from the audit
+    table (:class:`aifi.hub.audit_search.AuditEventSearch`)."""
 
     def __init__(self, inner: Any, trail: AuditTrail) -> None:
         self.inner = inner
         self.trail = trail
+        self.audit_events = AuditEventSearch(
+            trail.db,
+            operator_tenant=trail.operator_tenant,
+            entry_of_row=entry_of_row,
+            source_id=trail.source_id,
+        )
 
     def read(self, tenant: str, resource_type: str, resource_id: str) -> StoredResource:
         if resource_type == "AuditEvent":
-            self.trail.project_all()
+            return self.audit_events.read(tenant, resource_id)
         result: StoredResource = self.inner.read(tenant, resource_type, resource_id)
         return result
 
     def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         if query.resource_type == "AuditEvent":
-            self.trail.project_all()
+            return self.audit_events.search(tenant, query)
         result: SearchResult = self.inner.search(tenant, query)
         return result
 
@@ -631,15 +581,10 @@ def install(app: FastAPI, trail: AuditTrail) -> None:
 
 
 async def run_audit_loop(trail: AuditTrail, exporter: Any | None, poll_seconds: float) -> None:
-    """Keep the FHIR projection and the syslog export (an
-    :class:`aifi.hub.audit_syslog.SyslogExporter`, when configured) up to date, every
-    ``poll_seconds``, until cancelled. An error in one round is logged; the next goes on
-    from the cursors, so nothing is lost across restarts."""
+    """Keep the syslog export (an :class:`aifi.hub.audit_syslog.SyslogExporter`, when
+    configured) up to date, every ``poll_seconds``, until cancelled. An error in one round
+    is logged; the next goes on from the cursor, so nothing is lost across restarts."""
     while True:
-        try:
-            await asyncio.to_thread(trail.project_all)
-        except Exception:
-            log.exception("audit projection round failed")
         if exporter is not None:
             try:
                 await asyncio.to_thread(exporter.export_pending)
@@ -701,7 +646,6 @@ def entity_ids(row: AuditRecord, kind: str) -> list[str]:
 
 
 __all__ = [
-    "FHIR_CURSOR",
     "AuditMiddleware",
     "AuditTrail",
     "AuditingFhirBackend",

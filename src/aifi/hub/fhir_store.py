@@ -455,22 +455,32 @@ def _text_date(prefix: str, column: Any, lower: str, upper: str) -> ColumnElemen
     return not_(inside) if prefix == "ne" else inside
 
 
-def _column_date(prefix: str, lower_text: str, upper_text: str) -> ColumnElement[bool]:
-    """``_lastUpdated`` against the row's ``last_updated`` (sub-second precision: the
-    range's upper end is exclusive one second after ``upper``)."""
-    column = col(FhirResource.last_updated)
+def _column_date(
+    prefix: str,
+    lower_text: str,
+    upper_text: str,
+    column: Any = None,
+) -> ColumnElement[bool]:
+    """``_lastUpdated`` against the row's ``last_updated`` (or another timestamp
+    ``column``; sub-second precision: the range's upper end is exclusive one second after
+    ``upper``)."""
+    target = col(FhirResource.last_updated)
+    if column is not None:
+        target = column
     lower = _as_datetime(lower_text)
     after = _as_datetime(upper_text) + timedelta(seconds=1)
     if prefix in {"gt", "sa"}:
-        return column >= after
+        return target >= after
     if prefix == "ge":
-        return column >= lower
+        return target >= lower
     if prefix in {"lt", "eb"}:
-        return column < lower
+        return target < lower
     if prefix == "le":
-        return column < after
-    inside = and_(column >= lower, column < after)
+        return target < after
+    inside = and_(target >= lower, target < after)
     return not_(inside) if prefix == "ne" else inside
 
 
-__all__ = ["ChangeListener", "Clock", "SqlFhirStore", "instant"]
+column_date = _column_date
+
+__all__ = ["ChangeListener", "Clock", "SqlFhirStore", "column_date", "instant"]

@@ -592,6 +592,7 @@ class AuditRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_audit_event_recorded", "tenant", "recorded_at"),
         Index("ix_audit_event_patient", "tenant", "patient_id"),
+        Index("ix_audit_event_patient_ref", "tenant", "patient_ref"),
         Index("ix_audit_event_study", "tenant", "study_uid"),
         Index("ix_audit_event_client", "tenant", "client_id"),
     )
@@ -619,6 +620,9 @@ class AuditRecord(SQLModel, table=True):
     """The route's path template (``/dicomweb/studies/{study}``), never the filled path."""
     patient_id: str | None = Field(default=None, max_length=64)
     patient_issuer: str | None = Field(default=None, max_length=64)
+    patient_ref: str | None = Field(default=None, max_length=40)
+    """The FHIR Patient id the AuditEvent names (``aifi.fhir.mapping.patient_id``), for
+    ``AuditEvent?patient=Patient/…`` searches."""
     study_uid: str | None = Field(default=None, max_length=64)
     entity: str = Field(default="[]", sa_type=Text)
     """JSON list of the entities touched: ``{"kind", "id", ...}`` (workitem, FHIR

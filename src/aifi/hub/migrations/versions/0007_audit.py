@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("path", sa.String(length=200), nullable=False),
         sa.Column("patient_id", sa.String(length=64), nullable=True),
         sa.Column("patient_issuer", sa.String(length=64), nullable=True),
+        sa.Column("patient_ref", sa.String(length=40), nullable=True),
         sa.Column("study_uid", sa.String(length=64), nullable=True),
         sa.Column("entity", sa.Text(), nullable=False),
         sa.Column("query", sa.Text(), nullable=True),
@@ -59,6 +60,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_audit_event_recorded", "audit_event", ["tenant", "recorded_at"])
     op.create_index("ix_audit_event_patient", "audit_event", ["tenant", "patient_id"])
+    op.create_index("ix_audit_event_patient_ref", "audit_event", ["tenant", "patient_ref"])
     op.create_index("ix_audit_event_study", "audit_event", ["tenant", "study_uid"])
     op.create_index("ix_audit_event_client", "audit_event", ["tenant", "client_id"])
     op.create_table(
@@ -88,6 +90,7 @@ def downgrade() -> None:
     op.drop_table("audit_cursor")
     op.drop_index("ix_audit_event_client", table_name="audit_event")
     op.drop_index("ix_audit_event_study", table_name="audit_event")
+    op.drop_index("ix_audit_event_patient_ref", table_name="audit_event")
     op.drop_index("ix_audit_event_patient", table_name="audit_event")
     op.drop_index("ix_audit_event_recorded", table_name="audit_event")
     op.drop_table("audit_event")

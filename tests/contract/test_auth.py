@@ -617,3 +617,39 @@ def test_refused_and_allowed_accesses_are_audited_with_who(hub: LiveServer) -> N
     assert [(r.study_uid, r.outcome) for r in rows] == [(uid, 4)] * 4
     assert rows[-1].tenant == "default" and rows[-1].role == "hospital"
     assert all("x.y.z" not in (r.query or "") for r in rows)
+
+
+def test_token_flows_on_both_databases(tmp_path: Path, database_url: str | None) -> None:
+    """The registry, replay detection, revocation and key rotation on SQLite and
+    PostgreSQL (the ``database_url`` fixture runs both)."""
+    with secured_hub(tmp_path / "data", database_url=database_url) as hub:
+        credentials = register(hub, method="private_key_jwt")
+        assertion = _signed(credentials.private_jwk or {}, _claims(credentials))
+        first = _token_post(hub, _assertion_form(credentials, assertion, "dicomweb.read"))
+        assert first.status_code == 200
+        replay = _token_post(hub, _assertion_form(credentials, assertion, "dicomweb.read"))
+        assert replay.status_code == 401 and "replayed" in replay.json()["error_description"]
+        token = first.json()["access_token"]
+        assert httpx.get(hub.dicomweb + "/studies", headers=bearer(token)).status_code in (200, 204)
+        hub.app.state.tokens.keys.rotate()
+        assert httpx.get(hub.dicomweb + "/studies", headers=bearer(token)).status_code in (200, 204)
+        secret_client = register(hub)
+        revoke = httpx.post(
+            hub.url + "/oauth/revoke",
+            data={"token": token},
+            auth=(credentials.client_id, ""),
+        )
+        assert revoke.status_code == 401  # a private_key_jwt client cannot use Basic
+        own = httpx.post(
+            hub.url + "/oauth/revoke",
+            data={
+                "token": token,
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": client_assertion(
+                    credentials.client_id, credentials.token_url, credentials.private_jwk or {}
+                ),
+            },
+        )
+        assert own.status_code == 200
+        assert httpx.get(hub.dicomweb + "/studies", headers=bearer(token)).status_code == 401
+        assert token_for(secret_client, ["dicomweb.read"])

@@ -28,6 +28,7 @@ from aifi.hub.db import Database
 from aifi.hub.models import SigningKey
 
 SIGNING_ALG = "ES384"
+VERIFIED_CACHE = 4096
 AUDIENCE = "aifi-hub"
 """The ``aud`` of every access token the hub issues: the hub's APIs."""
 
@@ -172,6 +173,11 @@ class TokenService:
         self.lifetime = lifetime
         self.clock = clock
         self.leeway = leeway_seconds
+        self._verified: dict[str, dict[str, Any]] = {}
+        """Tokens whose signature, issuer and audience were checked (a client reuses its
+        token for minutes): only the time claims are checked again. Bounded; cleared
+        oldest first."""
+        self._verified_lock = threading.Lock()
 
     def issue(
         self,
@@ -212,6 +218,20 @@ class TokenService:
     def validate(self, token: str) -> dict[str, Any]:
         """The claims of a valid access token; :class:`InvalidToken` with the reason otherwise:
         bad form, unknown key, bad signature, other issuer or audience, expired, not yet valid."""
+        with self._verified_lock:
+            known = self._verified.get(token)
+        if known is not None:
+            check_time_claims(known, self.clock(), self.leeway)
+            return dict(known)
+        claims = self._verify(token)
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_CACHE:
+                for stale in list(self._verified)[: VERIFIED_CACHE // 4]:
+                    del self._verified[stale]
+            self._verified[token] = claims
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
         kid = _header_kid(token)
         try:
             decoded = jwt.decode(token, self.keys.key_set(kid), algorithms=[SIGNING_ALG])

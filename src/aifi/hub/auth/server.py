@@ -341,13 +341,11 @@ def build_router(server: AuthorizationServer) -> APIRouter:
             return error.response()
         return JSONResponse(body, headers=_NO_STORE)
 
-    def _own(caller: Client, claims: dict[str, Any]) -> bool:
-        if claims.get("sub") == caller.client_id:
-            return True
-        return caller.role == "admin" and claims.get("tenant") == caller.tenant
-
-    @router.post("/oauth/introspect", summary="Token introspection (RFC 7662)")
-    async def introspect(request: Request) -> Response:
+    async def _caller_and_token(
+        request: Request,
+    ) -> tuple[Client, str, dict[str, str]] | Response:
+        """RFC 7662 §2.1 / RFC 7009 §2.1: the authenticated caller and the ``token`` it
+        asks about, or the error response."""
         try:
             form = await _form(request)
             caller = await server.authenticate(request, form)
@@ -356,6 +354,19 @@ def build_router(server: AuthorizationServer) -> APIRouter:
         token_value = form.get("token")
         if not token_value:
             return OAuthError("invalid_request", "the 'token' parameter is missing").response()
+        return caller, token_value, form
+
+    def _own(caller: Client, claims: dict[str, Any]) -> bool:
+        if claims.get("sub") == caller.client_id:
+            return True
+        return caller.role == "admin" and claims.get("tenant") == caller.tenant
+
+    @router.post("/oauth/introspect", summary="Token introspection (RFC 7662)")
+    async def introspect(request: Request) -> Response:
+        asked = await _caller_and_token(request)
+        if isinstance(asked, Response):
+            return asked
+        caller, token_value, _ = asked
         try:
             claims = server.tokens.validate(token_value)
         except InvalidToken:
@@ -389,14 +400,10 @@ def build_router(server: AuthorizationServer) -> APIRouter:
 
     @router.post("/oauth/revoke", summary="Token revocation (RFC 7009)")
     async def revoke(request: Request) -> Response:
-        try:
-            form = await _form(request)
-            caller = await server.authenticate(request, form)
-        except OAuthError as error:
-            return error.response()
-        token_value = form.get("token")
-        if not token_value:
-            return OAuthError("invalid_request", "the 'token' parameter is missing").response()
+        asked = await _caller_and_token(request)
+        if isinstance(asked, Response):
+            return asked
+        caller, token_value, form = asked
         hint = form.get("token_type_hint")
         if hint not in (None, "access_token"):
             return OAuthError(

@@ -44,6 +44,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -129,8 +130,8 @@ class AuditTrail:
     """Writes audit rows (module docstring). Requests :meth:`submit` their rows to one
     writer thread that commits whatever has queued up in one transaction (group commit:
     no wait at low load, one fsync per batch under load instead of one per request); the
-    row is written after the response was sent, as before, so batching widens the window a
-    hard crash can lose by the length of one transaction, not more. Exports and the CLI
+    row is written after the response was sent, and at most :data:`GATHER_SECONDS` later,
+    so a hard crash can lose the accesses of that last fraction of a second. Exports and the CLI
     :meth:`record` synchronously."""
 
     def __init__(
@@ -184,9 +185,10 @@ class AuditTrail:
             if first is None:
                 return
             batch = [first]
+            until = time.monotonic() + GATHER_SECONDS
             while len(batch) < WRITE_BATCH:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=max(0.0, until - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is None:
@@ -444,6 +446,9 @@ class AuditTrail:
 
 WRITE_BATCH = 500
 """Most rows the writer commits in one transaction."""
+GATHER_SECONDS = 0.2
+"""How long the writer collects rows before it commits them: at most ~5 audit commits a
+second compete for the database writer with the requests' own transactions."""
 
 DeliveryAudit = Callable[[str, int, str, str, list[str], str | None], None]
 NotifyAudit = Callable[[str, str, str | None, tuple[str, str] | None, str | None, bool], None]

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     audit_poll_seconds: float = Field(
         default=2.0,
         gt=0,
-        description="How often the audit loop projects AuditEvents and sends syslog messages.",
+        description="How often the audit loop sends the new audit records to syslog.",
     )
     # --- end audit trail ---------------------------------------------------------------------
 

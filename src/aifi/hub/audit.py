@@ -154,11 +154,18 @@ class AuditTrail:
         self._pending = 0
         self._idle = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
+        self._closed = False
+        db.before_dispose.append(self.close)
 
     # -- writing ------------------------------------------------------------------------
 
     def submit(self, entry: AuditEntry) -> None:
         """Queue a row for the writer thread (never blocks, never raises)."""
+        if self._closed:  # the database is closing: nothing can be written any more
+            log.warning("audit record after shutdown not written (%s %s)", entry.method, entry.path)
+            with self._lock:
+                self.failures += 1
+            return
         with self._lock:
             self._pending += 1
             if self._writer is None or not self._writer.is_alive():
@@ -174,7 +181,9 @@ class AuditTrail:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self) -> None:
+        """Write what is queued and stop the writer (before the database closes)."""
         self.flush()
+        self._closed = True
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join(timeout=5)

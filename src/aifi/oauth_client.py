@@ -48,6 +48,14 @@ class Credentials:
             private_jwk=data.get("private_jwk"),
         )
 
+    def write(self, path: Path) -> None:
+        """Write the credentials file, readable by its owner only (0600, never briefly
+        wider): it holds a secret or a private key."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(self.to_json())
+
     def to_json(self) -> str:
         data: dict[str, Any] = {"client_id": self.client_id, "token_url": self.token_url}
         if self.secret:

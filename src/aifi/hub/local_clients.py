@@ -23,12 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aifi.hub.auth.clients import ClientRegistry
+from aifi.hub.auth.clients import DEFAULT_SCOPES, ClientRegistry
 from aifi.hub.auth.policy import (
     ADMIN,
     DICOMWEB_READ,
     DICOMWEB_WRITE,
-    PERFORMER,
     REQUESTER,
     RESULTS_READ,
     RESULTS_REVIEW,
@@ -48,7 +47,7 @@ HOSPITAL_SCOPES = (
 """The gateway/PACS and the EPD view: store, find, retrieve, signal completion, read and
 review results, read FHIR (SMART v2 system scopes)."""
 ADMIN_SCOPES = (ADMIN,)
-PERFORMER_SCOPES = (DICOMWEB_READ, DICOMWEB_WRITE, PERFORMER)
+PERFORMER_SCOPES = DEFAULT_SCOPES["performer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +66,6 @@ class LocalClients:
 
     def performer_auth(self, product: str) -> ClientCredentials:
         return ClientCredentials(Credentials.from_file(self.performers[product]), PERFORMER_SCOPES)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (0600), never briefly wider."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)
 
 
 def register_local_clients(
@@ -111,13 +102,12 @@ def register_local_clients(
                 description=label,
             )
             path = folder / f"{name}.json"
-            credentials = Credentials(
+            Credentials(
                 client_id=registration.client.client_id,
                 token_url=token_url,
                 secret=registration.secret,
                 private_jwk=private,
-            )
-            write_private(path, credentials.to_json())
+            ).write(path)
             return path
 
         hospital = add("hospital", "hospital", HOSPITAL_SCOPES)
@@ -136,5 +126,4 @@ __all__ = [
     "PERFORMER_SCOPES",
     "LocalClients",
     "register_local_clients",
-    "write_private",
 ]

@@ -152,17 +152,10 @@ def add(
             secret=registration.secret,
             private_jwk=private,
         )
-        _write_private(write_credentials, credentials.to_json())
+        credentials.write(write_credentials)
         typer.echo(f"credentials written to {write_credentials}")
     elif private is not None:
         typer.echo(json.dumps({"private_jwk": private}))
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)
 
 
 @clients_app.command("list")
@@ -227,7 +220,7 @@ def rotate(
             secret=registration.secret,
             private_jwk=private,
         )
-        _write_private(write_credentials, credentials.to_json())
+        credentials.write(write_credentials)
         typer.echo(f"credentials written to {write_credentials}")
     elif registration.secret:
         typer.echo(f"secret (shown once): {registration.secret}")

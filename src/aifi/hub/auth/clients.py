@@ -43,6 +43,7 @@ from aifi.hub.auth.policy import (
     REQUESTER,
     RESULTS_READ,
     RESULTS_REVIEW,
+    system_scope,
 )
 from aifi.hub.db import Database
 from aifi.hub.models import OAuthClient, OAuthJti, OAuthRevoked, Tenant
@@ -70,7 +71,6 @@ _ROLE_CEILING: dict[str, frozenset[str]] = {
     "performer": frozenset(DEFAULT_SCOPES["performer"]),
     "admin": frozenset(NON_FHIR_SCOPES),
 }
-_FHIR_SCOPE = re.compile(r"^system/([A-Z][A-Za-z]{1,63}|\*)\.(c?r?u?d?s?|read|write|\*)$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -84,10 +84,10 @@ def scope_allowed_for_role(role: str, scope: str) -> bool:
     no FHIR at all."""
     if scope in _ROLE_CEILING.get(role, frozenset()):
         return True
-    match = _FHIR_SCOPE.fullmatch(scope)
-    if match is None or not match.group(2) or role not in ("hospital", "admin"):
+    parsed = system_scope(scope)
+    if parsed is None or role not in ("hospital", "admin"):
         return False
-    return not (role != "admin" and match.group(1) == "AuditEvent")
+    return not (role != "admin" and parsed[0] == "AuditEvent")
 
 
 def hash_secret(secret: str) -> str:

@@ -26,12 +26,13 @@ statement §10):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, APIWebSocketRoute
+from fastapi.routing import APIWebSocketRoute
 from starlette.routing import BaseRoute
 
 Action = Literal["create", "read", "search", "update", "delete", "execute"]
@@ -243,29 +244,39 @@ def bind(app: FastAPI) -> dict[tuple[int, str], Rule]:
     return bound
 
 
+_SYSTEM_SCOPE = re.compile(r"^system/([A-Z][A-Za-z]{1,63}|\*)\.(c?r?u?d?s?|read|write|\*)$")
+_V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def system_scope(scope: str) -> tuple[str, str] | None:
+    """A SMART system scope as ``(resource type or "*", permission letters)``: v2
+    ``system/<Type>.<cruds>`` (letters in that order, App Launch 2.x §Scopes) or v1
+    ``read``/``write``/``*`` (as ``rs``/``cud``/``cruds``); None for anything else."""
+    match = _SYSTEM_SCOPE.fullmatch(scope)
+    if match is None or not match.group(2):
+        return None
+    return match.group(1), _V1_PERMISSIONS.get(match.group(2), match.group(2))
+
+
 def fhir_scope_satisfied(granted: frozenset[str], resource_type: str, action: Action) -> bool:
-    """Does one of the ``granted`` scopes allow ``action`` on ``resource_type``? SMART v2
-    ``system/<Type|*>.<cruds subset>`` (App Launch 2.x §Scopes), and v1 ``read``/``write``/``*``."""
+    """Does one of the ``granted`` scopes allow ``action`` on ``resource_type``?"""
     letter = FHIR_INTERACTION_LETTER.get(action)
     if letter is None:
         return False
     for scope in granted:
-        context, _, rest = scope.partition("/")
-        if context != "system" or "." not in rest:
-            continue
-        kind, _, perms = rest.partition(".")
-        if kind not in (resource_type, "*"):
-            continue
-        perms = perms.split("?", 1)[0]
-        if (
-            perms == "*"
-            or (perms == "read" and letter in "rs")
-            or (perms == "write" and letter in "cud")
-        ):
-            return True
-        if perms and set(perms) <= set("cruds") and letter in perms:
+        parsed = system_scope(scope)
+        if parsed is not None and parsed[0] in (resource_type, "*") and letter in parsed[1]:
             return True
     return False
+
+
+def system_scope_within(scope: str, held: str) -> bool:
+    """Is the system scope ``scope`` no more than ``held`` grants? (``system/Task.rs`` is
+    within ``system/*.cruds``; ``system/*.rs`` is not within ``system/Task.cruds``.)"""
+    asked, holds = system_scope(scope), system_scope(held)
+    if asked is None or holds is None:
+        return False
+    return holds[0] in (asked[0], "*") and set(asked[1]) <= set(holds[1])
 
 
 def required_fhir_scope(resource_type: str, action: Action) -> str:
@@ -310,7 +321,6 @@ __all__ = [
     "RESULTS_READ",
     "RESULTS_REVIEW",
     "RULES",
-    "APIRoute",
     "Action",
     "Rule",
     "bind",
@@ -319,4 +329,6 @@ __all__ = [
     "openapi_security",
     "required_fhir_scope",
     "route_methods",
+    "system_scope",
+    "system_scope_within",
 ]

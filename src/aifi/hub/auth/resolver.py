@@ -31,7 +31,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aifi.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
-from aifi.hub.auth.clients import ClientRegistry
+from aifi.hub.auth.clients import ClientRegistry, scope_allowed_for_role
 from aifi.hub.auth.policy import (
     NON_FHIR_SCOPES,
     Rule,
@@ -239,8 +239,6 @@ class ExternalResolver:
         scope_list = scopes.split() if isinstance(scopes, str) else scopes
         if not isinstance(scope_list, list):
             raise _invalid("the access token's scopes cannot be read")
-        from aifi.hub.auth.clients import scope_allowed_for_role
-
         allowed = frozenset(
             s for s in scope_list if isinstance(s, str) and scope_allowed_for_role(str(role), s)
         )

@@ -38,7 +38,7 @@ from aifi.hub.auth.clients import (
     scope_allowed_for_role,
     verify_secret,
 )
-from aifi.hub.auth.policy import NON_FHIR_SCOPES
+from aifi.hub.auth.policy import NON_FHIR_SCOPES, system_scope_within
 from aifi.hub.auth.tokens import InvalidToken, TokenService, check_time_claims
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -263,24 +263,7 @@ class AuthorizationServer:
 def _grantable(scope: str, allowed: tuple[str, ...]) -> bool:
     """Is a requested scope within what the client was registered for? FHIR scopes are
     narrowed: ``system/Task.rs`` is within ``system/*.cruds``."""
-    if scope in allowed:
-        return True
-    if not scope.startswith("system/") or "." not in scope:
-        return False
-    kind, _, perms = scope[len("system/") :].partition(".")
-    perms = {"read": "rs", "write": "cud", "*": "cruds"}.get(perms, perms)
-    if not perms or not set(perms) <= set("cruds"):
-        return False
-    for held in allowed:
-        if not held.startswith("system/") or "." not in held:
-            continue
-        held_kind, _, held_perms = held[len("system/") :].partition(".")
-        held_perms = {"read": "rs", "write": "cud", "*": "cruds"}.get(held_perms, held_perms)
-        if held_kind in (kind, "*") and set(perms) <= set(held_perms):
-            if kind == "*" and held_kind != "*":
-                continue
-            return True
-    return False
+    return scope in allowed or any(system_scope_within(scope, held) for held in allowed)
 
 
 def smart_configuration(request: Request, base: str) -> dict[str, Any]:

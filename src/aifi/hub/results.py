@@ -134,13 +134,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _first(ds: DicomJson, tag: str) -> Any:
+def first_value(ds: DicomJson, tag: str) -> Any:
+    """The first value of ``tag`` in DICOM JSON (PS3.18 F.2), or None."""
     element = ds.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
     return values[0] if isinstance(values, list) and values else None
 
 
-def _items(ds: DicomJson, tag: str) -> list[DicomJson]:
+def sequence_items(ds: DicomJson, tag: str) -> list[DicomJson]:
+    """The items of the sequence ``tag`` in DICOM JSON (none when absent or empty)."""
     element = ds.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
     return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
@@ -175,18 +177,18 @@ def output_uids(ds: DicomJson) -> list[str]:
     """SOP Instance UIDs in the Output Information Sequence of the UPS Performed Procedure
     Sequence (PS3.4 Table CC.2.5-3), in order."""
     found: list[str] = []
-    for performed in _items(ds, PERFORMED_PROCEDURE):
-        for output in _items(performed, OUTPUT_INFORMATION):
-            for ref in _items(output, REFERENCED_SOP_SEQUENCE):
-                uid = _first(ref, REFERENCED_SOP_INSTANCE)
+    for performed in sequence_items(ds, PERFORMED_PROCEDURE):
+        for output in sequence_items(performed, OUTPUT_INFORMATION):
+            for ref in sequence_items(output, REFERENCED_SOP_SEQUENCE):
+                uid = first_value(ref, REFERENCED_SOP_INSTANCE)
                 if uid and str(uid) not in found:
                     found.append(str(uid))
     return found
 
 
 def cancellation_reason(ds: DicomJson) -> str | None:
-    for item in _items(ds, PROGRESS_INFORMATION):
-        text = _first(item, REASON_FOR_CANCELLATION)
+    for item in sequence_items(ds, PROGRESS_INFORMATION):
+        text = first_value(item, REASON_FOR_CANCELLATION)
         if text:
             return str(text)
     return None
@@ -453,16 +455,16 @@ class ResultGate:
         Sequence's instances, or every stored instance of a series listed without them)
         and the patient of the stored inputs (else of the workitem)."""
         ds = candidate.attributes
-        study = candidate.row.study_instance_uid or str(_first(ds, STUDY_INSTANCE_UID) or "")
+        study = candidate.row.study_instance_uid or str(first_value(ds, STUDY_INSTANCE_UID) or "")
         uids = set(candidate.inputs)
         first: tuple[str, str | None, str | None] | None = None
-        for item in _items(ds, INPUT_INFORMATION):
-            item_study = str(_first(item, STUDY_INSTANCE_UID) or study)
-            series = _first(item, SERIES_INSTANCE_UID)
+        for item in sequence_items(ds, INPUT_INFORMATION):
+            item_study = str(first_value(item, STUDY_INSTANCE_UID) or study)
+            series = first_value(item, SERIES_INSTANCE_UID)
             refs = [
-                str(_first(r, REFERENCED_SOP_INSTANCE))
-                for r in _items(item, REFERENCED_SOP_SEQUENCE)
-                if _first(r, REFERENCED_SOP_INSTANCE)
+                str(first_value(r, REFERENCED_SOP_INSTANCE))
+                for r in sequence_items(item, REFERENCED_SOP_SEQUENCE)
+                if first_value(r, REFERENCED_SOP_INSTANCE)
             ]
             if not refs and series:
                 refs = [
@@ -472,13 +474,13 @@ class ResultGate:
                 uids.update(refs)
             if first is None and refs:
                 first = (item_study, str(series) if series else None, refs[0])
-        patient_id = str(_first(ds, PATIENT_ID) or "")
-        patient_name = _person_name(_first(ds, PATIENT_NAME))
+        patient_id = str(first_value(ds, PATIENT_ID) or "")
+        patient_name = _person_name(first_value(ds, PATIENT_NAME))
         if first is not None:
             stored = self.inner.instance_metadata(tenant, first[0], first[1], first[2])
             if stored:
-                patient_id = str(_first(stored[0], PATIENT_ID) or "")
-                patient_name = _person_name(_first(stored[0], PATIENT_NAME))
+                patient_id = str(first_value(stored[0], PATIENT_ID) or "")
+                patient_name = _person_name(first_value(stored[0], PATIENT_NAME))
         return air.InputContext(
             study_instance_uid=study,
             patient_id=patient_id,

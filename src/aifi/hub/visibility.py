@@ -26,12 +26,18 @@ from collections.abc import Collection, Sequence
 
 from sqlmodel import col, select
 
-from aifi.dicomweb.store import DicomJson, IncomingInstance, StoreOutcome
+from aifi.dicomweb.store import IncomingInstance, StoreOutcome
 from aifi.dicomweb.visibility import Visible
 from aifi.hub.db import Database
 from aifi.hub.models import ResultInstance, Workitem
 from aifi.hub.repository import unpack_json
-from aifi.hub.results import OUTPUT_INFORMATION, PERFORMED_PROCEDURE, ResultGate
+from aifi.hub.results import (
+    OUTPUT_INFORMATION,
+    PERFORMED_PROCEDURE,
+    ResultGate,
+    first_value,
+    sequence_items,
+)
 from aifi.hub.worklist_events import of_products
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,
@@ -40,17 +46,6 @@ from aifi.ihe_profiles.aiw import (
     SERIES_INSTANCE_UID,
     STUDY_INSTANCE_UID,
 )
-
-
-def _values(ds: DicomJson, tag: str) -> list[object]:
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values if isinstance(values, list) else []
-
-
-def _first(ds: DicomJson, tag: str) -> str | None:
-    values = _values(ds, tag)
-    return str(values[0]) if values and values[0] is not None else None
 
 
 class HubVisibility:
@@ -98,25 +93,22 @@ class HubVisibility:
             sop_uids.add(result_sop)
         for _workitem, own_study, blob in rows:
             ds = unpack_json(blob)
-            default_study = _first(ds, STUDY_INSTANCE_UID) or own_study or ""
+            default_study = str(first_value(ds, STUDY_INSTANCE_UID) or own_study or "")
             outputs = [
                 item
-                for performed in _values(ds, PERFORMED_PROCEDURE)
-                if isinstance(performed, dict)
-                for item in _values(performed, OUTPUT_INFORMATION)
-                if isinstance(item, dict)
+                for performed in sequence_items(ds, PERFORMED_PROCEDURE)
+                for item in sequence_items(performed, OUTPUT_INFORMATION)
                 # results belong in the inputs' study (IHE AIW-I); nothing elsewhere counts
-                and (_first(item, STUDY_INSTANCE_UID) or default_study) == default_study
+                if str(first_value(item, STUDY_INSTANCE_UID) or default_study) == default_study
             ]
-            for item in [*_values(ds, INPUT_INFORMATION), *outputs]:
-                if not isinstance(item, dict):
-                    continue
-                study = _first(item, STUDY_INSTANCE_UID) or default_study
-                series = _first(item, SERIES_INSTANCE_UID)
+            for item in [*sequence_items(ds, INPUT_INFORMATION), *outputs]:
+                study = str(first_value(item, STUDY_INSTANCE_UID) or default_study)
+                series = first_value(item, SERIES_INSTANCE_UID)
+                series = str(series) if series else None
                 refs = [
-                    uid
-                    for ref in _values(item, REFERENCED_SOP_SEQUENCE)
-                    if isinstance(ref, dict) and (uid := _first(ref, REFERENCED_SOP_INSTANCE))
+                    str(uid)
+                    for ref in sequence_items(item, REFERENCED_SOP_SEQUENCE)
+                    if (uid := first_value(ref, REFERENCED_SOP_INSTANCE))
                 ]
                 if not refs and series and study:
                     # A series listed without its instances: all of its stored instances.

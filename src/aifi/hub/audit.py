@@ -213,7 +213,8 @@ class AuditTrail:
         try:
             with self.db.transaction() as connection:
                 with Session(bind=connection) as session:
-                    entries = [self._with_patient(session, entry) for entry in batch]
+                    patients: dict[tuple[str, str], tuple[str, str | None]] = {}
+                    entries = [self._with_patient(session, entry, patients) for entry in batch]
                 connection.execute(insert(AuditRecord), [self._values(e) for e in entries])
         except Exception:
             log.exception("%d audit records could not be written in one go", len(batch))
@@ -269,8 +270,15 @@ class AuditTrail:
             "query": entry.query,
         }
 
-    def _with_patient(self, session: Session, entry: AuditEntry) -> AuditEntry:
-        """Fill in the study and patient from what the hub knows (cheap lookups by key)."""
+    def _with_patient(
+        self,
+        session: Session,
+        entry: AuditEntry,
+        patients: dict[tuple[str, str], tuple[str, str | None]] | None = None,
+    ) -> AuditEntry:
+        """Fill in the study and patient from what the hub knows (cheap lookups by key;
+        ``patients`` remembers each study's patient across one batch, whose rows mostly
+        name the same few studies)."""
         tenant = entry.tenant
         if tenant is None or entry.patient_id:
             return entry
@@ -293,7 +301,12 @@ class AuditTrail:
                     ).first()
                 )
         if study_uid:
-            patient = self._study_patient(session, tenant, study_uid)
+            key = (tenant, study_uid)
+            patient = patients.get(key) if patients is not None else None
+            if patient is None:
+                patient = self._study_patient(session, tenant, study_uid)
+                if patients is not None and patient is not None:
+                    patients[key] = patient  # only found ones: the study may arrive later
         if patient is None and self.fhir_store is not None:
             patient = self._fhir_patient(session, tenant, entry)
         return replace(

@@ -26,51 +26,18 @@ from urllib.parse import urlsplit
 
 import uvicorn.config
 
+from aifi.hub.auth.policy import RULES
+
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
 KEEP = frozenset(
-    {
-        "dicomweb",
-        "studies",
-        "series",
-        "instances",
-        "metadata",
-        "rendered",
-        "thumbnail",
-        "frames",
-        "bulkdata",
-        "workitems",
-        "subscribers",
-        "state",
-        "cancelrequest",
-        "suspend",
-        "api",
-        "v1",
-        "complete",
-        "routing",
-        "results",
-        "accept",
-        "reject",
-        "deliveries",
-        "retry",
-        "notifications",
-        "fhir",
-        "_history",
-        "_search",
-        "$status",
-        "oauth",
-        "token",
-        "introspect",
-        "revoke",
-        "jwks",
-        ".well-known",
-        "smart-configuration",
-        "healthz",
-        "openapi.json",
-        "docs",
-        "oauth2-redirect",
-        "redoc",
-    }
+    segment
+    for _, path in RULES
+    for segment in path.split("/")
+    if segment and not segment.startswith("{") and not _RESOURCE_TYPE.fullmatch(segment)
 )
-"""Literal path segments of the hub's routes (:mod:`aifi.hub.auth.policy` ``RULES``)."""
+"""Literal path segments of the hub's routes, from the one route table
+(:data:`aifi.hub.auth.policy.RULES`); FHIR resource types are kept by their own rule below."""
 
 PLACEHOLDER = {
     "studies": "{study}",
@@ -83,7 +50,6 @@ PLACEHOLDER = {
     "deliveries": "{destination}",
     "_history": "{version}",
 }
-_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
 def redact_path(target: str) -> str:

@@ -44,11 +44,13 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from aifi.dicomweb import rendering, transcode
 from aifi.dicomweb.deps import ConfigDep, StoreDep
 from aifi.dicomweb.dicomjson import absolutize_bulkdata
 from aifi.dicomweb.dicomxml import json_to_native_xml
+from aifi.dicomweb.direct_send import DIRECT_SEND, DirectSend, FileSegment, Piece, length
 from aifi.dicomweb.media import MediaType, parse_accept
 from aifi.dicomweb.multipart import (
     closing,
@@ -280,6 +282,16 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
     return plans, single
 
 
+def _segment(plan: _Planned) -> FileSegment:
+    return FileSegment(plan.instance.path, 0, plan.size)
+
+
+def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
+    """The multipart ``transfer-syntax`` parameter, when every part has the same one."""
+    syntaxes = {p.syntax for p in plans}
+    return {"transfer-syntax": syntaxes.pop()} if len(syntaxes) == 1 else {}
+
+
 def _instance_body(plan: _Planned, ready: bytes | None) -> Iterator[Chunk]:
     if ready is not None:
         yield ready
@@ -287,6 +299,50 @@ def _instance_body(plan: _Planned, ready: bytes | None) -> Iterator[Chunk]:
         yield from transcode.file_views(plan.instance.path, plan.size, WINDOW)
     else:
         yield transcode.to_explicit_vr_little_endian(plan.instance.path)
+
+
+def _views(pieces: Iterable[Piece]) -> Iterator[Chunk]:
+    for piece in pieces:
+        if isinstance(piece, FileSegment):
+            yield from transcode.file_views(piece.path, piece.size, WINDOW, piece.offset)
+        else:
+            yield piece
+
+
+class _FilesResponse(StreamingResponse):
+    """A body of bytes and stored-file ranges with a known length: handed whole to the
+    server's zero-copy sender when it offers one (:mod:`aifi.dicomweb.direct_send`),
+    streamed from memory-mapped views otherwise; the same bytes either way."""
+
+    def __init__(self, pieces: list[Piece], headers: dict[str, str]) -> None:
+        self.pieces = pieces
+        super().__init__(_body(_views(pieces)), headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct: DirectSend | None = (scope.get("extensions") or {}).get(DIRECT_SEND)
+        if direct is None:
+            await super().__call__(scope, receive, send)
+            return
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        if not await direct.send_pieces(self.pieces):
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _files_response(
+    parts: list[tuple[str, dict[str, str], FileSegment]], boundary: str, headers: dict[str, str]
+) -> _FilesResponse:
+    """A multipart/related body (PS3.18 §8.6.1.2) of stored files sent as they are."""
+    pieces: list[Piece] = []
+    pending = b""
+    for part_type, part_headers, segment in parts:
+        pieces += [pending + part_header(boundary, part_type, part_headers), segment]
+        pending = part_separator()
+    pieces.append(pending + closing(boundary))
+    headers["Content-Length"] = str(length(pieces))
+    return _FilesResponse(pieces, headers)
 
 
 def _retrieve(ctx: _Context, instances: list[StoredInstance]) -> Response:
@@ -299,16 +355,25 @@ def _retrieve(ctx: _Context, instances: list[StoredInstance]) -> Response:
     sizes = [len(ready) if ready is not None else p.size for p in plans]
     if single:
         headers = {"Content-Type": _ts(DICOM, plans[0].syntax), "Content-Length": str(sizes[0])}
+        if ready is None and plans[0].as_stored:
+            return _FilesResponse([_segment(plans[0])], headers)
         return _streaming(_instance_body(plans[0], ready), headers)
     boundary = new_boundary()
+    if ready is None and all(p.as_stored for p in plans):
+        return _files_response(
+            [
+                (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, _segment(p))
+                for p in plans
+            ],
+            boundary,
+            {"Content-Type": content_type(DICOM, boundary, **_one_syntax(plans))},
+        )
     parts = [
         (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, _instance_body(p, ready))
         for p in plans
     ]
-    syntaxes = {p.syntax for p in plans}
-    extra = {"transfer-syntax": syntaxes.pop()} if len(syntaxes) == 1 else {}
-    headers = {"Content-Type": content_type(DICOM, boundary, **extra)}
-    if ready is not None or all(p.as_stored for p in plans):
+    headers = {"Content-Type": content_type(DICOM, boundary, **_one_syntax(plans))}
+    if ready is not None:
         # Every size is known up front: say so (progress for clients, no chunking).
         framing = sum(len(part_header(boundary, t, h)) + 2 for t, h, _ in parts)
         headers["Content-Length"] = str(framing + sum(sizes) + len(closing(boundary)))

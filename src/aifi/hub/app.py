@@ -38,7 +38,7 @@ from aifi.fhir.api import FhirResponse, outcome_response
 from aifi.fhir.api import build_router as build_fhir_router
 from aifi.fhir.search import parse_search
 from aifi.fhir.types import StoredResource
-from aifi.hub import api, results_api
+from aifi.hub import api, direct_send, results_api
 from aifi.hub.ai_requests import AiRequests
 from aifi.hub.auth import policy
 from aifi.hub.auth.clients import ClientRegistry
@@ -90,6 +90,17 @@ class BaseUrl:
     @property
     def value(self) -> str:
         return self.configured or self.seen
+
+
+class HubApp(FastAPI):
+    """The hub's FastAPI app; as the outermost layer it alone sees the server's own
+    ``send``, so it offers zero-copy sending of stored files
+    (:mod:`aifi.hub.direct_send`) to the responses inside."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            direct_send.install(scope, send)
+        await super().__call__(scope, receive, send)
 
 
 class _NoteBaseUrl:
@@ -223,7 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     limits = Limits(settings.rate_limit_per_minute, settings.max_request_mb * 1024 * 1024)
     authorizer = Authorizer({}, limits)
-    app = FastAPI(
+    app = HubApp(
         title="aifi-hub",
         version=aifi.__version__,
         summary="Standards-based integration hub for radiology AI",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from aifi.errors import Forbidden
 
@@ -66,4 +67,14 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+async def _principal(request: Request) -> Principal:
+    """:func:`get_principal` as a dependency: on the event loop when the app-wide
+    authorization has resolved the caller already (the usual case), else in a worker
+    thread (resolving may look up tokens and clients)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(get_principal, request)
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]

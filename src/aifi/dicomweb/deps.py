@@ -5,6 +5,9 @@ The app factory puts a :class:`~aifi.dicomweb.store.DicomStore` and a
 :data:`aifi.principal.PrincipalDep`. A restricted caller (an AI product's Task Performer)
 gets the store through :class:`~aifi.dicomweb.visibility.RestrictedStore`, with the
 :class:`~aifi.dicomweb.visibility.VisibilityProvider` at ``app.state.visibility``.
+
+They are ``async def`` although they do no I/O: FastAPI runs a plain ``def`` dependency
+in a worker thread, a trip that cost more than the dependency itself.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class DicomwebConfig:
         return str(base).rstrip("/") + self.prefix
 
 
-def get_store(request: Request, principal: PrincipalDep) -> DicomStore:
+async def get_store(request: Request, principal: PrincipalDep) -> DicomStore:
     """The store as the caller may see it: all of its tenant's, or for a restricted
     principal only its products' inputs and results (refused, not widened, when the
     application has no visibility provider)."""
@@ -64,7 +67,7 @@ def get_store(request: Request, principal: PrincipalDep) -> DicomStore:
     return RestrictedStore(store, provider, principal.products or frozenset())
 
 
-def get_config(request: Request) -> DicomwebConfig:
+async def get_config(request: Request) -> DicomwebConfig:
     config: DicomwebConfig = request.app.state.dicomweb_config
     return config
 

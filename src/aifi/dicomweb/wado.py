@@ -145,7 +145,7 @@ class _Context:
         )
 
 
-def _context(
+async def _context(
     request: Request, store: StoreDep, config: ConfigDep, principal: PrincipalDep
 ) -> _Context:
     return _Context(request, store, config.service_url(request), principal.tenant)

@@ -27,6 +27,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -264,19 +265,26 @@ def _get_json(url: str) -> dict[str, Any]:
     return value
 
 
-def dev_resolver(tenant: str) -> Callable[[HTTPConnection], Principal]:
+class DevResolver:
     """Development mode: everyone is the default tenant with every right."""
-    principal = Principal(
-        tenant=tenant,
-        subject="anonymous",
-        scopes=frozenset((*NON_FHIR_SCOPES, "system/*.cruds")),
-        role="dev",
-    )
 
-    def resolve(connection: HTTPConnection) -> Principal:
-        return principal
+    blocking = False
+    """Resolving does no I/O: the :class:`Authorizer` runs it on the event loop."""
 
-    return resolve
+    def __init__(self, tenant: str) -> None:
+        self.principal = Principal(
+            tenant=tenant,
+            subject="anonymous",
+            scopes=frozenset((*NON_FHIR_SCOPES, "system/*.cruds")),
+            role="dev",
+        )
+
+    def __call__(self, connection: HTTPConnection) -> Principal:
+        return self.principal
+
+
+def dev_resolver(tenant: str) -> DevResolver:
+    return DevResolver(tenant)
 
 
 class RateLimiter:
@@ -320,13 +328,22 @@ class Authorizer:
             rule = self.rules.get((id(endpoint), method))
         return rule
 
-    def __call__(self, connection: HTTPConnection) -> None:
+    async def __call__(self, connection: HTTPConnection) -> None:
+        """Async, so that FastAPI does not send it to a worker thread; the checks that may
+        do I/O (token and client look-ups) go to one, unless the resolver says it does
+        none. Each trip cost a DICOMweb request about 0.3 ms of CPU and some latency."""
         rule = self.rule_for(connection)
         if rule is None:
             raise Forbidden("this route has no declared scope")
         connection.state.rule = rule
         if rule.public:
             return
+        if getattr(connection.app.state.principal_resolver, "blocking", True):
+            await run_in_threadpool(self._authorize, connection, rule)
+        else:
+            self._authorize(connection, rule)
+
+    def _authorize(self, connection: HTTPConnection, rule: Rule) -> None:
         principal = get_principal(connection)  # type: ignore[arg-type]
         if principal.role != "dev":
             self._check_scope(connection, rule, principal)

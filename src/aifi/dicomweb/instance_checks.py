@@ -18,6 +18,7 @@ from pydicom import Dataset, dcmread
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
 from aifi.dicomweb.dicomjson import dataset_to_metadata
 from aifi.dicomweb.store import IncomingInstance
@@ -191,7 +192,30 @@ _FIELD = {
 }
 
 
+_UID_TAGS = {
+    keyword: Tag(keyword)
+    for keyword in (
+        *_FIELD,
+        "TransferSyntaxUID",
+        "MediaStorageSOPClassUID",
+        "MediaStorageSOPInstanceUID",
+    )
+}
+
+
 def _uid_value(ds: Dataset, keyword: str) -> str | None:
+    """A UID's text, stripped of padding; None when absent or empty.
+
+    Read straight from the raw element's ASCII bytes when it is still raw (as read), which
+    is what pydicom's conversion would give for a single value; otherwise, or for
+    anything unusual (several values, non-ASCII, a deferred value), by pydicom."""
+    tag = _UID_TAGS.get(keyword)
+    raw = ds._dict.get(tag) if tag is not None else None
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and b"\\" not in raw.value:
+        try:
+            return raw.value.decode("ascii").strip("\x00 ") or None
+        except UnicodeDecodeError:
+            pass
     try:
         value = ds.get(keyword)
     except Exception:  # a malformed raw element

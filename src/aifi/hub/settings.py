@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     task_manager_poll_seconds: float = Field(
         default=0.05,
         gt=0,
-        description="How often the Task Manager looks for complete studies and deadlines.",
+        description="How often the Task Manager looks for complete studies (deadlines and "
+        "waiting EPD requests: once a second).",
     )
     destinations_file: Path | None = Field(
         default=None,

@@ -81,6 +81,8 @@ def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert "QIDO p95 ms" in table
     assert (results.value("QIDO p95 ms", "aifi-hub") or 0) > 0
     assert (results.value("WADO study c1 MB/s", "aifi-hub") or 0) > 0
+    assert (results.value("STOW CT 1/req c1 CPU ms/inst", "aifi-hub") or 0) > 0
+    assert (results.value("WADO study c1 CPU ms/MB", "aifi-hub") or 0) > 0
     assert any("peak RSS" in line for line in lines)
 
 

@@ -8,7 +8,10 @@ Measured for each server:
   instances at concurrency 1 and 4;
 - QIDO-RS latency p50/p95 for a fixed query mix over ≥ 100,000 indexed instances;
 - WADO-RS retrieve throughput (MB/s) of a CT study at concurrency 1 and 4;
-- the server process's peak RSS while one STOW-RS request streams a ~1 GB study.
+- the server process's peak RSS while one STOW-RS request streams a ~1 GB study;
+- for STOW-RS and WADO-RS, the CPU time each server used (user + system, worker processes
+  included) per instance or per MB: steadier than throughput on a shared machine, and it
+  shows which server is bound by its CPU.
 
 When nginx is installed, the same WADO-RS response bytes are also served as a static file
 by nginx (sendfile, one worker per core) to the same client: the machine's ceiling for
@@ -272,6 +275,20 @@ def measure_fetch(urls: list[str], concurrency: int) -> float:
     return total / 1e6 / elapsed
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the process ``pid`` and its children
+    (a multi-worker hub is a supervisor and its workers)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 class RssSampler:
     """Samples the resident set size of a process and its children every 20 ms; keeps
     the peak."""
@@ -478,10 +495,13 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
         for per_request, concurrency in [(1, 1), (10, 1), (1, 4), (10, 4)]:
             files = list(ct_study(config.ct_per_config))
             for t in targets:
+                cpu = server_cpu(t.pid)
                 ips, mbps = measure_stow(t, files, per_request, concurrency)
+                cpu = server_cpu(t.pid) - cpu
                 label = f"STOW CT {per_request}/req c{concurrency}"
                 results.add(label + " inst/s", t.name, ips, "inst/s")
                 results.add(label + " MB/s", t.name, mbps, "MB/s")
+                results.add(label + " CPU ms/inst", t.name, cpu / len(files) * 1e3, "ms")
                 say(f"{label}: {t.name} {ips:.1f} inst/s, {mbps:.1f} MB/s")
         for concurrency in (1, 4):
             files = list(dx_study(config.dx_per_config))
@@ -497,8 +517,14 @@ def run(config: BenchConfig, say: Callable[[str], None] = print) -> Results:
             measure_stow(t, wado_files, 10, 2)
         for concurrency in (1, 4):
             for t in targets:
+                cpu, start = server_cpu(t.pid), time.perf_counter()
                 mbps = measure_wado(t, [wado_uid], concurrency, config.wado_repeats * concurrency)
+                megabytes = mbps * (time.perf_counter() - start)
+                cpu = server_cpu(t.pid) - cpu
                 results.add(f"WADO study c{concurrency} MB/s", t.name, mbps, "MB/s")
+                results.add(
+                    f"WADO study c{concurrency} CPU ms/MB", t.name, cpu / megabytes * 1e3, "ms"
+                )
                 say(f"WADO c{concurrency}: {t.name} {mbps:.1f} MB/s")
         hub_body = _fetch_body(f"{targets[0].dicomweb}/studies/{wado_uid}")
         with static_ceiling(root, hub_body) as static_url:

@@ -292,10 +292,8 @@ def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
     return {"transfer-syntax": syntaxes.pop()} if len(syntaxes) == 1 else {}
 
 
-def _instance_body(plan: _Planned, ready: bytes | None) -> Iterator[Chunk]:
-    if ready is not None:
-        yield ready
-    elif plan.as_stored:
+def _instance_body(plan: _Planned) -> Iterator[Chunk]:
+    if plan.as_stored:
         yield from transcode.file_views(plan.instance.path, plan.size, WINDOW)
     else:
         yield transcode.to_explicit_vr_little_endian(plan.instance.path)
@@ -332,13 +330,14 @@ class _FilesResponse(StreamingResponse):
 
 
 def _files_response(
-    parts: list[tuple[str, dict[str, str], FileSegment]], boundary: str, headers: dict[str, str]
+    parts: list[tuple[str, dict[str, str], Piece]], boundary: str, headers: dict[str, str]
 ) -> _FilesResponse:
-    """A multipart/related body (PS3.18 §8.6.1.2) of stored files sent as they are."""
+    """A multipart/related body (PS3.18 §8.6.1.2) of bodies known up front (stored files
+    sent as they are, converted bytes), with its Content-Length."""
     pieces: list[Piece] = []
     pending = b""
-    for part_type, part_headers, segment in parts:
-        pieces += [pending + part_header(boundary, part_type, part_headers), segment]
+    for part_type, part_headers, body in parts:
+        pieces += [pending + part_header(boundary, part_type, part_headers), body]
         pending = part_separator()
     pieces.append(pending + closing(boundary))
     headers["Content-Length"] = str(length(pieces))
@@ -352,31 +351,29 @@ def _retrieve(ctx: _Context, instances: list[StoredInstance]) -> Response:
     ready = None
     if len(plans) == 1 and not plans[0].as_stored:
         ready = transcode.to_explicit_vr_little_endian(plans[0].instance.path)
-    sizes = [len(ready) if ready is not None else p.size for p in plans]
-    if single:
-        headers = {"Content-Type": _ts(DICOM, plans[0].syntax), "Content-Length": str(sizes[0])}
-        if ready is None and plans[0].as_stored:
-            return _FilesResponse([_segment(plans[0])], headers)
-        return _streaming(_instance_body(plans[0], ready), headers)
-    boundary = new_boundary()
-    if ready is None and all(p.as_stored for p in plans):
+    if ready is not None or all(p.as_stored for p in plans):
+        # Every body is known up front: its length is said (progress for clients, no
+        # chunking) and stored files may go to the socket without a copy.
+        bodies: list[Piece] = [ready] if ready is not None else [_segment(p) for p in plans]
+        if single:
+            headers = {"Content-Type": _ts(DICOM, plans[0].syntax)}
+            headers["Content-Length"] = str(length(bodies))
+            return _FilesResponse(bodies, headers)
+        boundary = new_boundary()
         return _files_response(
             [
-                (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, _segment(p))
-                for p in plans
+                (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, body)
+                for p, body in zip(plans, bodies, strict=True)
             ],
             boundary,
             {"Content-Type": content_type(DICOM, boundary, **_one_syntax(plans))},
         )
+    boundary = new_boundary()
     parts = [
-        (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, _instance_body(p, ready))
+        (_ts(DICOM, p.syntax), {"Content-Location": ctx.url(p.instance)}, _instance_body(p))
         for p in plans
     ]
     headers = {"Content-Type": content_type(DICOM, boundary, **_one_syntax(plans))}
-    if ready is not None:
-        # Every size is known up front: say so (progress for clients, no chunking).
-        framing = sum(len(part_header(boundary, t, h)) + 2 for t, h, _ in parts)
-        headers["Content-Length"] = str(framing + sum(sizes) + len(closing(boundary)))
     return _streaming(_multipart(parts, boundary), headers)
 
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import free_port
+from aifi.hub.serve import serve_subprocess
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -55,38 +51,15 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 def test_aifi_serve_speaks_tls_with_the_given_certificate(tmp_path: Path) -> None:
     cert_file, key_file = _self_signed(tmp_path)
     trusted = ssl.create_default_context(cafile=str(cert_file))
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "aifi",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--ssl-certfile",
-        str(cert_file),
-        "--ssl-keyfile",
-        str(key_file),
-        "--log-level",
-        "warning",
-    ]
-    env = {**os.environ, "AIFI_TASK_MANAGER": "false", "AIFI_FSYNC": "false"}
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        url = f"https://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        answer = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                answer = httpx.get(url + "/healthz", verify=trusted, timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert answer is not None and answer.status_code == 200, process.poll()
+    with serve_subprocess(
+        tmp_path / "data",
+        tmp_path / "hub.log",
+        tls=(cert_file, key_file),
+        env={"AIFI_TASK_MANAGER": "false", "AIFI_FSYNC": "false"},
+    ) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        assert url.startswith("https://")
+        assert httpx.get(url + "/healthz", verify=trusted).status_code == 200
         discovery = httpx.get(url + "/.well-known/smart-configuration", verify=trusted)
         assert discovery.status_code in (200, 404)  # 404: a development-mode hub has no server
         try:
@@ -100,10 +73,3 @@ def test_aifi_serve_speaks_tls_with_the_given_certificate(tmp_path: Path) -> Non
             assert refused.status_code >= 400
         except httpx.TransportError:
             pass  # no plain HTTP on a TLS port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

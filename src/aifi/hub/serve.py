@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -169,6 +170,8 @@ def serve_subprocess(
     startup_timeout: float = 60.0,
     port: int | None = None,
     auth: Literal["builtin", "dev"] | None = None,
+    tls: tuple[Path, Path] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``aifi serve`` as a child process on ``port`` or a free loopback port (benchmarks,
     crash tests).
@@ -176,6 +179,8 @@ def serve_subprocess(
     ``auth``: ``"builtin"`` runs the hub with its authorization server (clients registered
     beforehand, e.g. :func:`aifi.hub.local_clients.register_local_clients` for ``port``),
     ``"dev"`` in development mode without authentication, None as the environment says.
+    ``tls``: (certificate file, key file): the hub speaks HTTPS, and is probed trusting
+    that certificate alone. ``env``: more environment variables for the child.
     Yields the process and its base URL once ``/healthz`` answers; output is appended to
     ``log``. Afterwards the process is stopped (SIGTERM, then SIGKILL) unless it is gone.
     """
@@ -200,6 +205,7 @@ def serve_subprocess(
                 "--workers",
                 str(workers),
                 *(["--rules", str(rules_file)] if rules_file else []),
+                *(["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])] if tls else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -208,16 +214,18 @@ def serve_subprocess(
                 "AIFI_DATABASE_URL": database_url or "",
                 **({"AIFI_DESTINATIONS_FILE": str(destinations_file)} if destinations_file else {}),
                 **auth_env,
+                **(env or {}),
             },
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(tls[0])) if tls else True
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"aifi serve exited: {log.read_text(errors='replace')[-2000:]}")
             try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(url + "/healthz", timeout=1, verify=verify).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -46,9 +46,9 @@ from aifi.hub.auth.resolver import (
     Authorizer,
     BodyLimit,
     BuiltinResolver,
+    DevResolver,
     ExternalResolver,
     Limits,
-    dev_resolver,
 )
 from aifi.hub.auth.server import AuthorizationServer
 from aifi.hub.auth.server import build_router as build_oauth_router
@@ -352,7 +352,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     else:
         log.warning("development mode: authentication is OFF, every request has every right")
-        app.state.principal_resolver = dev_resolver(settings.default_tenant)
+        app.state.principal_resolver = DevResolver(settings.default_tenant)
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(results_api.router, prefix=API_PREFIX)

@@ -283,10 +283,6 @@ class DevResolver:
         return self.principal
 
 
-def dev_resolver(tenant: str) -> DevResolver:
-    return DevResolver(tenant)
-
-
 class RateLimiter:
     """A token bucket per client (in this process): ``rate`` requests a minute, bursts up
     to the same number."""
@@ -426,9 +422,9 @@ __all__ = [
     "Authorizer",
     "BodyLimit",
     "BuiltinResolver",
+    "DevResolver",
     "ExternalResolver",
     "Limits",
     "RateLimiter",
     "bearer_token",
-    "dev_resolver",
 ]

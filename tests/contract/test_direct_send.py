@@ -92,6 +92,43 @@ def test_study_goes_zero_copy_byte_for_byte_with_keep_alive(
     assert pumped == [13, 13]
 
 
+class _RecordingSocket:
+    """A socket that notes the flags of every ``send`` (the rest goes to the real one)."""
+
+    def __init__(self, sock: socket.socket, flags: list[int]) -> None:
+        self.sock = sock
+        self.flags = flags
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self.flags.append(flags)
+        return self.sock.send(data, flags)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def test_only_pieces_followed_by_more_are_corked(
+    hub: tuple[LiveServer, list[Dataset]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MSG_MORE on the closing delimiter would leave it in the kernel until the 200 ms cork
+    timer fires whenever nothing else was in flight: the body's end must be pushed."""
+    flags: list[int] = []
+    real = direct_send._pump
+    monkeypatch.setattr(
+        direct_send, "_pump", lambda sock, pieces: real(_RecordingSocket(sock, flags), pieces)
+    )
+    server, study = hub
+    conn = _connect(server)
+    try:
+        status, _, _ = _get(conn, f"/dicomweb/studies/{study[0].StudyInstanceUID}")
+    finally:
+        conn.close()
+    assert status == 200
+    assert len(flags) == 7  # the framing before, between and after six files
+    assert all(f & socket.MSG_MORE for f in flags[:-1])
+    assert not flags[-1] & socket.MSG_MORE
+
+
 def test_single_instance_as_application_dicom(
     hub: tuple[LiveServer, list[Dataset]], pumped: list[int]
 ) -> None:

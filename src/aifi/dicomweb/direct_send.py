@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 DIRECT_SEND = "aifi.direct_send"
@@ -29,7 +28,7 @@ DIRECT_SEND = "aifi.direct_send"
 class FileSegment:
     """``size`` bytes of the file at ``path`` from ``offset``."""
 
-    path: Path
+    path: str
     offset: int
     size: int
 

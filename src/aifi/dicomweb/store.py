@@ -68,10 +68,16 @@ class StoredInstance:
     sop_instance_uid: str
     sop_class_uid: str
     transfer_syntax_uid: str
-    path: Path
+    file: str
+    """The stored file's absolute path (a string: WADO-RS opens a hundred of these per
+    study request, and building a :class:`~pathlib.Path` costs more than the look-up)."""
     size: int
     number_of_frames: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
 
 class DicomStore(Protocol):

@@ -237,7 +237,7 @@ def to_explicit_vr_little_endian(path: Path) -> bytes:
     return _write(ds)
 
 
-def file_views(path: Path, size: int, window: int, offset: int = 0) -> Iterator[memoryview]:
+def file_views(path: str | Path, size: int, window: int, offset: int = 0) -> Iterator[memoryview]:
     """``size`` bytes of a stored file from ``offset``, as read-only views of a memory
     mapping, at most ``window`` bytes each.
 
@@ -248,9 +248,9 @@ def file_views(path: Path, size: int, window: int, offset: int = 0) -> Iterator[
     stays valid. Raises :class:`HubError` if the file is shorter than expected.
     """
     populate = getattr(mmap, "MAP_POPULATE", 0)
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size < offset + size:
-            raise HubError(f"Stored file {path.name} is shorter than indexed")
+            raise HubError(f"Stored file {os.path.basename(path)} is shorter than indexed")
         position, end = offset, offset + size
         while position < end:
             start = position - position % mmap.ALLOCATIONGRANULARITY

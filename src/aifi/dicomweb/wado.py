@@ -259,23 +259,27 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
             choices.append((r, True))
         elif r.mime in ("*/*", "multipart/*"):
             choices.append((MediaType(MULTIPART, {}, r.q), False))
+    best: dict[str, tuple[str, bool] | None] = {}  # by stored transfer syntax
     plans: list[_Planned] = []
     single = False
     for inst in instances:
-        options = []
-        for order, (r, is_single) in enumerate(choices):
-            syntax = transcode.producible(inst.transfer_syntax_uid, r.transfer_syntax)
-            if syntax is not None:
-                converts = syntax != inst.transfer_syntax_uid
-                options.append((-r.q, converts, order, syntax, is_single))
-        if not options:
+        stored = inst.transfer_syntax_uid
+        if stored not in best:
+            options = []
+            for order, (r, is_single) in enumerate(choices):
+                syntax = transcode.producible(stored, r.transfer_syntax)
+                if syntax is not None:
+                    options.append((-r.q, syntax != stored, order, syntax, is_single))
+            best[stored] = min(options)[3:] if options else None
+        choice = best[stored]
+        if choice is None:
             raise NotAcceptable(
-                f"Instance {inst.sop_instance_uid} is stored as {inst.transfer_syntax_uid} "
+                f"Instance {inst.sop_instance_uid} is stored as {stored} "
                 "and cannot be sent in any acceptable media type and transfer syntax"
             )
-        _, _, _, syntax, single = min(options)
+        syntax, single = choice
         try:
-            size = os.stat(inst.path).st_size
+            size = os.stat(inst.file).st_size
         except OSError as exc:
             raise HubError(f"Stored file of instance {inst.sop_instance_uid} is missing") from exc
         plans.append(_Planned(inst, syntax, size))
@@ -283,7 +287,7 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
 
 
 def _segment(plan: _Planned) -> FileSegment:
-    return FileSegment(plan.instance.path, 0, plan.size)
+    return FileSegment(plan.instance.file, 0, plan.size)
 
 
 def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
@@ -294,7 +298,7 @@ def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
 
 def _instance_body(plan: _Planned) -> Iterator[Chunk]:
     if plan.as_stored:
-        yield from transcode.file_views(plan.instance.path, plan.size, WINDOW)
+        yield from transcode.file_views(plan.instance.file, plan.size, WINDOW)
     else:
         yield transcode.to_explicit_vr_little_endian(plan.instance.path)
 

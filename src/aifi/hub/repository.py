@@ -74,6 +74,15 @@ _FSYNC_THREADS = 8
 _STUDY: Table = Study.__table__  # type: ignore[attr-defined]
 _SERIES: Table = Series.__table__  # type: ignore[attr-defined]
 _INSTANCE: Table = Instance.__table__  # type: ignore[attr-defined]
+_INSTANCE_ORDER = (
+    _SERIES.c.series_number.is_(None),
+    _SERIES.c.series_number,
+    _SERIES.c.pk,
+    _INSTANCE.c.instance_number.is_(None),
+    _INSTANCE.c.instance_number,
+    _INSTANCE.c.pk,
+)
+"""The order instances are listed in (WADO-RS, metadata): by series, then instance number."""
 
 
 def pack_json(value: DicomJson) -> bytes:
@@ -228,6 +237,34 @@ class _Statements:
             uid.in_([bindparam(f"b_{i}") for i in range(count)]),
         )
         return _Compiled(statement.with_for_update() if lock else statement, self.dialect)
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019
+    def find_instances(self, series: bool, sop: bool) -> _Compiled:
+        """Where the instances of a study (or of one of its series, or one instance) are,
+        in series then instance order (bind names ``b_tenant``, ``b_study``, ``b_series``,
+        ``b_sop``); as :meth:`SqlDicomStore._instance_rows` orders them."""
+        statement = (
+            sa_select(
+                _SERIES.c.series_instance_uid,
+                _INSTANCE.c.sop_instance_uid,
+                _INSTANCE.c.sop_class_uid,
+                _INSTANCE.c.transfer_syntax_uid,
+                _INSTANCE.c.path,
+                _INSTANCE.c.size,
+                _INSTANCE.c.number_of_frames,
+            )
+            .join(_SERIES, _SERIES.c.pk == _INSTANCE.c.series_pk)
+            .join(_STUDY, _STUDY.c.pk == _INSTANCE.c.study_pk)
+            .where(
+                _INSTANCE.c.tenant == bindparam("b_tenant"),
+                _STUDY.c.study_instance_uid == bindparam("b_study"),
+            )
+        )
+        if series:
+            statement = statement.where(_SERIES.c.series_instance_uid == bindparam("b_series"))
+        if sop:
+            statement = statement.where(_INSTANCE.c.sop_instance_uid == bindparam("b_sop"))
+        return _Compiled(statement.order_by(*_INSTANCE_ORDER), self.dialect)
 
     @staticmethod
     def uids(tenant: str, uids: Sequence[str]) -> dict[str, Any]:
@@ -520,14 +557,7 @@ class SqlDicomStore:
             stmt = stmt.where(col(Series.series_instance_uid) == series_uid)
         if sop_uid is not None:
             stmt = stmt.where(col(Instance.sop_instance_uid) == sop_uid)
-        stmt = stmt.order_by(
-            col(Series.series_number).is_(None),
-            col(Series.series_number),
-            col(Series.pk),
-            col(Instance.instance_number).is_(None),
-            col(Instance.instance_number),
-            col(Instance.pk),
-        )
+        stmt = stmt.order_by(*_INSTANCE_ORDER)
         with self.db.read() as session:
             return list(session.exec(stmt).all())
 
@@ -538,33 +568,33 @@ class SqlDicomStore:
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
     ) -> list[StoredInstance]:
-        rows = self._instance_rows(
-            tenant,
-            study_instance_uid,
-            series_instance_uid,
-            sop_instance_uid,
-            (
-                Series.series_instance_uid,
-                Instance.sop_instance_uid,
-                Instance.sop_class_uid,
-                Instance.transfer_syntax_uid,
-                Instance.path,
-                Instance.size,
-                Instance.number_of_frames,
-            ),
+        # A statement compiled once: the ORM's per-call statement building, cache-key
+        # look-up and row objects took as long again as SQLite's query (WADO-RS asks this
+        # for every request).
+        select = self._sql.find_instances(
+            series_instance_uid is not None, sop_instance_uid is not None
         )
+        values = {
+            "b_tenant": tenant,
+            "b_study": study_instance_uid,
+            "b_series": series_instance_uid,
+            "b_sop": sop_instance_uid,
+        }
+        with self.db.reader.connect() as conn:
+            rows = conn.exec_driver_sql(select.sql, select.params(values)).all()
+        root = f"{self.root}/"
         return [
             StoredInstance(
                 study_instance_uid=study_instance_uid,
-                series_instance_uid=r[0],
-                sop_instance_uid=r[1],
-                sop_class_uid=r[2],
-                transfer_syntax_uid=r[3],
-                path=self.root / r[4],
-                size=r[5],
-                number_of_frames=r[6],
+                series_instance_uid=series,
+                sop_instance_uid=sop,
+                sop_class_uid=sop_class,
+                transfer_syntax_uid=syntax,
+                file=root + relpath,
+                size=size,
+                number_of_frames=frames,
             )
-            for r in rows
+            for series, sop, sop_class, syntax, relpath, size, frames in rows
         ]
 
     def instance_metadata(

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -115,7 +115,9 @@ def test_only_pieces_followed_by_more_are_corked(
     flags: list[int] = []
     real = direct_send._pump
     monkeypatch.setattr(
-        direct_send, "_pump", lambda sock, pieces: real(_RecordingSocket(sock, flags), pieces)
+        direct_send,
+        "_pump",
+        lambda sock, pieces: real(cast(socket.socket, _RecordingSocket(sock, flags)), pieces),
     )
     server, study = hub
     conn = _connect(server)

@@ -32,6 +32,7 @@ from pydicom import Dataset
 from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
+from aifi.dicomweb.dicomjson import first_value
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import NotFound
@@ -99,13 +100,8 @@ REQUEST = "request"
 STUDY = "study"
 
 
-def _first(ds: DicomJson, tag: str) -> Any:
-    values = (ds.get(tag) or {}).get("Value") or []
-    return values[0] if values else None
-
-
 def _text(ds: DicomJson, tag: str) -> str | None:
-    value = _first(ds, tag)
+    value = first_value(ds, tag)
     if value is None:
         return None
     if isinstance(value, dict):  # PN
@@ -148,7 +144,7 @@ def study_view(metadata: Sequence[DicomJson], wado_rs_base: str) -> StudyView:
     for ds in metadata:
         uid = _text(ds, SERIES_INSTANCE_UID) or ""
         entry = series.setdefault(uid, (ds, []))
-        number = _first(ds, INSTANCE_NUMBER)
+        number = first_value(ds, INSTANCE_NUMBER)
         entry[1].append(
             InstanceView(
                 sop_instance_uid=_text(ds, SOP_INSTANCE_UID) or "",
@@ -158,7 +154,7 @@ def study_view(metadata: Sequence[DicomJson], wado_rs_base: str) -> StudyView:
         )
     views = []
     for uid, (ds, instances) in series.items():
-        number = _first(ds, SERIES_NUMBER)
+        number = first_value(ds, SERIES_NUMBER)
         views.append(
             SeriesView(
                 series_instance_uid=uid,
@@ -480,7 +476,7 @@ class FhirProjector:
         objects: Sequence[ResultInstance],
     ) -> TaskView:
         progress_items = (ds.get(PROGRESS_INFORMATION) or {}).get("Value") or []
-        progress = _first(progress_items[0], PROGRESS) if progress_items else None
+        progress = first_value(progress_items[0], PROGRESS) if progress_items else None
         state = cast(
             Literal["SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED"],
             row.procedure_step_state,

@@ -38,6 +38,7 @@ from typing import Any, Protocol, Self
 import httpx
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
+from aifi.dicomweb.dicomjson import first_value, sequence_items
 from aifi.dicomweb.multipart import closing, content_type, new_boundary, part_header, part_separator
 
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 503, 504})
@@ -129,22 +130,6 @@ class StoreResponse:
     """Failure Reasons of the Other Failures Sequence (0008,119A): parts without a UID."""
 
 
-def _json_first(item: Mapping[str, Any], tag: str) -> Any:
-    element = item.get(tag)
-    if isinstance(element, Mapping):
-        values = element.get("Value")
-        if isinstance(values, list) and values:
-            return values[0]
-    return None
-
-
-def _json_items(module: Mapping[str, Any], tag: str) -> list[Mapping[str, Any]]:
-    element = module.get(tag)
-    if not isinstance(element, Mapping):
-        return []
-    return [item for item in element.get("Value") or [] if isinstance(item, Mapping)]
-
-
 def _code(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -154,16 +139,16 @@ def _code(value: Any) -> int | None:
 
 def _from_json(module: Mapping[str, Any]) -> StoreResponse:
     response = StoreResponse()
-    for item in _json_items(module, "00081199"):
-        uid = _json_first(item, "00081155")
+    for item in sequence_items(module, "00081199"):
+        uid = first_value(item, "00081155")
         if isinstance(uid, str):
-            response.referenced[uid] = _code(_json_first(item, "00081196"))
-    for item in _json_items(module, "00081198"):
-        uid = _json_first(item, "00081155")
+            response.referenced[uid] = _code(first_value(item, "00081196"))
+    for item in sequence_items(module, "00081198"):
+        uid = first_value(item, "00081155")
         if isinstance(uid, str):
-            response.failed[uid] = _code(_json_first(item, "00081197"))
-    for item in _json_items(module, "0008119A"):
-        response.other_failures.append(_code(_json_first(item, "00081197")))
+            response.failed[uid] = _code(first_value(item, "00081197"))
+    for item in sequence_items(module, "0008119A"):
+        response.other_failures.append(_code(first_value(item, "00081197")))
     return response
 
 

@@ -67,6 +67,7 @@ from pydicom import Dataset
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from aifi.dicomweb.dicomjson import first_value, sequence_items
 from aifi.dicomweb.store import (
     DicomJson,
     DicomStore,
@@ -132,20 +133,6 @@ SCHEDULED) or the Task Manager (deadline)."""
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def first_value(ds: DicomJson, tag: str) -> Any:
-    """The first value of ``tag`` in DICOM JSON (PS3.18 F.2), or None."""
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if isinstance(values, list) and values else None
-
-
-def sequence_items(ds: DicomJson, tag: str) -> list[DicomJson]:
-    """The items of the sequence ``tag`` in DICOM JSON (none when absent or empty)."""
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
 
 
 def _person_name(value: Any) -> str:

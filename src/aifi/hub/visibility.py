@@ -26,18 +26,13 @@ from collections.abc import Collection, Sequence
 
 from sqlmodel import col, select
 
+from aifi.dicomweb.dicomjson import first_value, sequence_items
 from aifi.dicomweb.store import IncomingInstance, StoreOutcome
 from aifi.dicomweb.visibility import Visible
 from aifi.hub.db import Database
 from aifi.hub.models import ResultInstance, Workitem
 from aifi.hub.repository import unpack_json
-from aifi.hub.results import (
-    OUTPUT_INFORMATION,
-    PERFORMED_PROCEDURE,
-    ResultGate,
-    first_value,
-    sequence_items,
-)
+from aifi.hub.results import OUTPUT_INFORMATION, PERFORMED_PROCEDURE, ResultGate
 from aifi.hub.worklist_events import of_products
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,

@@ -22,6 +22,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from aifi.dicomweb.dicomjson import first_value
 from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
@@ -60,7 +61,6 @@ from aifi.hub.worklist_events import (
     _public,
     _put,
     _text,
-    _value,
     of_products,
 )
 from aifi.ihe_profiles.ups import (
@@ -498,14 +498,14 @@ def _cancellation_info(info: DicomJson, now: datetime, reason: str | None = None
 
 
 def _cancelled_at(ds: DicomJson) -> str | None:
-    item = _value(ds, PROGRESS_INFORMATION)
+    item = first_value(ds, PROGRESS_INFORMATION)
     return _text(item, CANCELLATION_DATETIME) if isinstance(item, dict) else None
 
 
 def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     """Put the cancellation date-time and reason in the Procedure Step Progress
     Information Sequence, where PS3.4 Table CC.2.5-3 keeps them."""
-    first = _value(ds, PROGRESS_INFORMATION)
+    first = first_value(ds, PROGRESS_INFORMATION)
     item = dict(first) if isinstance(first, dict) else {}
     for tag in (CANCELLATION_DATETIME, REASON_FOR_CANCELLATION, DISCONTINUATION_REASON_CODE):
         if tag in info:

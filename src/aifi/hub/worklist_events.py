@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, update
 from sqlmodel import Session, col, select
 
+from aifi.dicomweb.dicomjson import first_value
 from aifi.dicomweb.matching import match_dataset
 from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
@@ -85,14 +86,8 @@ DEFAULT_WORKLIST_LABEL = "AIFI"
 """Worklist Label given to workitems created without one (PS3.4 CC.2.5.1.1: the SCP may)."""
 
 
-def _value(ds: DicomJson, tag: str) -> Any:
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if isinstance(values, list) and values else None
-
-
 def _text(ds: DicomJson, tag: str) -> str | None:
-    value = _value(ds, tag)
+    value = first_value(ds, tag)
     return str(value) if value is not None else None
 
 
@@ -120,7 +115,7 @@ def _study_of(ds: DicomJson) -> str | None:
 
 
 def _code_of(ds: DicomJson) -> str | None:
-    item = _value(ds, SCHEDULED_WORKITEM_CODE)
+    item = first_value(ds, SCHEDULED_WORKITEM_CODE)
     return _text(item, CODE_VALUE) if isinstance(item, dict) else None
 
 

@@ -5,13 +5,14 @@ TF AIW-I)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import Dataset
 
+from aifi.dicomweb.dicomjson import first_value, sequence_items
 from aifi.dicomweb.store import DicomJson
 
 # -- DICOM tags (DICOM JSON keys) and keywords used here -------------------------------------
@@ -58,15 +59,10 @@ def element(vr: str, *values: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
 
 
-def first(ds: Mapping[str, Any], tag: str) -> Any:
-    """The first value of ``tag`` in a DICOM JSON data set, or None."""
-    values = (ds.get(tag) or {}).get("Value") or []
-    return values[0] if values else None
-
-
-def items(ds: Mapping[str, Any], tag: str) -> list[DicomJson]:
-    """The items of a sequence attribute (none when absent or empty)."""
-    return [i for i in (ds.get(tag) or {}).get("Value") or [] if isinstance(i, dict)]
+first = first_value
+"""The first value of ``tag`` in a DICOM JSON data set, or None."""
+items = sequence_items
+"""The items of a sequence attribute (none when absent or empty)."""
 
 
 def now_dt() -> str:

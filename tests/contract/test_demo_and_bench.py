@@ -9,6 +9,7 @@ from rich.console import Console
 
 from aifi.conformance.orthanc import orthanc_unavailable
 from aifi.hub.bench import BenchConfig, report, run
+from aifi.hub.bench_store_only import NAME as STORE_ONLY
 from aifi.hub.demo import run_demo
 from aifi.hub.settings import Settings
 
@@ -84,6 +85,10 @@ def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     assert (results.value("STOW CT 1/req c1 CPU ms/inst", "aifi-hub") or 0) > 0
     assert (results.value("WADO study c1 CPU ms/MB", "aifi-hub") or 0) > 0
     assert any("peak RSS" in line for line in lines)
+    # the store-only Python server is measured for STOW-RS alongside the hub
+    assert (results.value("STOW CT 1/req c1 inst/s", STORE_ONLY) or 0) > 0
+    assert (results.value("STOW DX 1/req c4 MB/s", STORE_ONLY) or 0) > 0
+    assert f"ceiling ({STORE_ONLY})" in table
 
 
 def test_turnaround_bench_runs_end_to_end(tmp_path: Path) -> None:

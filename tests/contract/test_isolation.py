@@ -148,6 +148,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         a_admin = register(hub, tenant="alpha", role="admin")
         a_token = token_for(a_admin, [*ALL_SCOPES, "system/AuditEvent.rs"])
         ids, fhir = _seed_b(hub, b_token)
+        # Rows are written just after each response: wait for them, or a loaded machine
+        # can ask before the writer thread got to B's accesses.
+        assert hub.app.state.audit_trail.flush()
         audit = httpx.get(hub.url + "/fhir/AuditEvent?_count=1", headers=bearer(b_admin)).json()
         assert audit["entry"], "B's accesses left no AuditEvent"
         fhir["AuditEvent"] = audit["entry"][0]["resource"]["id"]

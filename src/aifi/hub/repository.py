@@ -50,6 +50,7 @@ from aifi.dicomweb.attributes import (
     SERIES_LEVEL_TAGS,
     STUDY_LEVEL_TAGS,
     instance_record,
+    json_text,
     level_subset,
     series_record,
     study_record,
@@ -276,6 +277,8 @@ class _Placed:
     incoming: IncomingInstance
     relpath: str
     sop: str
+    study: str
+    series: str
     moved: bool = False
 
 
@@ -342,17 +345,15 @@ class SqlDicomStore:
     def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
         placed: list[_Placed] = []
         for item in instances:
-            ds = item.header
-            sop = _safe_uid(str(ds.SOPInstanceUID))
-            rel = "/".join(
-                (
-                    tenant,
-                    _safe_uid(str(ds.StudyInstanceUID)),
-                    _safe_uid(str(ds.SeriesInstanceUID)),
-                    f"{sop}.{item.sha256[:16]}.dcm",
-                )
+            study, series, sop = (
+                json_text(item.metadata, keyword) or ""
+                for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
             )
-            placed.append(_Placed(item, rel, sop))
+            sop = _safe_uid(sop)
+            rel = "/".join(
+                (tenant, _safe_uid(study), _safe_uid(series), f"{sop}.{item.sha256[:16]}.dcm")
+            )
+            placed.append(_Placed(item, rel, sop, study, series))
         try:
             for attempt in range(_ATTEMPTS):
                 try:
@@ -443,7 +444,7 @@ class SqlDicomStore:
         # Studies: lock the known ones, create the others.
         first_of_study: dict[str, IncomingInstance] = {}
         for p in new:
-            first_of_study.setdefault(str(p.incoming.header.StudyInstanceUID), p.incoming)
+            first_of_study.setdefault(p.study, p.incoming)
         select = sql.select_studies(len(first_of_study))
         studies: dict[str, tuple[int, str, str]] = {
             str(uid): (int(pk), str(modalities), str(sop_classes))
@@ -457,9 +458,9 @@ class SqlDicomStore:
                 studies[uid] = (int(conn.exec_driver_sql(sql.study.sql, row).scalar_one()), "", "")
 
         # Series: the same.
-        first_of_series: dict[str, IncomingInstance] = {}
+        first_of_series: dict[str, _Placed] = {}
         for p in new:
-            first_of_series.setdefault(str(p.incoming.header.SeriesInstanceUID), p.incoming)
+            first_of_series.setdefault(p.series, p)
         select = sql.select_series(len(first_of_series))
         series: dict[str, int] = {
             str(uid): int(pk)
@@ -468,10 +469,10 @@ class SqlDicomStore:
             ).all()
         }
         per_study: dict[int, tuple[list[int], set[str], set[str]]] = {}
-        for uid, item in first_of_series.items():
+        for uid, first in first_of_series.items():
             if uid not in series:
-                study_pk = studies[str(item.header.StudyInstanceUID)][0]
-                values = _series_row(tenant, study_pk, item, now)
+                study_pk = studies[first.study][0]
+                values = _series_row(tenant, study_pk, first.incoming, now)
                 row = sql.series.row(values)
                 series[uid] = int(conn.exec_driver_sql(sql.series.sql, row).scalar_one())
                 counts = per_study.setdefault(study_pk, ([0, 0], set(), set()))
@@ -483,14 +484,14 @@ class SqlDicomStore:
         rows = []
         per_series: dict[int, int] = {}
         for p in new:
-            ds = p.incoming.header
-            study_pk = studies[str(ds.StudyInstanceUID)][0]
-            series_pk = series[str(ds.SeriesInstanceUID)]
-            rows.append(sql.instance.row(_instance_row(tenant, study_pk, series_pk, p, now)))
+            study_pk = studies[p.study][0]
+            series_pk = series[p.series]
+            row = _instance_row(tenant, study_pk, series_pk, p, now)
+            rows.append(sql.instance.row(row))
             per_series[series_pk] = per_series.get(series_pk, 0) + 1
             counts = per_study.setdefault(study_pk, ([0, 0], set(), set()))
             counts[0][0] += 1
-            counts[1].add(str(ds.SOPClassUID))
+            counts[1].add(row["sop_class_uid"])
         conn.exec_driver_sql(sql.instance.sql, rows if len(rows) > 1 else rows[0])
 
         # Counters and computed attributes (PS3.18 §10.6.3: ModalitiesInStudy, ...).
@@ -626,7 +627,7 @@ def _merge(delimited: str, values: set[str]) -> str:
 
 
 def _study_row(tenant: str, item: IncomingInstance, now: datetime) -> dict[str, Any]:
-    rec = study_record(item.header)
+    rec = study_record(item.metadata)
     return {
         "tenant": tenant,
         "study_instance_uid": rec.StudyInstanceUID,
@@ -658,7 +659,7 @@ def _study_row(tenant: str, item: IncomingInstance, now: datetime) -> dict[str, 
 def _series_row(
     tenant: str, study_pk: int, item: IncomingInstance, now: datetime
 ) -> dict[str, Any]:
-    rec = series_record(item.header)
+    rec = series_record(item.metadata)
     return {
         "tenant": tenant,
         "study_pk": study_pk,
@@ -677,7 +678,7 @@ def _instance_row(
     tenant: str, study_pk: int, series_pk: int, p: _Placed, now: datetime
 ) -> dict[str, Any]:
     item = p.incoming
-    rec = instance_record(item.header)
+    rec = instance_record(item.metadata)
     return {
         "tenant": tenant,
         "study_pk": study_pk,
@@ -688,7 +689,7 @@ def _instance_row(
         "number_of_frames": rec.NumberOfFrames,
         "rows": rec.Rows,
         "columns": rec.Columns,
-        "bits_allocated": _qido_int(item.header.get("BitsAllocated")),
+        "bits_allocated": rec.BitsAllocated,
         "transfer_syntax_uid": item.transfer_syntax_uid,
         "path": p.relpath,
         "size": item.size,
@@ -696,8 +697,3 @@ def _instance_row(
         "attributes": pack_json(item.metadata),
         "created_at": now,
     }
-
-
-def _qido_int(value: object) -> int | None:
-    """An integer index column from a header value (QIDO-RS defaults), None otherwise."""
-    return value if isinstance(value, int) else None

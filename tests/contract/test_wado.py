@@ -138,6 +138,33 @@ def test_study_series_instance_are_sent_byte_for_byte(live_server: LiveServer) -
     assert single.content == originals[first.SOPInstanceUID]
 
 
+def test_a_damaged_stored_file_is_reported_not_sent(sqlite_live_server: LiveServer) -> None:
+    """A stored file whose size no longer matches the index (truncated behind the hub's
+    back) makes the retrieve fail with a reason instead of sending damaged bytes; the
+    intact instances of another series stay retrievable."""
+    server = sqlite_live_server
+    study = make_study(n_series=2, per_series=2)
+    load(server, *study)
+    damaged = study[0]
+    [stored] = server.app.state.dicom_store.find_instances(
+        "default",
+        damaged.StudyInstanceUID,
+        damaged.SeriesInstanceUID,
+        damaged.SOPInstanceUID,
+    )
+    with open(stored.file, "r+b") as f:
+        f.truncate(stored.size - 100)
+
+    for level in ("study", "series", "instance"):
+        response = get(url(server, damaged, level))
+        assert response.status_code == 500, level
+        assert "the index says" in response.text
+    intact = next(ds for ds in study if ds.SeriesInstanceUID != damaged.SeriesInstanceUID)
+    response = get(url(server, intact, "series"))
+    assert response.status_code == 200
+    assert len(parts_of(response)) == 2
+
+
 @pytest.mark.parametrize(
     ("name", "lossless"),
     [

@@ -282,6 +282,13 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
             size = os.stat(inst.file).st_size
         except OSError as exc:
             raise HubError(f"Stored file of instance {inst.sop_instance_uid} is missing") from exc
+        if size != inst.size:
+            # Stored files are never rewritten: a different size is damage (a truncated
+            # copy, a restore gone wrong), and is reported instead of sent as it is.
+            raise HubError(
+                f"Stored file of instance {inst.sop_instance_uid} is {size} bytes; "
+                f"the index says {inst.size}"
+            )
         plans.append(_Planned(inst, syntax, size))
     return plans, single
 

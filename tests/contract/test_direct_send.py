@@ -63,6 +63,17 @@ def _get(
     return response.status, {k.lower(): v for k, v in response.getheaders()}, body
 
 
+def _get_once(
+    server: LiveServer, path: str, accept: str = ACCEPT
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET on a connection of its own."""
+    conn = _connect(server)
+    try:
+        return _get(conn, path, accept)
+    finally:
+        conn.close()
+
+
 def _bodies(headers: dict[str, str], body: bytes) -> list[bytes]:
     boundary = headers["content-type"].split("boundary=")[1].split(";")[0].strip('"')
     return sorted(part for _, part in read_parts(body, boundary))
@@ -120,11 +131,7 @@ def test_only_pieces_followed_by_more_are_corked(
         lambda sock, pieces: real(cast(socket.socket, _RecordingSocket(sock, flags)), pieces),
     )
     server, study = hub
-    conn = _connect(server)
-    try:
-        status, _, _ = _get(conn, f"/dicomweb/studies/{study[0].StudyInstanceUID}")
-    finally:
-        conn.close()
+    status, _, _ = _get_once(server, f"/dicomweb/studies/{study[0].StudyInstanceUID}")
     assert status == 200
     assert len(flags) == 7  # the framing before, between and after six files
     assert all(f & socket.MSG_MORE for f in flags[:-1])
@@ -140,11 +147,7 @@ def test_single_instance_as_application_dicom(
         f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
         f"/instances/{ds.SOPInstanceUID}"
     )
-    conn = _connect(server)
-    try:
-        status, headers, body = _get(conn, path, "application/dicom")
-    finally:
-        conn.close()
+    status, headers, body = _get_once(server, path, "application/dicom")
     assert status == 200
     assert headers["content-type"].startswith("application/dicom")
     assert body == to_bytes(ds)
@@ -197,11 +200,7 @@ def test_client_gone_mid_body_harms_nobody(
             # Closed with a reset (linger 0), mid-body.
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     time.sleep(0.2)
-    conn = _connect(server)
-    try:
-        status, headers, body = _get(conn, f"/dicomweb/studies/{uid}")
-    finally:
-        conn.close()
+    status, headers, body = _get_once(server, f"/dicomweb/studies/{uid}")
     assert status == 200
     assert _bodies(headers, body) == sorted(big)
     assert len(pumped) == 4

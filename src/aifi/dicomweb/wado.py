@@ -240,7 +240,6 @@ def _open_reader(inst: StoredInstance) -> FrameReader:
 class _Planned:
     instance: StoredInstance
     syntax: str
-    size: int
 
     @property
     def as_stored(self) -> bool:
@@ -289,12 +288,12 @@ def _plan(instances: list[StoredInstance], ranges: list[MediaType]) -> tuple[lis
                 f"Stored file of instance {inst.sop_instance_uid} is {size} bytes; "
                 f"the index says {inst.size}"
             )
-        plans.append(_Planned(inst, syntax, size))
+        plans.append(_Planned(inst, syntax))
     return plans, single
 
 
 def _segment(plan: _Planned) -> FileSegment:
-    return FileSegment(plan.instance.file, 0, plan.size)
+    return FileSegment(plan.instance.file, 0, plan.instance.size)
 
 
 def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
@@ -305,7 +304,7 @@ def _one_syntax(plans: list[_Planned]) -> dict[str, str]:
 
 def _instance_body(plan: _Planned) -> Iterator[Chunk]:
     if plan.as_stored:
-        yield from transcode.file_views(plan.instance.file, plan.size, WINDOW)
+        yield from transcode.file_views(plan.instance.file, plan.instance.size, WINDOW)
     else:
         yield transcode.to_explicit_vr_little_endian(plan.instance.path)
 

@@ -84,6 +84,16 @@ _INSTANCE_ORDER = (
     _INSTANCE.c.pk,
 )
 """The order instances are listed in (WADO-RS, metadata): by series, then instance number."""
+_LOCATION = (
+    _SERIES.c.series_instance_uid,
+    _INSTANCE.c.sop_instance_uid,
+    _INSTANCE.c.sop_class_uid,
+    _INSTANCE.c.transfer_syntax_uid,
+    _INSTANCE.c.path,
+    _INSTANCE.c.size,
+    _INSTANCE.c.number_of_frames,
+)
+"""What :meth:`SqlDicomStore.find_instances` reads of each instance."""
 
 
 def pack_json(value: DicomJson) -> bytes:
@@ -239,21 +249,13 @@ class _Statements:
         )
         return _Compiled(statement.with_for_update() if lock else statement, self.dialect)
 
-    @functools.lru_cache(maxsize=4)  # noqa: B019
-    def find_instances(self, series: bool, sop: bool) -> _Compiled:
-        """Where the instances of a study (or of one of its series, or one instance) are,
-        in series then instance order (bind names ``b_tenant``, ``b_study``, ``b_series``,
-        ``b_sop``); as :meth:`SqlDicomStore._instance_rows` orders them."""
+    @functools.lru_cache(maxsize=16)  # noqa: B019
+    def instance_rows(self, columns: tuple[Any, ...], series: bool, sop: bool) -> _Compiled:
+        """``columns`` of the instances of a study (or of one of its series, or one
+        instance), in series then instance order (bind names ``b_tenant``, ``b_study``,
+        ``b_series``, ``b_sop``)."""
         statement = (
-            sa_select(
-                _SERIES.c.series_instance_uid,
-                _INSTANCE.c.sop_instance_uid,
-                _INSTANCE.c.sop_class_uid,
-                _INSTANCE.c.transfer_syntax_uid,
-                _INSTANCE.c.path,
-                _INSTANCE.c.size,
-                _INSTANCE.c.number_of_frames,
-            )
+            sa_select(*columns)
             .join(_SERIES, _SERIES.c.pk == _INSTANCE.c.series_pk)
             .join(_STUDY, _STUDY.c.pk == _INSTANCE.c.study_pk)
             .where(
@@ -548,19 +550,18 @@ class SqlDicomStore:
         sop_uid: str | None,
         columns: tuple[Any, ...],
     ) -> list[Any]:
-        stmt = (
-            select(*columns)
-            .join(Series, col(Series.pk) == col(Instance.series_pk))
-            .join(Study, col(Study.pk) == col(Instance.study_pk))
-            .where(col(Instance.tenant) == tenant, col(Study.study_instance_uid) == study_uid)
-        )
-        if series_uid is not None:
-            stmt = stmt.where(col(Series.series_instance_uid) == series_uid)
-        if sop_uid is not None:
-            stmt = stmt.where(col(Instance.sop_instance_uid) == sop_uid)
-        stmt = stmt.order_by(*_INSTANCE_ORDER)
-        with self.db.read() as session:
-            return list(session.exec(stmt).all())
+        # A statement compiled once: the ORM's per-call statement building, cache-key
+        # look-up and row objects took as long again as SQLite's query (WADO-RS asks this
+        # for every request).
+        select = self._sql.instance_rows(columns, series_uid is not None, sop_uid is not None)
+        values = {
+            "b_tenant": tenant,
+            "b_study": study_uid,
+            "b_series": series_uid,
+            "b_sop": sop_uid,
+        }
+        with self.db.reader.connect() as conn:
+            return list(conn.exec_driver_sql(select.sql, select.params(values)).all())
 
     def find_instances(
         self,
@@ -569,20 +570,9 @@ class SqlDicomStore:
         series_instance_uid: str | None = None,
         sop_instance_uid: str | None = None,
     ) -> list[StoredInstance]:
-        # A statement compiled once: the ORM's per-call statement building, cache-key
-        # look-up and row objects took as long again as SQLite's query (WADO-RS asks this
-        # for every request).
-        select = self._sql.find_instances(
-            series_instance_uid is not None, sop_instance_uid is not None
+        rows = self._instance_rows(
+            tenant, study_instance_uid, series_instance_uid, sop_instance_uid, _LOCATION
         )
-        values = {
-            "b_tenant": tenant,
-            "b_study": study_instance_uid,
-            "b_series": series_instance_uid,
-            "b_sop": sop_instance_uid,
-        }
-        with self.db.reader.connect() as conn:
-            rows = conn.exec_driver_sql(select.sql, select.params(values)).all()
         root = f"{self.root}/"
         return [
             StoredInstance(
@@ -610,9 +600,9 @@ class SqlDicomStore:
             study_instance_uid,
             series_instance_uid,
             sop_instance_uid,
-            (Instance.attributes,),
+            (_INSTANCE.c.attributes,),
         )
-        return [unpack_json(r) for r in rows]  # one selected column: rows are scalars
+        return [unpack_json(attributes) for (attributes,) in rows]
 
     def query(self, tenant: str, query: QidoQuery) -> QueryResult:
         from aifi.hub.qido_sql import run_query

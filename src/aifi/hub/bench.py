@@ -32,7 +32,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -54,7 +53,7 @@ from aifi.conformance.synthetic import Patient, ct_study, dx_study, small_instan
 from aifi.dicomweb import multipart
 from aifi.hub.bench_store_only import NAME as STORE_ONLY
 from aifi.hub.bench_store_only import store_only_process
-from aifi.hub.serve import free_port, serve_subprocess
+from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
 
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"'
 
@@ -167,15 +166,8 @@ def static_ceiling(workdir: Path, body: bytes) -> Iterator[str | None]:
     error_log = str(root / "error.log")
     process = subprocess.Popen([nginx, "-e", error_log, "-c", str(conf), "-p", str(root)])
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"nginx did not start (see {root / 'error.log'})") from None
-                time.sleep(0.05)
+        if not wait_for_port(port, process, 10):
+            raise RuntimeError(f"nginx did not start (see {root / 'error.log'})")
         yield f"http://127.0.0.1:{port}/study"
     finally:
         process.terminate()

@@ -21,15 +21,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 NAME = "python-store-only"
 """Target name of its rows in the benchmark's results."""
@@ -83,6 +80,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @contextmanager
 def store_only_process(folder: Path, port: int) -> Iterator[tuple[int, str]]:
     """The store-only server on ``port`` (loopback), storing into ``folder``: (pid, URL)."""
+    from aifi.hub.serve import wait_for_port  # here: the server itself needs none of it
+
     folder.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -103,18 +102,10 @@ def store_only_process(folder: Path, port: int) -> Iterator[tuple[int, str]]:
     env = {**os.environ, "AIFI_BENCH_STORE_DIR": str(folder)}
     with open(folder.parent / "store-only.log", "ab") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the store-only server did not start") from None
-                time.sleep(0.05)
-        yield process.pid, url
+        if not wait_for_port(port, process, 30):
+            raise RuntimeError("the store-only server did not start")
+        yield process.pid, f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:

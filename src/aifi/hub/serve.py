@@ -158,6 +158,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait until ``process`` accepts connections on loopback ``port``: True, or False
+    once it has exited or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                return False
+            time.sleep(0.05)
+
+
 @contextmanager
 def serve_subprocess(
     data_dir: Path,

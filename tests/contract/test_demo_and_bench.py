@@ -66,12 +66,15 @@ def test_demo_stores_finds_retrieves_and_renders(
 
 
 def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
+    # Server CPU time is counted in clock ticks (10 ms): each measured step must do at
+    # least a few ticks' work, or its CPU figure can read 0 (the zero-copy WADO-RS of one
+    # 50 MB study takes about 15 ms of server CPU).
     config = BenchConfig(
-        ct_per_config=2,
+        ct_per_config=4,
         dx_per_config=1,
         qido_instances=40,
         qido_repeats=2,
-        wado_repeats=1,
+        wado_repeats=4,
         rss_gigabytes=0.005,
         with_orthanc=False,
         workdir=tmp_path,

@@ -68,8 +68,11 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """A reader and a writer engine over one database URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, migrations: Path = MIGRATIONS) -> None:
         self.url = url
+        self.migrations = migrations
+        """The Alembic script folder of this database's schema (the hub's, or the
+        gateway's own: :mod:`aifi.gateway.migrations`)."""
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
             database = make_url(url).database
@@ -90,7 +93,7 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("script_location", str(self.migrations))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.writer.begin() as connection:
             config.attributes["connection"] = connection

@@ -13,6 +13,7 @@ import typer
 
 import aifi
 from aifi.hub.auth.cli import clients_app
+from aifi.hub.tenants_cli import tenants_app
 from aifi.vendors.cli import products_app, vendors_app
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(vendors_app, name="performer")
 app.add_typer(products_app, name="vendors")
 app.add_typer(clients_app, name="clients")
+app.add_typer(tenants_app, name="tenants")
 
 DataDirOpt = Annotated[
     Path | None,

@@ -16,8 +16,17 @@ from tests.conftest import LiveServer, running_hub
 
 
 def auth_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings of a hub with the built-in authorization server (not development mode)."""
-    values: dict[str, Any] = {"data_dir": data_dir, "auth": "builtin", "dev_mode": False}
+    """Settings of a hub with the built-in authorization server (not development mode).
+
+    Its tenants accept identified instances (``require_deidentified`` off, which is on by
+    default outside development mode): these tests store generated identified studies
+    straight into the hub; ``tests/contract/test_hub_deidentified.py`` tests the guard."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "auth": "builtin",
+        "dev_mode": False,
+        "require_deidentified": False,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -69,6 +69,8 @@ A900    also: an AI result refused by the hub's gate (IHE AIR, ``aifi.hub.result
 C410    (specific) an AI result refused by the hub's gate because it does not fit its
         workitem (IHE AIW-I): another patient or study than the inputs, references to
         instances that are not inputs, or no workitem IN PROGRESS for the study.
+C411    (specific) Patient Identity Removed (0012,0062) is not YES and the caller's
+        tenant accepts only de-identified instances (``aifi.hub.deidentified``).
 ======  ======================================================================
 
 Warning Reason values (PS3.18 Table I.2-1: B000 coercion, B006 elements discarded, B007

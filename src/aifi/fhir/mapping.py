@@ -300,6 +300,7 @@ def task_status(t: TaskView) -> tuple[str, str | None]:
     IN PROGRESS                   in-progress
     COMPLETED                     completed (awaiting-review, rejected,
                                   delivered, accepted or released)
+    COMPLETED, no result objects  failed (IHE AIW-I: not a negative)
     CANCELED by the requester     cancelled
     CANCELED otherwise            failed (the performer discontinued, a
                                   deadline passed, attempts ran out)
@@ -322,6 +323,8 @@ def task_status(t: TaskView) -> tuple[str, str | None]:
     if t.state == "IN PROGRESS":
         return "in-progress", None
     if t.state == "COMPLETED":
+        if t.result is not None and t.result.outcome == "failed":
+            return "failed", None
         return "completed", _result_business_status(t.result) if t.result else None
     return ("cancelled" if t.cancelled_by_requester else "failed"), None
 

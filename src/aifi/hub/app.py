@@ -54,6 +54,7 @@ from aifi.hub.auth.server import AuthorizationServer
 from aifi.hub.auth.server import build_router as build_oauth_router
 from aifi.hub.auth.tokens import KeyRing, TokenService
 from aifi.hub.db import Database
+from aifi.hub.deidentified import TenantPolicy
 from aifi.hub.delivery import Deliverer, run_delivery_loop
 from aifi.hub.destinations import load_destinations
 from aifi.hub.fhir_backend import HubFhirBackend
@@ -244,7 +245,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     rules = load_rules(settings.rules_file)
-    app.state.dicom_store = ResultGate(store, db, rules)  # what STOW-RS (and WADO, QIDO) use
+    tenants = TenantPolicy(db, default=settings.deidentified_by_default)  # issue 15
+    # what STOW-RS (and WADO, QIDO) use
+    app.state.dicom_store = ResultGate(store, db, rules, tenants=tenants)
     app.state.visibility = HubVisibility(db, app.state.dicom_store)  # issue 6: performer scope
     app.state.destinations = destinations
     deliverer = Deliverer(

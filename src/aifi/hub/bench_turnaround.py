@@ -320,6 +320,9 @@ def run(config: TurnaroundConfig, say: Callable[[str], None] = print) -> Turnaro
             rules_file=rules,
             port=port,
             auth="builtin",
+            # The generated studies are identified and go straight into the hub; the
+            # gateway's benchmark (aifi bench gateway) sends pseudonymised data instead.
+            env={"AIFI_REQUIRE_DEIDENTIFIED": "false"},
         ) as (_process, base):
             dicomweb = base + "/dicomweb"
             say(

@@ -142,7 +142,12 @@ def run_demo(
         f"[/cyan], database [cyan]{settings.resolved_database_url}[/cyan]"
     )
     # Authentication on, as in production, whatever the environment says (module docstring).
-    settings = settings.model_copy(update={"auth": "builtin", "dev_mode": False})
+    # For now the demo STOWs identified generated studies straight into the hub, so its
+    # tenant allows identified data; the two-tier demo (modality -> gateway -> hub, issue 15)
+    # replaces this and keeps the hub's default (de-identified instances only).
+    settings = settings.model_copy(
+        update={"auth": "builtin", "dev_mode": False, "require_deidentified": False}
+    )
     with ExitStack() as stack:
         workdir = (settings.data_dir / "demo").resolve()  # Orthanc needs absolute paths
         workdir.mkdir(parents=True, exist_ok=True)

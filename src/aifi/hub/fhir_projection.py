@@ -487,6 +487,8 @@ class FhirProjector:
             reason = (result.reason if result is not None else None) or _text(
                 ds, CANCELLATION_REASON
             )
+        elif result is not None and result.outcome == "failed":
+            reason = result.reason  # COMPLETED without result objects (IHE AIW-I)
         return TaskView(
             task_id=row.sop_instance_uid,
             workitem_uid=row.sop_instance_uid,

@@ -22,6 +22,10 @@ class Tenant(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(default="", max_length=200)
+    require_deidentified: bool | None = None
+    """STOW-RS accepts only instances with Patient Identity Removed (0012,0062) YES from this
+    tenant's callers (:mod:`aifi.hub.deidentified`); ``None``: the hub's default
+    (``Settings.require_deidentified``)."""
     created_at: datetime = Field(default_factory=_now)
 
 
@@ -280,7 +284,10 @@ class AiResult(SQLModel, table=True):
 
     ``review_state``: "not-required" (autonomous product, released at completion),
     "awaiting-review" (supervised), "accepted" / "rejected" (after review). ``released_at``
-    is when the result became deliverable (the outbox, ``Delivery``, starts there)."""
+    is when the result became final for the hospital (the outbox, ``Delivery``, starts
+    there, and the released-results feed lists it): at completion for an autonomous
+    product, at acceptance after review, and at once for a failed or cancelled outcome
+    (nothing to review; the hospital must see that no result will come)."""
 
     __tablename__ = "ai_result"
     __table_args__ = (
@@ -288,6 +295,7 @@ class AiResult(SQLModel, table=True):
         Index("ix_ai_result_created", "tenant", "created_at"),
         Index("ix_ai_result_review", "tenant", "review_state"),
         Index("ix_ai_result_study", "tenant", "study_instance_uid"),
+        Index("ix_ai_result_released", "tenant", "released_at", "pk"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)

@@ -50,6 +50,11 @@ complete until then. The hot path stays cheap: a batch without any instance of a
 SOP class costs nothing, a batch with some costs one query for the studies' IN PROGRESS
 workitems.
 
+**A tenant that requires de-identified data** (issue 15, :mod:`aifi.hub.deidentified`):
+an unrestricted caller's instances whose Patient Identity Removed (0012,0062) is not YES
+are refused with **C411** before anything else; performers are not checked (their results
+copy the pseudonymised inputs' patient, which the hub accepted).
+
 The answer of each workitem (its AI result) is :mod:`aifi.hub.results_hook`.
 """
 
@@ -78,6 +83,12 @@ from aifi.dicomweb.store import (
 )
 from aifi.errors import NotFound
 from aifi.hub.db import Database
+from aifi.hub.deidentified import (
+    PATIENT_IDENTITY_NOT_REMOVED,
+    PATIENT_IDENTITY_NOT_REMOVED_REASON,
+    TenantPolicy,
+    is_deidentified,
+)
 from aifi.hub.models import (
     ResultInstance,
     ResultProblem,
@@ -208,10 +219,20 @@ class ResultGate:
     """The hub's :class:`~aifi.dicomweb.store.DicomStore` with the IHE AIR gate in front
     of :meth:`put` (see the module docstring); everything else goes to ``inner``."""
 
-    def __init__(self, inner: Any, db: Database, rules: RulesConfig) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        db: Database,
+        rules: RulesConfig,
+        *,
+        tenants: TenantPolicy | None = None,
+    ) -> None:
         self.inner: DicomStore = inner
         self.db = db
         self.rules = rules
+        self.tenants = tenants
+        """Whether a tenant accepts only de-identified instances (:mod:`aifi.hub.deidentified`);
+        None: every instance may be identified."""
         self.fsync = bool(getattr(inner, "fsync", True))
 
     # -- delegated ---------------------------------------------------------------------
@@ -258,7 +279,40 @@ class ResultGate:
         products: frozenset[str] | None = None,
     ) -> list[StoreOutcome]:
         """Store what passes the gate. ``products``: the caller is restricted to these
-        products' workitems (see the module docstring), anything else is refused 0124."""
+        products' workitems (see the module docstring), anything else is refused 0124.
+        An unrestricted caller (a hospital, an administrator, development mode) of a tenant
+        that requires de-identified data has every instance not marked Patient Identity
+        Removed = YES refused C411 first (:mod:`aifi.hub.deidentified`)."""
+        if (
+            products is None
+            and self.tenants is not None
+            and self.tenants.require_deidentified(tenant)
+        ):
+            identified = {n for n, i in enumerate(instances) if not is_deidentified(i.header)}
+            if identified:
+                return self._refuse_identified(tenant, instances, identified)
+        return self._put(tenant, instances, products)
+
+    def _refuse_identified(
+        self, tenant: str, instances: Sequence[IncomingInstance], identified: set[int]
+    ) -> list[StoreOutcome]:
+        """Refuse the instances at ``identified`` (C411), store the others as usual."""
+        log.info("refused %d instances not marked de-identified (C411)", len(identified))
+        for n in identified:
+            instances[n].staged_path.unlink(missing_ok=True)  # put consumes what it is given
+        rest = [i for n, i in enumerate(instances) if n not in identified]
+        stored = iter(self._put(tenant, rest, None) if rest else [])
+        refused = StoreOutcome(
+            StoreStatus.REFUSED, PATIENT_IDENTITY_NOT_REMOVED_REASON, PATIENT_IDENTITY_NOT_REMOVED
+        )
+        return [refused if n in identified else next(stored) for n in range(len(instances))]
+
+    def _put(
+        self,
+        tenant: str,
+        instances: Sequence[IncomingInstance],
+        products: frozenset[str] | None,
+    ) -> list[StoreOutcome]:
         results = [
             i for i in instances if str(i.header.get("SOPClassUID", "")) in air.RESULT_SOP_CLASSES
         ]

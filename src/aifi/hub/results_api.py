@@ -10,6 +10,20 @@ awaiting-review, accepted, rejected), ``outcome`` (positive, negative, measured,
 cancelled), ``study`` (Study Instance UID), ``product`` (product code); ``limit`` (default
 100, at most 1000) and ``offset``. Answer: ``{"results": [...], "total": n}``.
 
+**The released-results feed** (issue 15: how a hospital's gateway learns about results
+without the hub ever connecting into the hospital): ``GET /api/v1/results?released_after=
+CURSOR&limit=N``. With ``released_after`` present (the empty string: from the beginning)
+the answer lists only released results (``released_at`` set: autonomous results at
+completion, supervised ones once accepted — never rejected or awaiting ones — and failed
+or cancelled ones when they end), oldest release first (``released_at``, then the row),
+each with an extra ``"cursor"``; beside ``"results"`` and ``"total"`` (how many released
+results follow the given cursor, this page included) it has ``"next_cursor"``: the last
+item's cursor, or the given one when the page is empty — the client passes it as the next
+``released_after``. The cursor is opaque (URL-safe base64 of ``"<released_at>|<row>"``);
+one this hub did not give out is a 400. The other filters combine with it; ``offset``
+does not (400). Release order is commit order (:func:`aifi.hub.results_hook.
+serialize_releases`), so a client that follows the cursor misses nothing.
+
 ``GET /api/v1/results/{workitem_uid}`` — the result with its instances (and their
 summaries), the problems recorded for the workitem (refused results, refused completions),
 its deliveries (destination, state, attempts, last_error, delivered_at; "hub-store" when
@@ -34,12 +48,13 @@ id: only later ones; or an ISO 8601 date-time), ``limit`` (default 100).
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
@@ -53,6 +68,7 @@ from aifi.hub.models import (
     ResultProblem,
     Workitem,
 )
+from aifi.hub.results_hook import serialize_releases
 from aifi.principal import PrincipalDep
 
 router = APIRouter(tags=["aifi-hub results"])
@@ -119,6 +135,14 @@ def _destinations(request: Request, tenant: str) -> list[Any]:
 
 # -- list ---------------------------------------------------------------------------------
 
+_COLUMNS = {
+    "review_state": AiResult.review_state,
+    "outcome": AiResult.outcome,
+    "study": AiResult.study_instance_uid,
+    "product": AiResult.product,
+}
+"""The list's filters (query parameter -> column)."""
+
 
 def _list(
     db: Database,
@@ -128,15 +152,9 @@ def _list(
     offset: int,
 ) -> dict[str, Any]:
     statement = select(AiResult).where(col(AiResult.tenant) == tenant)
-    columns = {
-        "review_state": AiResult.review_state,
-        "outcome": AiResult.outcome,
-        "study": AiResult.study_instance_uid,
-        "product": AiResult.product,
-    }
     for name, value in filters.items():
         if value:
-            statement = statement.where(col(columns[name]) == value)
+            statement = statement.where(col(_COLUMNS[name]) == value)
     with db.read() as session:
         total = session.exec(select(func.count()).select_from(statement.subquery())).one()
         rows = session.exec(
@@ -147,6 +165,70 @@ def _list(
     return {"results": [_result_json(r) for r in rows], "total": total}
 
 
+# -- the released-results feed -------------------------------------------------------------
+
+
+def encode_cursor(released_at: datetime, pk: int) -> str:
+    """The feed position just after one result: URL-safe base64 of ``"<released_at
+    ISO 8601>|<pk>"`` (opaque to clients)."""
+    raw = f"{_iso(released_at)}|{pk}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> tuple[datetime, int]:
+    """``(released_at, pk)`` of a cursor :func:`encode_cursor` made; InvalidRequest else."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        moment_text, pk_text = raw.split("|")
+        moment = datetime.fromisoformat(moment_text)
+        pk = int(pk_text)
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
+        raise InvalidRequest(
+            f"released_after: {value[:60]!r} is not a cursor of this feed; start with "
+            "released_after= (empty) and pass each answer's next_cursor"
+        ) from exc
+    if moment.tzinfo is None or pk < 0 or not pk_text.isdigit():
+        raise InvalidRequest(f"released_after: {value[:60]!r} is not a cursor of this feed")
+    return moment.astimezone(UTC), pk
+
+
+def _feed(
+    db: Database,
+    tenant: str,
+    released_after: str,
+    filters: dict[str, str | None],
+    limit: int,
+) -> dict[str, Any]:
+    statement = select(AiResult).where(
+        col(AiResult.tenant) == tenant, col(AiResult.released_at).is_not(None)
+    )
+    if released_after:
+        moment, pk = decode_cursor(released_after)
+        statement = statement.where(
+            or_(
+                col(AiResult.released_at) > moment,
+                and_(col(AiResult.released_at) == moment, col(AiResult.pk) > pk),
+            )
+        )
+    for name, value in filters.items():
+        if value:
+            statement = statement.where(col(_COLUMNS[name]) == value)
+    with db.read() as session:
+        total = session.exec(select(func.count()).select_from(statement.subquery())).one()
+        rows = session.exec(
+            statement.order_by(col(AiResult.released_at), col(AiResult.pk)).limit(limit)
+        ).all()
+    results = []
+    for row in rows:
+        assert row.released_at is not None and row.pk is not None
+        results.append({**_result_json(row), "cursor": encode_cursor(row.released_at, row.pk)})
+    return {
+        "results": results,
+        "total": total,
+        "next_cursor": results[-1]["cursor"] if results else released_after,
+    }
+
+
 @router.get("/results")
 async def list_results(
     request: Request,
@@ -155,11 +237,18 @@ async def list_results(
     outcome: str | None = None,
     study: str | None = None,
     product: str | None = None,
+    released_after: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQL BIGINT: larger is a 500
 ) -> dict[str, Any]:
-    """AI results, newest first."""
+    """AI results, newest first; with ``released_after``, the released-results feed."""
     filters = {"review_state": review_state, "outcome": outcome, "study": study, "product": product}
+    if released_after is not None:
+        if offset:
+            raise InvalidRequest("offset: the feed (released_after) pages by cursor only")
+        return await run_in_threadpool(
+            _feed, _db(request), principal.tenant, released_after, filters, limit
+        )
     return await run_in_threadpool(_list, _db(request), principal.tenant, filters, limit, offset)
 
 
@@ -219,7 +308,7 @@ def _detail(db: Database, tenant: str, uid: str, destinations: list[Any]) -> dic
         }
         for d in deliveries
     ]
-    if result is not None and result.released_at is not None and not destinations:
+    if result is not None and result.released_at is not None and instances and not destinations:
         delivered.append(
             {
                 "destination": HUB_STORE,
@@ -294,13 +383,14 @@ def _review(
     db = _db(request)
     deliverer = getattr(request.app.state, "deliverer", None)
     clock = getattr(getattr(request.app.state, "results_hook", None), "clock", None)
-    now = clock() if clock else datetime.now(UTC)
     with db.write() as session:
         result = _result_row(session, tenant, uid, lock=not db.is_sqlite)
         if result is None:
             raise NotFound(f"No AI result for workitem {uid}")
         if result.review_state != "awaiting-review":
             raise Conflict(f"The result is not awaiting review (it is {result.review_state})")
+        serialize_releases(session)  # then the clock: the feed's order is the commit order
+        now = clock() if clock else datetime.now(UTC)
         result.review_state = "accepted" if accept else "rejected"
         result.reviewer = review.reviewer
         result.review_reason = review.reason

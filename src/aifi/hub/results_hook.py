@@ -7,14 +7,19 @@ the transaction that ends a workitem the Task Manager routed, i.e. with a produc
   CC.2.5-3) must be an accepted result of this workitem; an instance of a non-result SOP
   Class stored in the hub passes unchecked (the gate does not look at it either). Else the
   completion is refused (C304, the reasons in the Warning) and a ResultProblem recorded.
-  Then the :class:`~aifi.hub.models.AiResult`: positive when a result instance reports a
+  A completion whose Output Information Sequence names no instance at all is an AiResult
+  "failed" with the reason "no result objects", released at once: IHE AIW-I/AIR, the
+  absence of a result must never read as a negative (a product that found nothing says
+  so in a result object, e.g. a TID 1500 report with the finding absent).
+  Otherwise the :class:`~aifi.hub.models.AiResult`: positive when a result instance reports a
   present finding, "measured" when they report measurements
   only (a quantification such as bone age), else negative; urgent when positive and the product has
   ``urgent_findings`` (a :class:`~aifi.hub.models.Notification` and a WARNING log line,
   UIDs only); supervised products await review, autonomous ones are released at once and
   handed to the delivery outbox.
 * CANCELED: an AiResult "failed" (Task Manager deadline, performer discontinued) or
-  "cancelled" (requester) with the reason — only when no further attempt follows. The Task
+  "cancelled" (requester) with the reason, released at once (nothing to review; the
+  released-results feed tells the hospital) — only when no further attempt follows. The Task
   Manager retries a workitem it ended for a deadline while ``attempt < max_attempts``
   (:meth:`aifi.hub.task_manager.TaskManager.sweep`); those attempts get no AiResult, the
   retry's workitem gets the answer. So there is one AiResult per routed study, product
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from aifi.dicomweb.store import DicomJson
@@ -49,6 +55,22 @@ if TYPE_CHECKING:
     from aifi.hub.models import Delivery
 
 log = logging.getLogger(__name__)
+
+NO_RESULT = "no result objects"
+"""The reason of a COMPLETED workitem whose Output Information Sequence names nothing."""
+RELEASE_LOCK = 0x41494649_52454C
+"""PostgreSQL advisory lock key that orders the transactions releasing results."""
+
+
+def serialize_releases(session: Session) -> None:
+    """Make the transactions that release results commit in the order of their
+    ``released_at`` (call before reading the clock): the released-results feed pages by
+    ``released_at``, and a release committed after a later one would be skipped. SQLite has
+    one writer at a time already; PostgreSQL takes a transaction-level advisory lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": RELEASE_LOCK}
+        )
 
 
 class Enqueuer(Protocol):
@@ -94,6 +116,7 @@ class ResultsHook:
         ).first()
         if exists is not None:
             return None
+        serialize_releases(session)
         product = product_of(self.rules, row)
         if state is ProcedureStepState.COMPLETED:
             return self._completed(session, row, ds, product)
@@ -114,7 +137,7 @@ class ResultsHook:
                 outcome="cancelled" if cause == "requester" else "failed",
                 summary="",
                 reason=reason,
-                release=False,
+                release=True,  # final at once: nothing to review, nothing to deliver
             )
         )
         return None
@@ -130,14 +153,23 @@ class ResultsHook:
             )
             .order_by(col(ResultInstance.pk))
         ).all()
+        outputs = output_uids(ds)
         reasons = self._output_problems(
-            session, row, output_uids(ds), {r.sop_instance_uid for r in instances}
+            session, row, outputs, {r.sop_instance_uid for r in instances}
         )
         if reasons:
             return (
                 "the Output Information Sequence names instances that are not accepted "
                 "results of this workitem (IHE AIR): " + "; ".join(reasons)
             )
+        if not outputs:
+            # IHE AIW-I: the absence of a result must never read as a negative.
+            session.add(
+                self._result(
+                    row, product, outcome="failed", summary="", reason=NO_RESULT, release=True
+                )
+            )
+            return None
         positive = any(r.positive for r in instances)
         if positive:
             outcome = "positive"

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         description="Development mode: allows auth 'off', where every request is the default "
         "tenant with every right. Never in production.",
     )
+    require_deidentified: bool | None = Field(
+        default=None,
+        description="STOW-RS refuses instances whose Patient Identity Removed (0012,0062) is "
+        "not YES (PS3.15 Annex E: the hub must never hold a patient's identity; a hospital's "
+        "gateway pseudonymises). Default: on outside development mode. A tenant's own "
+        "setting ('aifi tenants set') overrides it.",
+    )
     access_token_seconds: int = Field(
         default=300, ge=30, le=3600, description="Lifetime of the access tokens the hub issues."
     )
@@ -194,6 +201,14 @@ class Settings(BaseSettings):
     @classmethod
     def _tenant(cls, value: str) -> str:
         return validate_tenant_id(value)
+
+    @property
+    def deidentified_by_default(self) -> bool:
+        """Whether tenants without a setting of their own accept only de-identified
+        instances: ``require_deidentified``, else on outside development mode."""
+        if self.require_deidentified is not None:
+            return self.require_deidentified
+        return not self.dev_mode
 
     @property
     def resolved_database_url(self) -> str:

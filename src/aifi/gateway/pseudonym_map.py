@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, SQLModel
 
 from aifi.gateway.deid.types import PatientIdentity, Pseudonymised, StudyIdentity
 from aifi.gateway.models import PatientMap, StudyMap, UidMap
@@ -19,7 +23,11 @@ from aifi.hub.db import Database
 
 def record(session: Session, facts: Iterable[Pseudonymised]) -> None:
     """Add the mapping facts of pseudonymised instances (in the caller's transaction,
-    which must commit before the instances are sent)."""
+    which must commit before the instances are sent).
+
+    ``INSERT … ON CONFLICT DO NOTHING``: two forwarders recording the same new pseudonyms
+    at once (another thread, another process) both succeed, and a row once written is never
+    changed (the facts are deterministic, so the first writer's row is every writer's)."""
     uids: dict[str, str] = {}
     patients: dict[str, PatientIdentity] = {}
     studies: dict[str, StudyIdentity] = {}
@@ -27,34 +35,46 @@ def record(session: Session, facts: Iterable[Pseudonymised]) -> None:
         uids.update(fact.uids)
         patients[fact.patient.pseudo_id] = fact.patient
         studies[fact.study.pseudo_study_uid] = fact.study
-    if uids:
-        known = set(session.exec(select(UidMap.pseudo).where(col(UidMap.pseudo).in_(uids))).all())
-        for pseudo, original in uids.items():
-            if pseudo not in known:
-                session.add(UidMap(pseudo=pseudo, original=original))
-    for pseudo_id, patient in patients.items():
-        if session.get(PatientMap, pseudo_id) is None:
-            session.add(
-                PatientMap(
-                    pseudo_id=pseudo_id,
-                    original_id=patient.original_id,
-                    issuer=patient.issuer,
-                    date_offset_days=patient.date_offset_days,
-                    identity_json=json.dumps(patient.identity),
-                )
-            )
-    for pseudo_uid, study in studies.items():
-        if session.get(StudyMap, pseudo_uid) is None:
-            session.add(
-                StudyMap(
-                    pseudo_study_uid=pseudo_uid,
-                    original_study_uid=study.original_study_uid,
-                    patient_pseudo_id=study.patient_pseudo_id,
-                    accession_pseudo=study.accession_pseudo,
-                    identity_json=json.dumps(study.identity),
-                )
-            )
-    session.flush()
+    _insert_absent(session, UidMap, [{"pseudo": p, "original": o} for p, o in uids.items()])
+    _insert_absent(
+        session,
+        PatientMap,
+        [
+            {
+                "pseudo_id": pseudo_id,
+                "original_id": patient.original_id,
+                "issuer": patient.issuer,
+                "date_offset_days": patient.date_offset_days,
+                "identity_json": json.dumps(patient.identity),
+            }
+            for pseudo_id, patient in patients.items()
+        ],
+    )
+    _insert_absent(
+        session,
+        StudyMap,
+        [
+            {
+                "pseudo_study_uid": pseudo_uid,
+                "original_study_uid": study.original_study_uid,
+                "patient_pseudo_id": study.patient_pseudo_id,
+                "accession_pseudo": study.accession_pseudo,
+                "identity_json": json.dumps(study.identity),
+            }
+            for pseudo_uid, study in studies.items()
+        ],
+    )
+
+
+def _insert_absent(session: Session, table: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    values = [{**row, "created_at": now} for row in rows]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(table).values(values).on_conflict_do_nothing()
+    session.execute(statement)
 
 
 class SqlPseudonymLookup:

@@ -77,6 +77,14 @@ class SendOutcome:
             raise ValueError("a delivered instance is not retryable")
 
 
+class Identified(Protocol):
+    """Anything that names the SOP instance it stands for (an :class:`OutgoingInstance`, or
+    a part held in memory such as the gateway's pseudonymised instances)."""
+
+    @property
+    def sop_instance_uid(self) -> str: ...
+
+
 class PacsClient(Protocol):
     """Sends instances to one PACS (:func:`aifi.hub.destinations.client_for`)."""
 
@@ -108,9 +116,7 @@ def is_transient_status(code: int) -> bool:
     return 0xA700 <= code <= 0xA7FF
 
 
-def fail_all(
-    files: Sequence[OutgoingInstance], reason: str, *, retryable: bool
-) -> list[SendOutcome]:
+def fail_all(files: Sequence[Identified], reason: str, *, retryable: bool) -> list[SendOutcome]:
     return [SendOutcome(f.sop_instance_uid, False, retryable, reason) for f in files]
 
 
@@ -172,7 +178,7 @@ def parse_store_response(body: bytes) -> StoreResponse:
 
 
 def stow_outcomes(
-    files: Sequence[OutgoingInstance],
+    files: Sequence[Identified],
     status_code: int,
     response: StoreResponse | None,
     *,
@@ -234,6 +240,31 @@ def stow_outcomes(
                 SendOutcome(uid, False, False, f"{pacs} refused the request ({http}){other}")
             )
     return outcomes
+
+
+def response_outcomes(
+    files: Sequence[Identified], response: httpx.Response, *, pacs: str
+) -> list[SendOutcome]:
+    """One outcome per file from an HTTP answer to STOW-RS (PS3.18 §10.5.3): its Store
+    Instances Response when the body is one, its ``Warning`` headers (PS3.18 §8.7.3) and
+    the start of a body that is not, and ``Retry-After`` (:func:`stow_outcomes`)."""
+    parsed: StoreResponse | None = None
+    if response.content.strip():
+        try:
+            parsed = parse_store_response(response.content)
+        except ValueError:
+            parsed = None
+    details = [f"Warning: {value}" for value in response.headers.get_list("warning")]
+    if parsed is None and response.is_error and response.text.strip():
+        details.append(f"answer {' '.join(response.text.split())[:200]!r}")
+    return stow_outcomes(
+        files,
+        response.status_code,
+        parsed,
+        pacs=pacs,
+        detail="; ".join(details),
+        retry_after=response.headers.get("retry-after"),
+    )
 
 
 # --- STOW-RS client --------------------------------------------------------------------------
@@ -346,23 +377,7 @@ class DicomwebPacs(ClosingClient):
     def _outcomes(
         self, files: Sequence[OutgoingInstance], response: httpx.Response
     ) -> list[SendOutcome]:
-        parsed: StoreResponse | None = None
-        if response.content.strip():
-            try:
-                parsed = parse_store_response(response.content)
-            except ValueError:
-                parsed = None
-        details = [f"Warning: {value}" for value in response.headers.get_list("warning")]
-        if parsed is None and response.is_error and response.text.strip():
-            details.append(f"answer {' '.join(response.text.split())[:200]!r}")
-        return stow_outcomes(
-            files,
-            response.status_code,
-            parsed,
-            pacs=self._pacs,
-            detail="; ".join(details),
-            retry_after=response.headers.get("retry-after"),
-        )
+        return response_outcomes(files, response, pacs=self._pacs)
 
     def close(self) -> None:
         self._client.close()

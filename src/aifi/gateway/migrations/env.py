@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import aifi.gateway.models  # noqa: F401  (registers the gw_ tables on SQLModel.metadata)
+from aifi.gateway.results import models as _results  # noqa: F401  (gw_result* tables)
 
 config = context.config
 target_metadata = SQLModel.metadata

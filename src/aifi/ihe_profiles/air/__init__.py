@@ -32,6 +32,7 @@ from aifi.ihe_profiles.air.codes import (
 from aifi.ihe_profiles.air.equipment import AlgorithmIdentity
 from aifi.ihe_profiles.air.gsps import overlay_presentation
 from aifi.ihe_profiles.air.ko import key_objects
+from aifi.ihe_profiles.air.not_performed import not_performed_report as not_performed_report
 from aifi.ihe_profiles.air.sc import summary_page
 from aifi.ihe_profiles.air.seg import segmentation
 from aifi.ihe_profiles.air.sr import Measurement, QualitativeFinding, measurement_report

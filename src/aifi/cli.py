@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 import aifi
+from aifi.gateway.cli import gateway_app
 from aifi.hub.auth.cli import clients_app
 from aifi.hub.tenants_cli import tenants_app
 from aifi.vendors.cli import products_app, vendors_app
@@ -34,6 +35,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(vendors_app, name="performer")
 app.add_typer(products_app, name="vendors")
 app.add_typer(clients_app, name="clients")
+app.add_typer(gateway_app, name="gateway")
 app.add_typer(tenants_app, name="tenants")
 
 DataDirOpt = Annotated[

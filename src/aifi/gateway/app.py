@@ -1,0 +1,247 @@
+"""The gateway's one composition root: :func:`build_gateway` reads the settings and builds
+everything, in dependency order, each part complete when built (collaborators through
+constructors)::
+
+    GatewaySettings ─► GatewayConfig (YAML) ─► Database (gateway migrations)
+      ─► pseudonym key ─► Pseudonymiser(Profile) / Reidentifier(lookup)
+      ─► InstanceStore ─► Ingest(doorbell) ─► DimseScp, STOW-RS router
+      ─► hub client ─► Forwarder(doorbell), PacsDeliverer, ResultsWorker(deliverer)
+      ─► FastAPI app (lifespan: SCP on, background workers on; off in reverse)
+
+The ingest side rings the forwarder's doorbell after each commit (one :class:`Doorbell`,
+made here and handed to both). Each background sender is an
+:class:`aifi.hub.outbox_loop.OutboxWorker` run by
+:func:`~aifi.hub.outbox_loop.run_outbox_loop`; a new one is one more entry in
+:func:`_background_workers`.
+
+Start-up recovery, before anything is received (:meth:`Ingest.recover`): staging and
+temporary files an interrupted transfer left are removed, stored files whose row was lost
+are indexed again, studies whose association the restart cut short become due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+import aifi
+from aifi.dicomweb.errors import dicomweb_error_response
+from aifi.dicomweb.worklist import Doorbell
+from aifi.errors import HubError
+from aifi.gateway import status as status_module
+from aifi.gateway import stow as stow_module
+from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
+from aifi.gateway.deid import Pseudonymiser, Reidentifier, load_or_create_key
+from aifi.gateway.forward import Forwarder
+from aifi.gateway.hub_connection import hub_client
+from aifi.gateway.ingest import Clock, Ingest, ingest_database, utc_now
+from aifi.gateway.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.pseudonym_map import SqlPseudonymLookup
+from aifi.gateway.results import PacsDeliverer, ResultsWorker, results_status
+from aifi.gateway.scp import DimseScp
+from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
+from aifi.gateway.store import InstanceStore
+from aifi.hub.db import Database
+from aifi.hub.destinations import Destination
+from aifi.hub.outbox_loop import OutboxWorker, run_outbox_loop
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundWorker:
+    """One outbox worker and how often its loop looks for due work."""
+
+    name: str
+    worker: OutboxWorker
+    poll_seconds: float
+
+
+@dataclass
+class Gateway:
+    """Everything :func:`build_gateway` built; ``app`` is what uvicorn serves (its lifespan
+    starts the SCP and the workers)."""
+
+    settings: GatewaySettings
+    config: GatewayConfig
+    db: Database
+    store: InstanceStore
+    ingest: Ingest
+    scp: DimseScp
+    hub: httpx.Client
+    destinations: list[Destination]
+    workers: list[BackgroundWorker] = field(default_factory=list)
+    app: FastAPI = field(default_factory=FastAPI)
+
+    def close(self) -> None:
+        """Release what was built (for a gateway whose app never ran its lifespan)."""
+        self.scp.stop()
+        self.hub.close()
+        self.ingest.db.dispose()
+        self.db.dispose()
+
+
+def _background_workers(
+    settings: GatewaySettings,
+    config: GatewayConfig,
+    db: Database,
+    key: bytes,
+    hub: httpx.Client,
+    destinations: list[Destination],
+    doorbell: Doorbell,
+    clock: Callable[[], datetime],
+) -> list[BackgroundWorker]:
+    """The gateway's outbox workers: forwarding (and completion signals, purge), the
+    results feed, PACS delivery."""
+    poll = settings.worker_poll_seconds
+    forwarder = Forwarder(
+        db,
+        settings.data_dir,
+        Pseudonymiser(config.profile(), key),
+        hub,
+        clock=clock,
+        doorbell=doorbell,
+        quiet_seconds=config.stow.quiet_seconds,
+        retention_seconds=config.retention.forwarded_hours * 3600,
+        unsent_retention_seconds=config.retention.quarantined_days * 86400,
+    )
+    lookup = SqlPseudonymLookup(db)
+    deliverer = PacsDeliverer(db, settings.data_dir, destinations, clock=clock, doorbell=Doorbell())
+    results = ResultsWorker(
+        db,
+        settings.data_dir,
+        Reidentifier(lookup, key=key),
+        lookup,
+        hub,
+        clock=clock,
+        doorbell=Doorbell(),
+        deliverer=deliverer,
+    )
+    return [
+        BackgroundWorker("forwarding", forwarder, poll),
+        BackgroundWorker("results", results, settings.results_poll_seconds),
+        BackgroundWorker("pacs-delivery", deliverer, poll),
+    ]
+
+
+def _private_data(settings: GatewaySettings) -> bytes:
+    """The data folder (0700) and the database file (0600, before SQLite creates it: its
+    WAL and shared-memory files take the database file's mode) hold patients' identities;
+    the pseudonymisation key. Raises :class:`GatewayNotStartable` with the reason when the
+    key cannot be had (a key file others may read, a malformed key)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    database = settings.data_dir / "gateway.db"
+    database.touch(mode=0o600, exist_ok=True)
+    database.chmod(0o600)
+    given = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
+    try:
+        return load_or_create_key(settings.key_file, given)
+    except (OSError, ValueError) as exc:
+        raise GatewayNotStartable(f"pseudonymisation key: {exc}") from exc
+
+
+def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gateway:
+    """Build the gateway for ``settings`` (see the module docstring). Raises
+    :class:`~aifi.gateway.settings.GatewayNotStartable` or
+    :class:`~aifi.gateway.config.ConfigError` (a clear message) when it cannot start."""
+    check_startable(settings)
+    config = load_config(settings.config_file)
+    pacs = parse_pacs(settings.pacs, calling_ae=settings.ae_title) if settings.pacs else None
+    destinations = config.destinations(pacs)
+    key = _private_data(settings)
+    db = Database(settings.database_url, migrations=GATEWAY_MIGRATIONS)
+    db.migrate()
+    store = InstanceStore(settings.data_dir, fsync=settings.fsync)
+    doorbell = Doorbell()
+    ingest = Ingest(ingest_database(settings.database_url), store, doorbell, clock=clock)
+    recovery = ingest.recover()
+    log.info(
+        "start-up: %d instances indexed again, %d left-over files removed, %d studies due",
+        recovery.reindexed,
+        recovery.removed,
+        recovery.due,
+    )
+
+    scp = DimseScp(
+        ingest,
+        ae_title=settings.ae_title,
+        host=settings.host,
+        port=settings.dimse_port,
+        allowed_calling_ae_titles=config.dimse.allowed_calling_ae_titles,
+        allowed_addresses=config.dimse.allowed_addresses,
+        max_associations=settings.max_associations,
+        max_pdu=settings.dimse_max_pdu,
+    )
+    hub = hub_client(settings.hub, settings.credentials)
+    workers = (
+        _background_workers(settings, config, db, key, hub, destinations, doorbell, clock)
+        if settings.workers
+        else []
+    )
+    gateway = Gateway(settings, config, db, store, ingest, scp, hub, destinations, workers)
+    gateway.app = _create_app(gateway)
+    return gateway
+
+
+def _create_app(gateway: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        gateway.scp.start()
+        tasks = [
+            asyncio.create_task(run_outbox_loop(w.worker, w.poll_seconds, w.name))
+            for w in gateway.workers
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(gateway.scp.stop)
+            gateway.hub.close()
+            gateway.ingest.db.dispose()
+            gateway.db.dispose()
+
+    app = FastAPI(
+        title="aifi gateway",
+        version=aifi.__version__,
+        summary="The hospital gateway: DICOM in, pseudonymised to the hub, results back",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.state.stow = stow_module.StowService(
+        gateway.ingest,
+        allowed_addresses=gateway.config.stow.allowed_addresses,
+        fsync=gateway.settings.fsync,
+    )
+    app.state.dicomweb_config = app.state.stow.config  # Warning headers name the service
+    app.state.status = status_module.StatusService(
+        gateway.db, limit=gateway.settings.status_rows, results=results_status
+    )
+    app.include_router(stow_module.router, prefix=stow_module.PREFIX)
+    app.include_router(status_module.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": aifi.__version__}
+
+    @app.exception_handler(HubError)
+    async def _hub_error(request: Request, error: HubError) -> Response:
+        if request.url.path.startswith(stow_module.PREFIX):
+            return dicomweb_error_response(request, error)
+        return JSONResponse({"detail": error.reason}, status_code=error.status_code)
+
+    return app

@@ -1,0 +1,241 @@
+"""The gateway's configuration file (YAML, ``--config`` / ``AIFI_GATEWAY_CONFIG``) and the
+``--pacs`` shorthand.
+
+Everything that is more than one value lives here; the file is optional (no file: any peer
+may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
+
+    dimse:
+      allowed_calling_ae_titles: [CT_ROOM_1, PACS_MAIN]  # empty or absent: any
+      allowed_addresses: [10.1.2.0/24, 127.0.0.1]         # IPs or networks; empty: any
+    stow:
+      allowed_addresses: [10.1.2.3]                       # STOW-RS clients; empty: any
+      quiet_seconds: 60        # a STOW-RS study is complete this long after its last instance
+    pacs:                      # where re-identified results go (aifi.hub.destinations kinds)
+      - kind: dicomweb
+        name: main
+        url: https://pacs.example/dicom-web
+      - kind: dimse
+        name: reading-room
+        host: 10.1.2.3
+        port: 104
+        called_ae: RR_ARCHIVE
+    pseudonymisation:          # PS3.15 Annex E options: aifi.gateway.deid.Profile
+      options: [BASIC, RETAIN_LONGITUDINAL_MODIFIED_DATES]
+    retention:
+      forwarded_hours: 0       # originals kept after the hub acknowledged them (0: purge at once)
+      quarantined_days: 30     # quarantined originals kept for inspection
+
+A file that cannot be read, is not YAML or has a bad value gives :class:`ConfigError`
+naming the file and the field (``gateway.yaml: dimse.allowed_addresses.0: ...``).
+
+A calling AE title not in ``allowed_calling_ae_titles`` is rejected with A-ASSOCIATE-RJ
+result 1 (permanent), source 1 (service user), reason 3 (calling AE title not recognised);
+an address outside ``allowed_addresses`` with reason 1 (no reason given) (PS3.8 §9.3.4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from aifi.hub.destinations import (
+    Destination,
+    DicomwebDestination,
+    DimseDestination,
+    validate_ae_title,
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PACS_NAME = "pacs"
+"""The name of the destination given with ``--pacs``."""
+
+
+class ConfigError(ValueError):
+    """The configuration file (or ``--pacs``) is unusable; the message names the file and
+    the field."""
+
+
+def _networks(values: Sequence[Any]) -> tuple[Network, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(str(value).strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not an IP address or network (e.g. 10.0.0.0/24)"
+            ) from exc
+    return tuple(out)
+
+
+def address_allowed(address: str, networks: tuple[Network, ...]) -> bool:
+    """Is ``address`` (a peer's IP) in one of ``networks``? An empty list allows any."""
+    if not networks:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DimseConfig(_Section):
+    allowed_calling_ae_titles: frozenset[str] = frozenset()
+    allowed_addresses: tuple[Network, ...] = ()
+
+    @field_validator("allowed_calling_ae_titles", mode="before")
+    @classmethod
+    def _titles(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple | set | frozenset):
+            return frozenset(validate_ae_title(str(v)) for v in value)
+        return value
+
+    @field_validator("allowed_addresses", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return _networks(value) if isinstance(value, list | tuple) else value
+
+
+class StowConfig(_Section):
+    allowed_addresses: tuple[Network, ...] = ()
+    quiet_seconds: float = Field(default=60.0, ge=0, le=7 * 24 * 3600)
+    """A study received over STOW-RS (no association to end) is complete once nothing
+    arrived for this long (the forwarder compares ``last_received_at + quiet``)."""
+
+    @field_validator("allowed_addresses", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return _networks(value) if isinstance(value, list | tuple) else value
+
+
+class RetentionConfig(_Section):
+    forwarded_hours: float = Field(default=0.0, ge=0)
+    """How long an original is kept after the hub acknowledged it (0: purged at once)."""
+    quarantined_days: float = Field(default=30.0, ge=0)
+    """How long a quarantined original is kept for inspection."""
+
+
+class GatewayConfig(_Section):
+    """The configuration file's content (see the module docstring)."""
+
+    dimse: DimseConfig = DimseConfig()
+    stow: StowConfig = StowConfig()
+    pacs: tuple[Destination, ...] = ()
+    pseudonymisation: dict[str, Any] = Field(default_factory=dict)
+    """The ``pseudonymisation:`` section as written; :func:`load_config` checks it with
+    :class:`aifi.gateway.deid.Profile` and :meth:`profile` builds it."""
+    retention: RetentionConfig = RetentionConfig()
+    source: Path | None = Field(default=None, exclude=True)
+    """The file it was read from (for messages)."""
+
+    @field_validator("pacs")
+    @classmethod
+    def _unique(cls, value: tuple[Destination, ...]) -> tuple[Destination, ...]:
+        seen: set[str] = set()
+        for destination in value:
+            if destination.name in seen:
+                raise ValueError(f"PACS name {destination.name!r} is used twice")
+            seen.add(destination.name)
+        return value
+
+    def profile(self) -> Any:
+        """The pseudonymisation profile (:class:`aifi.gateway.deid.Profile`)."""
+        from aifi.gateway.deid import Profile
+
+        where = self.source or Path("(settings)")
+        try:
+            return Profile.model_validate(self.pseudonymisation)
+        except ValidationError as exc:
+            raise ConfigError(_explain(where, exc, prefix="pseudonymisation")) from exc
+
+    def destinations(self, pacs: Destination | None) -> list[Destination]:
+        """The PACS results are delivered to: ``--pacs`` (named ``pacs``) first, then the
+        file's."""
+        out = [pacs] if pacs is not None else []
+        for destination in self.pacs:
+            if pacs is not None and destination.name == pacs.name:
+                raise ConfigError(f"{self.source}: pacs: the name {pacs.name!r} is taken by --pacs")
+            out.append(destination)
+        return out
+
+
+def _explain(path: Path, exc: ValidationError, prefix: str = "") -> str:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in (prefix, *error.get("loc", ())) if part != "")
+        message = str(error.get("msg", "invalid"))
+        problems.append(f"{location or '(top level)'}: {message}")
+    return f"{path}: " + "; ".join(problems)
+
+
+def load_config(path: Path | None) -> GatewayConfig:
+    """Read and check the configuration file; ``None`` gives the defaults.
+
+    The ``pseudonymisation`` section is checked with :class:`aifi.gateway.deid.Profile`
+    here, so a bad option fails at start-up, not at the first instance."""
+    if path is None:
+        return GatewayConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the gateway configuration: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping (dimse, stow, pacs, pseudonymisation, retention)"
+        )
+    try:
+        config = GatewayConfig.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc)) from exc
+    config.profile()
+    return config
+
+
+_DESTINATION: TypeAdapter[Destination] = TypeAdapter(Destination)
+
+
+def parse_pacs(target: str, *, calling_ae: str) -> Destination:
+    """``--pacs``: a DICOMweb service root (``http(s)://host/dicom-web``) or
+    ``dimse://AE@host:port`` (``calling_ae`` is the gateway's own AE title); the
+    destination is named ``pacs``."""
+    parts = urlsplit(target.strip())
+    try:
+        if parts.scheme in ("http", "https"):
+            return DicomwebDestination(name=PACS_NAME, url=target.strip())
+        if parts.scheme == "dimse":
+            if not parts.username or not parts.hostname or parts.port is None:
+                raise ValueError("expected dimse://AE_TITLE@host:port")
+            return DimseDestination(
+                name=PACS_NAME,
+                host=parts.hostname,
+                port=parts.port,
+                called_ae=parts.username,
+                calling_ae=calling_ae,
+            )
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg", "")) for e in exc.errors())
+        raise ConfigError(f"--pacs {target!r}: {problems}") from exc
+    except ValueError as exc:  # urlsplit's port check, and ours
+        raise ConfigError(f"--pacs {target!r}: {exc}") from exc
+    raise ConfigError(
+        f"--pacs {target!r}: expected a DICOMweb root (http://host/dicom-web) or "
+        "dimse://AE_TITLE@host:port"
+    )

@@ -1,0 +1,206 @@
+"""Reading and writing the Part 10 framing of what the gateway receives (PS3.10 §7.1): the
+File Meta Information a C-STORE data set is stored with, where the data set starts, the few
+header UIDs the gateway indexes, and whether the data set is complete — without decoding
+anything (:mod:`aifi.gateway.ingest` is the path that uses them). Also the C-STORE response
+statuses (PS3.4 Table B.2-1; PS3.7 C.5) the receiving side answers with, which are the
+STOW-RS Failure Reasons too where PS3.18 Table I.2-2 gives them the same meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from aifi.dicomweb.instance_checks import is_valid_uid
+
+# C-STORE response statuses (PS3.4 Table B.2-1; PS3.7 C.5), also used as STOW-RS Failure
+# Reasons where PS3.18 Table I.2-2 has the same meaning.
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+"""Refused: Out of Resources (PS3.4 B.2.3, A7xx): no space left on the store."""
+DATA_SET_MISMATCH = 0xA900
+"""Error: Data Set does not match SOP Class (A9xx): identifying UIDs missing, invalid, or
+not those of the C-STORE request."""
+CANNOT_UNDERSTAND = 0xC210
+"""Error: Cannot understand (Cxxx): not parseable, or truncated."""
+DUPLICATE_SOP_INSTANCE = 0x0111
+"""A different data set with this SOP Instance UID is stored (PS3.7 C.5)."""
+PROCESSING_FAILURE = 0x0110
+"""Processing failure (PS3.7 C.5): the store or the database failed (logged)."""
+
+PREAMBLE = b"\x00" * 128 + b"DICM"
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})  # fmt: skip
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_HEADER_TAGS = {
+    "SOPClassUID": Tag(0x0008, 0x0016),
+    "SOPInstanceUID": Tag(0x0008, 0x0018),
+    "StudyInstanceUID": Tag(0x0020, 0x000D),
+    "SeriesInstanceUID": Tag(0x0020, 0x000E),
+}
+_DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"})
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    """The few attributes of a received instance the gateway indexes."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+
+class Unreadable(Exception):
+    """The received bytes are not an instance the gateway can store."""
+
+    def __init__(self, failure: int, reason: str) -> None:
+        super().__init__(reason)
+        self.failure = failure
+        self.reason = reason
+
+
+# -- File Meta Information ------------------------------------------------------------------
+
+IMPLEMENTATION_CLASS_UID = str(PYNETDICOM_IMPLEMENTATION_UID)
+"""The Implementation Class UID in the File Meta of a received C-STORE data set: that of
+pynetdicom, which received it (as its own ``Event.encoded_dataset`` would write)."""
+IMPLEMENTATION_VERSION = PYNETDICOM_IMPLEMENTATION_VERSION
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr in (b"UI", b"OB") else b" "
+    head = (2).to_bytes(2, "little") + element.to_bytes(2, "little") + vr
+    if vr == b"OB":
+        return head + b"\x00\x00" + len(value).to_bytes(4, "little") + value
+    return head + len(value).to_bytes(2, "little") + value
+
+
+def encode_file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str = ""
+) -> bytes:
+    """The File Meta Information group (PS3.10 §7.1, explicit VR little endian, without the
+    preamble) for a data set received with C-STORE; written by hand because the general
+    encoder costs more than the rest of the C-STORE path's header work."""
+    body = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", sop_class_uid.encode("ascii")),
+            _meta_element(0x0003, b"UI", sop_instance_uid.encode("ascii")),
+            _meta_element(0x0010, b"UI", transfer_syntax_uid.encode("ascii")),
+            _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+            _meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace"))
+            if source_ae
+            else b"",
+        )
+    )
+    return b"\x02\x00\x00\x00UL\x04\x00" + len(body).to_bytes(4, "little") + body
+
+
+# -- reading the header ---------------------------------------------------------------------
+
+
+def dataset_offset(head: bytes) -> int:
+    """Where the data set starts in a Part 10 file: after the preamble, ``DICM`` and the
+    File Meta Information group (PS3.10 §7.1, always explicit VR little endian).
+
+    ``head`` must hold at least the whole File Meta group."""
+    if head[128:132] != b"DICM":
+        raise Unreadable(CANNOT_UNDERSTAND, "not a DICOM PS3.10 file (no 'DICM' prefix)")
+    position = 132
+    while position + 8 <= len(head):
+        group = int.from_bytes(head[position : position + 2], "little")
+        if group != 0x0002:
+            return position
+        vr = bytes(head[position + 4 : position + 6])
+        if vr in _LONG_VRS:
+            length = int.from_bytes(head[position + 8 : position + 12], "little")
+            position += 12 + length
+        else:
+            length = int.from_bytes(head[position + 6 : position + 8], "little")
+            position += 8 + length
+    if position == len(head):
+        return position
+    raise Unreadable(CANNOT_UNDERSTAND, "the File Meta Information is truncated")
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    raw = ds._dict.get(_HEADER_TAGS[keyword])
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        try:
+            return raw.value.decode("ascii").strip("\x00 ")
+        except UnicodeDecodeError:
+            return ""
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip("\x00 ")
+
+
+def read_header(fp: BinaryIO, size: int) -> InstanceHeader:
+    """Read the indexed UIDs of the Part 10 file in ``fp`` (``size`` bytes) and check that
+    the data set is complete: long values are skipped, not read, and nothing is decoded.
+
+    Raises :class:`Unreadable` with the status to answer."""
+    try:
+        ds = dcmread(fp, defer_size=256)
+        end = fp.tell()
+    except InvalidDicomError as exc:
+        raise Unreadable(CANNOT_UNDERSTAND, f"not a DICOM PS3.10 file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types for malformed input
+        raise Unreadable(CANNOT_UNDERSTAND, f"cannot be parsed as DICOM: {exc}") from exc
+    meta = ds.file_meta
+    transfer_syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ")
+    if not transfer_syntax:
+        raise Unreadable(CANNOT_UNDERSTAND, "File Meta Information has no Transfer Syntax UID")
+    if transfer_syntax not in _DEFLATED:  # a deflated data set was read from an inflated copy
+        problem = _truncation(ds, end, size)
+        if problem:
+            raise Unreadable(CANNOT_UNDERSTAND, problem)
+    uids = {keyword: _uid(ds, keyword) for keyword in _HEADER_TAGS}
+    for keyword, value in uids.items():
+        if not value:
+            raise Unreadable(DATA_SET_MISMATCH, f"{keyword} is missing or empty")
+        if not is_valid_uid(value):
+            raise Unreadable(DATA_SET_MISMATCH, f"{keyword} {value[:80]!r} is not a valid UID")
+    return InstanceHeader(
+        sop_class_uid=uids["SOPClassUID"],
+        sop_instance_uid=uids["SOPInstanceUID"],
+        study_instance_uid=uids["StudyInstanceUID"],
+        series_instance_uid=uids["SeriesInstanceUID"],
+        transfer_syntax_uid=transfer_syntax,
+    )
+
+
+def _truncation(ds: Dataset, end: int, size: int) -> str:
+    """Why the data set does not end where the bytes do, or ''. pydicom stops quietly at
+    the end of the bytes and seeks past it for skipped values, so a cut data set still
+    parses: compare where reading stopped, and where the last element ends, with the size."""
+    if end > size:
+        return f"truncated data set: an element extends to byte {end} of {size} bytes"
+    if not ds._dict:
+        return "no data set after the File Meta Information"
+    last = ds._dict[max(ds._dict)]
+    if isinstance(last, RawDataElement) and last.length != _UNDEFINED_LENGTH:
+        last_end = last.value_tell + last.length
+        if last_end != size:
+            return f"truncated data set: the last element ends at byte {last_end} of {size}"
+    return ""
+
+
+def file_digest(fp: BinaryIO, offset: int) -> str:
+    fp.seek(offset)
+    digest = hashlib.sha256()
+    while chunk := fp.read(HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -353,6 +353,37 @@ def bench_turnaround(
     typer.echo(report(results))
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    ct_instances: Annotated[
+        int, typer.Option(help="CT instances sent over one association to each SCP.")
+    ] = 300,
+    big_study_gigabytes: Annotated[
+        float, typer.Option(help="Size of the study the gateway's memory is measured with.")
+    ] = 1.0,
+    hand_studies: Annotated[
+        int, typer.Option(help="Hand X-rays for the round trip to the PACS (0: skip).")
+    ] = 5,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the servers' data here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """The hospital gateway: C-STORE ingest against a bare pynetdicom SCP and DCMTK's
+    storescp, pseudonymisation CPU, memory with a large study, hand X-ray round trip."""
+    from aifi.bench.gateway import GatewayBenchConfig, report, run, to_json
+
+    results = run(
+        GatewayBenchConfig(
+            ct_instances=ct_instances,
+            big_study_gigabytes=big_study_gigabytes,
+            hand_studies=hand_studies,
+            workdir=workdir,
+        )
+    )
+    if json_out:
+        json_out.write_text(to_json(results))
+    typer.echo(report(results))
+
+
 # --- audit trail (issue 6, aifi.hub.audit) ---------------------------------------------------
 audit_app = typer.Typer(
     help="The audit trail (IHE BALP): export it as DICOM audit messages over syslog (ATNA).",

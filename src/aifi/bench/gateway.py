@@ -1,0 +1,414 @@
+"""Gateway benchmark (``aifi bench gateway``): the hospital gateway against two references
+on the same machine in the same run.
+
+1. **C-STORE ingest** of CT instances (512×512, 16-bit, ~0.5 MB) over one association from
+   DCMTK's ``storescu``, into
+   - a bare pynetdicom SCP that only writes each data set to a file with fsync
+     (:mod:`aifi.bench.bare_scp`: the ceiling for a Python SCP here),
+   - DCMTK's ``storescp`` (with ``TCP_NODELAY=1``: with DCMTK's default, Nagle's algorithm
+     holds it at a few tens of instances/s),
+   - the gateway (``aifi gateway serve``) with pseudonymisation, durable storage and
+     forwarding to a hub (``aifi serve``) all running.
+   Printed: instances/s of each, gateway ÷ bare SCP (target ≥ 0.75) and gateway ÷
+   storescp, and how long after the last C-STORE response the forwarder had sent the last
+   instance to the hub (the forwarder must never be the bottleneck).
+2. **Pseudonymisation CPU** per CT instance (header only; pixel data not decoded),
+   measured in this process with :class:`aifi.gateway.deid.Pseudonymiser`. Target < 1 ms.
+3. **Gateway memory** (peak RSS) while a ~1 GB CT study passes through (received, stored,
+   pseudonymised, forwarded). Target < 300 MB.
+4. **Hand X-ray round trip**: from the end of its association to the re-identified
+   skeletal-age result in the PACS (a bare SCP standing in for it), minus the product's
+   own compute (its ``analyze()``, timed in the product process). Target < 2 s.
+
+Both sides use the same client (``storescu``) so the ratios mean something on a shared,
+noisy machine. The hub runs in development mode (no authentication) with its
+de-identification guard on, so everything the gateway sends is checked there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from aifi.hub.bench import RssSampler, server_cpu
+from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
+
+GATEWAY_AE = "AIFI-GW"
+
+
+@dataclass
+class GatewayBenchConfig:
+    ct_instances: int = 300
+    big_study_gigabytes: float = 1.0
+    hand_studies: int = 5
+    workdir: Path | None = None
+
+
+@dataclass
+class GatewayBenchResults:
+    rates: dict[str, float] = field(default_factory=dict)
+    """C-STORE instances/s per SCP (``bare pynetdicom``, ``storescp``, ``gateway``)."""
+    forward_lag_seconds: float = 0.0
+    forward_rate: float = 0.0
+    gateway_cpu_ms_per_instance: float = 0.0
+    pseudonymise_cpu_ms: float = 0.0
+    peak_rss_mb: float = 0.0
+    big_study_mb: float = 0.0
+    round_trips: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds from association end to the result in the PACS, product compute seconds)."""
+    notes: list[str] = field(default_factory=list)
+
+
+# -- corpus -------------------------------------------------------------------------------
+
+
+def ct_corpus(folder: Path, count: int) -> list[Path]:
+    """``count`` CT instances of one study as Part 10 files: one generated slice, copied
+    with new SOP Instance UIDs (fast, and the header is as a scanner's)."""
+    from aifi.conformance.synthetic import Patient, ct_study
+
+    folder.mkdir(parents=True, exist_ok=True)
+    template = dcmread(_first(ct_study(1, patient=Patient(name="BENCH^GATEWAY"))))
+    paths = []
+    for i in range(count):
+        template.SOPInstanceUID = generate_uid()
+        template.file_meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
+        template.InstanceNumber = i + 1
+        path = folder / f"ct{i:05d}.dcm"
+        template.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _first(items: Iterator[bytes]) -> Any:
+    import io
+
+    return io.BytesIO(next(items))
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "TCP_NODELAY": "1", **extra}
+
+
+def storescu(port: int, called_ae: str, folder: Path) -> float:
+    """Send every file of ``folder`` over one association; seconds it took."""
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "storescu",
+            "-aet",
+            "BENCH",
+            "-aec",
+            called_ae,
+            "+sd",
+            "127.0.0.1",
+            str(port),
+            str(folder),
+        ],
+        check=True,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+@contextmanager
+def _process(args: list[str], log: Path, port: int, env: dict[str, str]) -> Iterator[int]:
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        if not wait_for_port(port, process, 60):
+            raise RuntimeError(f"{args[0]} did not start: {log.read_text(errors='replace')[-800:]}")
+        yield process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def bare_scp(folder: Path, log: Path) -> Iterator[tuple[int, int]]:
+    """(port, pid) of a bare pynetdicom SCP writing into ``folder``."""
+    port = free_port()
+    args = [sys.executable, "-m", "aifi.bench.bare_scp", str(port), str(folder)]
+    with _process(args, log, port, _env()) as pid:
+        yield port, pid
+
+
+@contextmanager
+def dcmtk_storescp(folder: Path, log: Path) -> Iterator[int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = ["storescp", "--output-directory", str(folder), "--aetitle", "STORESCP", str(port)]
+    with _process(args, log, port, _env()):
+        yield port
+
+
+@contextmanager
+def gateway_process(
+    data_dir: Path, hub_url: str, log: Path, *, pacs: str | None = None
+) -> Iterator[tuple[int, int]]:
+    """``aifi gateway serve`` in development mode; yields (DIMSE port, pid)."""
+    http_port, dimse_port = free_port(), free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "aifi",
+        "gateway",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(http_port),
+        "--dimse-port",
+        str(dimse_port),
+        "--ae-title",
+        GATEWAY_AE,
+        "--hub",
+        hub_url,
+        *(["--pacs", pacs] if pacs else []),
+    ]
+    env = _env(AIFI_DEV_MODE="true", AIFI_AUTH="off")
+    with _process(args, log, dimse_port, env) as pid:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        yield dimse_port, pid
+
+
+def instance_states(data_dir: Path) -> dict[str, int]:
+    """Counts of the gateway's received instances per state (read-only look at its DB)."""
+    with sqlite3.connect(f"file:{data_dir / 'gateway.db'}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT state, count(*) FROM gw_instance GROUP BY state").fetchall()
+    return {str(state): int(n) for state, n in rows}
+
+
+def wait_forwarded(data_dir: Path, count: int, timeout: float) -> float:
+    """Wait until ``count`` instances are forwarded; the monotonic time it happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = instance_states(data_dir)
+        if states.get("forwarded", 0) >= count:
+            return time.monotonic()
+        if states.get("failed") or states.get("quarantined"):
+            raise RuntimeError(f"the gateway did not forward everything: {states}")
+        time.sleep(0.02)
+    raise RuntimeError(f"not forwarded within {timeout:g} s: {instance_states(data_dir)}")
+
+
+# -- measurements -------------------------------------------------------------------------
+
+
+def measure_pseudonymise(paths: list[Path]) -> float:
+    """CPU ms per instance of :meth:`Pseudonymiser.pseudonymise_file` (header only)."""
+    from aifi.gateway.deid import Profile, Pseudonymiser
+
+    pseudonymiser = Pseudonymiser(Profile(), b"k" * 32)
+    blobs = [p.read_bytes() for p in paths]
+    pseudonymiser.pseudonymise_file(blobs[0])  # warm-up: table loading, imports
+    start = time.process_time()
+    for blob in blobs:
+        pseudonymiser.pseudonymise_file(blob)
+    return (time.process_time() - start) * 1000 / len(blobs)
+
+
+def _hand_round_trips(
+    workdir: Path, hub_url: str, count: int, say: Callable[[str], None]
+) -> list[tuple[float, float]]:
+    """Hand radiographs through gateway -> hub -> skeletal-age product -> gateway -> PACS."""
+    from aifi.conformance.pilot_studies import hand_xray
+    from aifi.hub.bench_turnaround import read_timings
+
+    timings_dir = workdir / "timings"
+    timings_dir.mkdir(parents=True, exist_ok=True)
+    pacs_dir = workdir / "pacs"
+    out: list[tuple[float, float]] = []
+    code = (
+        "from pathlib import Path; from aifi.hub.bench_turnaround import performer_process; "
+        f"performer_process('skeletal-age', {hub_url + '/dicomweb'!r}, 1, "
+        f"Path({str(timings_dir / 'skeletal-age.jsonl')!r}))"
+    )
+    with ExitStack() as stack:
+        pacs_port, _ = stack.enter_context(bare_scp(pacs_dir, workdir / "pacs.log"))
+        log = (workdir / "product.log").open("ab")
+        product = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log)
+        stack.callback(product.wait)
+        stack.callback(product.terminate)
+        dimse_port, _ = stack.enter_context(
+            gateway_process(
+                workdir / "gateway-hand",
+                hub_url,
+                workdir / "gateway-hand.log",
+                pacs=f"dimse://BARE-SCP@127.0.0.1:{pacs_port}",
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not (timings_dir / "skeletal-age.ready").exists():
+            if time.monotonic() > deadline or product.poll() is not None:
+                raise RuntimeError("the skeletal-age product did not start")
+            time.sleep(0.05)
+        for n in range(count):
+            study = hand_xray(age_years=4 + 2.5 * n)
+            folder = workdir / f"hand{n}"
+            folder.mkdir()
+            for i, ds in enumerate(study):
+                ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
+            study_uid = str(study[0].StudyInstanceUID)
+            before = set(pacs_dir.glob("*.dcm"))
+            storescu(dimse_port, GATEWAY_AE, folder)
+            sent = time.monotonic()
+            arrived = _wait_result(pacs_dir, before, study_uid, sent + 120)
+            timings = sorted(read_timings(timings_dir).values())
+            compute = timings[-1][1] - timings[-1][0] if timings else 0.0
+            out.append((arrived - sent, compute))
+            say(f"  hand X-ray {n + 1}: {arrived - sent:.2f} s, product compute {compute:.2f} s")
+    return out
+
+
+def _wait_result(pacs_dir: Path, before: set[Path], study_uid: str, deadline: float) -> float:
+    while time.monotonic() < deadline:
+        for path in set(pacs_dir.glob("*.dcm")) - before:
+            try:
+                header = dcmread(path, stop_before_pixels=True)
+            except Exception:  # noqa: S112 - still being written; look again
+                continue
+            if header.get("StudyInstanceUID") == study_uid:
+                return time.monotonic()
+            before.add(path)
+        time.sleep(0.01)
+    raise RuntimeError(f"no re-identified result for study {study_uid} reached the PACS")
+
+
+def run(config: GatewayBenchConfig, say: Callable[[str], None] = print) -> GatewayBenchResults:
+    results = GatewayBenchResults()
+    if not shutil.which("storescu") or not shutil.which("storescp"):
+        raise RuntimeError("aifi bench gateway needs DCMTK (apt-get install dcmtk)")
+    with ExitStack() as stack:
+        if config.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aifi-gw-")))
+        else:
+            workdir = config.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        say(f"generating {config.ct_instances} CT instances ...")
+        corpus = workdir / "ct"
+        paths = ct_corpus(corpus, config.ct_instances)
+        n = len(paths)
+
+        say("bare pynetdicom SCP (write + fsync) ...")
+        with bare_scp(workdir / "bare", workdir / "bare.log") as (port, _):
+            results.rates["bare pynetdicom SCP"] = n / storescu(port, "BARE-SCP", corpus)
+        say("DCMTK storescp (TCP_NODELAY=1) ...")
+        with dcmtk_storescp(workdir / "storescp", workdir / "storescp.log") as port:
+            results.rates["DCMTK storescp"] = n / storescu(port, "STORESCP", corpus)
+
+        hub_env = {"AIFI_REQUIRE_DEIDENTIFIED": "true"}
+        process, hub_url = stack.enter_context(
+            serve_subprocess(workdir / "hub", workdir / "hub.log", auth="dev", env=hub_env)
+        )
+        say("gateway (pseudonymise + store + forward to the hub) ...")
+        gw_dir = workdir / "gateway"
+        with gateway_process(gw_dir, hub_url, workdir / "gateway.log") as (port, pid):
+            cpu_before = server_cpu(pid)
+            start = time.monotonic()
+            seconds = storescu(port, GATEWAY_AE, corpus)
+            ingest_end = start + seconds
+            results.rates["gateway"] = n / seconds
+            done = wait_forwarded(gw_dir, n, 300)
+            results.gateway_cpu_ms_per_instance = (server_cpu(pid) - cpu_before) * 1000 / n
+            results.forward_lag_seconds = max(0.0, done - ingest_end)
+            results.forward_rate = n / (done - start)
+
+        say("pseudonymisation CPU ...")
+        results.pseudonymise_cpu_ms = measure_pseudonymise(paths[: min(n, 200)])
+
+        say(f"a {config.big_study_gigabytes:g} GB study through the gateway ...")
+        big = workdir / "big"
+        big_paths = ct_corpus(big, max(1, int(config.big_study_gigabytes * 1e9 / 525_000)))
+        results.big_study_mb = sum(p.stat().st_size for p in big_paths) / 1e6
+        big_dir = workdir / "gateway-big"
+        with (
+            gateway_process(big_dir, hub_url, workdir / "gateway-big.log") as (port, pid),
+            RssSampler(pid) as sampler,
+        ):
+            storescu(port, GATEWAY_AE, big)
+            wait_forwarded(big_dir, len(big_paths), 900)
+        results.peak_rss_mb = sampler.peak / 1e6
+        shutil.rmtree(big, ignore_errors=True)
+
+        if config.hand_studies:
+            say("hand X-ray round trips ...")
+            results.round_trips = _hand_round_trips(
+                workdir / "hand", hub_url, config.hand_studies, say
+            )
+        del process
+    return results
+
+
+def report(results: GatewayBenchResults) -> str:
+    rates = results.rates
+    bare = rates.get("bare pynetdicom SCP", 0.0)
+    dcmtk = rates.get("DCMTK storescp", 0.0)
+    gateway = rates.get("gateway", 0.0)
+    lines = ["C-STORE ingest, CT, one association from storescu (instances/s):"]
+    lines += [f"  {name:<22} {rate:8.1f}" for name, rate in rates.items()]
+    if bare:
+        lines.append(f"  gateway / bare pynetdicom SCP  {gateway / bare:5.2f}x  (target >= 0.75)")
+    if dcmtk:
+        lines.append(f"  gateway / DCMTK storescp       {gateway / dcmtk:5.2f}x")
+    lines.append(
+        f"  forwarded to the hub: {results.forward_rate:.1f} instances/s end to end; the last "
+        f"one {results.forward_lag_seconds:.2f} s after the last C-STORE response"
+    )
+    lines.append(f"  gateway CPU per instance: {results.gateway_cpu_ms_per_instance:.2f} ms")
+    lines.append(
+        f"pseudonymisation CPU per CT instance: {results.pseudonymise_cpu_ms:.3f} ms (target < 1)"
+    )
+    lines.append(
+        f"gateway peak RSS while a {results.big_study_mb:.0f} MB study passes: "
+        f"{results.peak_rss_mb:.0f} MB (target < 300)"
+    )
+    if results.round_trips:
+        totals = [t for t, _ in results.round_trips]
+        overhead = [t - c for t, c in results.round_trips]
+        lines.append(
+            "hand X-ray, association end -> re-identified result in the PACS: "
+            f"p50 {statistics.median(totals):.2f} s, max {max(totals):.2f} s; minus the "
+            f"product's compute: p50 {statistics.median(overhead):.2f} s, max "
+            f"{max(overhead):.2f} s (target < 2)"
+        )
+    lines += results.notes
+    return "\n".join(lines)
+
+
+def to_json(results: GatewayBenchResults) -> str:
+    return json.dumps(results.__dict__, indent=2)

@@ -179,7 +179,7 @@ def demo(
     """Run the whole chain on the embedded default: store, find and retrieve a study, then
     the AI chain. The demo's hub has authentication on (built-in OAuth2 server, whatever
     AIFI_AUTH/AIFI_DEV_MODE say) and the demo registers its own clients."""
-    from aifi.hub.demo import run_demo
+    from aifi.demo import run_demo
     from aifi.hub.serve import build_settings
 
     settings = build_settings(data_dir=data_dir, database_url=database_url)

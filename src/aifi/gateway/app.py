@@ -115,9 +115,20 @@ def _background_workers(
         quiet_seconds=config.stow.quiet_seconds,
         retention_seconds=config.retention.forwarded_hours * 3600,
         unsent_retention_seconds=config.retention.quarantined_days * 86400,
+        backoff_seconds=settings.retry_backoff_seconds,
+        max_backoff_seconds=settings.retry_max_backoff_seconds,
     )
     lookup = SqlPseudonymLookup(db)
-    deliverer = PacsDeliverer(db, settings.data_dir, destinations, clock=clock, doorbell=Doorbell())
+    first, longest = settings.retry_backoff_seconds, settings.retry_max_backoff_seconds
+    deliverer = PacsDeliverer(
+        db,
+        settings.data_dir,
+        destinations,
+        clock=clock,
+        doorbell=Doorbell(),
+        backoff_seconds=first,
+        max_backoff_seconds=longest,
+    )
     results = ResultsWorker(
         db,
         settings.data_dir,
@@ -127,6 +138,8 @@ def _background_workers(
         clock=clock,
         doorbell=Doorbell(),
         deliverer=deliverer,
+        backoff_seconds=first,
+        max_backoff_seconds=longest,
     )
     return [
         BackgroundWorker("forwarding", forwarder, poll),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aifi.hub.destinations import validate_ae_title
@@ -97,6 +97,18 @@ class GatewaySettings(BaseSettings):
     worker_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the background workers look for due work."
     )
+    retry_backoff_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="First wait before sending again what the hub or the PACS could not "
+        "take (down, busy, timed out); doubled per attempt up to retry_max_backoff_seconds.",
+    )
+    retry_max_backoff_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest wait between two attempts: after an outage, the hub or the PACS "
+        "is tried again at most this long after it came back.",
+    )
     results_poll_seconds: float = Field(
         default=0.5,
         gt=0,
@@ -108,6 +120,12 @@ class GatewaySettings(BaseSettings):
         default=50, ge=1, le=10_000, description="Rows per list on the status page."
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
+
+    @model_validator(mode="after")
+    def _backoff(self) -> GatewaySettings:
+        if self.retry_max_backoff_seconds < self.retry_backoff_seconds:
+            raise ValueError("retry_max_backoff_seconds must be at least retry_backoff_seconds")
+        return self
 
     @field_validator("ae_title")
     @classmethod

@@ -186,6 +186,7 @@ def serve_subprocess(
     auth: Literal["builtin", "dev"] | None = None,
     tls: tuple[Path, Path] | None = None,
     env: dict[str, str] | None = None,
+    log_level: str = "warning",
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``aifi serve`` as a child process on ``port`` or a free loopback port (benchmarks,
     crash tests).
@@ -195,6 +196,7 @@ def serve_subprocess(
     ``"dev"`` in development mode without authentication, None as the environment says.
     ``tls``: (certificate file, key file): the hub speaks HTTPS, and is probed trusting
     that certificate alone. ``env``: more environment variables for the child.
+    ``log_level``: uvicorn's (``info`` shows the redacted access log).
     Yields the process and its base URL once ``/healthz`` answers; output is appended to
     ``log``. Afterwards the process is stopped (SIGTERM, then SIGKILL) unless it is gone.
     """
@@ -215,7 +217,7 @@ def serve_subprocess(
                 "--data-dir",
                 str(data_dir),
                 "--log-level",
-                "warning",
+                log_level,
                 "--workers",
                 str(workers),
                 *(["--rules", str(rules_file)] if rules_file else []),

@@ -23,7 +23,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,7 +38,8 @@ from pydicom.uid import generate_uid
 
 from aifi.gateway.deid import Profile
 from aifi.gateway.deid.table import Action, resolve, rows
-from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
+from aifi.gateway.serve import gateway_subprocess
+from aifi.hub.serve import serve_subprocess
 
 GATEWAY_AE = "AIFI-GW"
 MODALITY_AE = "ZZMODALITY"
@@ -171,65 +171,25 @@ def gateway_process(
     env: dict[str, str] | None = None,
 ) -> Iterator[GatewayProcess]:
     """``aifi gateway serve`` on free ports (the gateway's DIMSE and HTTP side), started
-    the way a hospital starts it; stopped (SIGTERM, then SIGKILL) afterwards."""
-    http_port, dimse_port = free_port(), free_port()
+    the way a hospital starts it (:func:`aifi.gateway.serve.gateway_subprocess`); stopped
+    (SIGTERM, then SIGKILL) afterwards. ``config``: the YAML configuration's text."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    config_args: list[str] = []
+    config_file = None
     if config is not None:
         config_file = data_dir.parent / f"{data_dir.name}.yaml"
         config_file.write_text(config)
-        config_args = ["--config", str(config_file)]
-    args = [
-        sys.executable,
-        "-m",
-        "aifi",
-        "gateway",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(http_port),
-        "--dimse-port",
-        str(dimse_port),
-        "--ae-title",
-        GATEWAY_AE,
-        "--hub",
+    child_env = {**_base_env(), "AIFI_GATEWAY_FSYNC": "false", **(env or {})}
+    with gateway_subprocess(
+        data_dir,
         hub_url,
-        *(["--credentials", str(credentials)] if credentials else []),
-        *(["--pacs", pacs] if pacs else []),
-        *config_args,
-    ]
-    child_env = {
-        **_base_env(),
-        "AIFI_DEV_MODE": "false" if credentials else "true",
-        "AIFI_GATEWAY_FSYNC": "false",
-        **(env or {}),
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=child_env)
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        if not wait_for_port(dimse_port, process, 60):
-            raise RuntimeError(f"aifi gateway serve did not start: {log.read_text()[-2000:]}")
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(url + "/healthz", timeout=1).is_success
-            except httpx.TransportError:
-                return False
-
-        wait_until(healthy, 30, "the gateway's /healthz")
-        yield GatewayProcess(process, url, dimse_port, data_dir, log)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait(timeout=30)
+        log,
+        credentials=credentials,
+        pacs=pacs,
+        config_file=config_file,
+        ae_title=GATEWAY_AE,
+        env=child_env,
+    ) as spawned:
+        yield GatewayProcess(spawned.process, spawned.url, spawned.dimse_port, data_dir, log)
 
 
 def _base_env() -> dict[str, str]:

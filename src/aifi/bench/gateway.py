@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from aifi.gateway.serve import gateway_subprocess
 from aifi.hub.bench import RssSampler, server_cpu
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
 
@@ -172,38 +172,10 @@ def gateway_process(
     data_dir: Path, hub_url: str, log: Path, *, pacs: str | None = None
 ) -> Iterator[tuple[int, int]]:
     """``aifi gateway serve`` in development mode; yields (DIMSE port, pid)."""
-    http_port, dimse_port = free_port(), free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "aifi",
-        "gateway",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(http_port),
-        "--dimse-port",
-        str(dimse_port),
-        "--ae-title",
-        GATEWAY_AE,
-        "--hub",
-        hub_url,
-        *(["--pacs", pacs] if pacs else []),
-    ]
-    env = _env(AIFI_DEV_MODE="true", AIFI_AUTH="off")
-    with _process(args, log, dimse_port, env) as pid:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        yield dimse_port, pid
+    with gateway_subprocess(
+        data_dir, hub_url, log, pacs=pacs, ae_title=GATEWAY_AE, env=_env()
+    ) as gateway:
+        yield gateway.dimse_port, gateway.process.pid
 
 
 def instance_states(data_dir: Path) -> dict[str, int]:

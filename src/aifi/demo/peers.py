@@ -29,7 +29,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import uvicorn
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -40,8 +39,8 @@ from rich.console import Console
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
 from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.errors import UpstreamError
+from aifi.gateway.serve import GatewayProcess, gateway_subprocess
 from aifi.hub.app import create_app
-from aifi.hub.serve import free_port, wait_for_port
 from aifi.hub.settings import Settings
 
 PRODUCT_PROCESSES = ("skeletal-age", "fracture-detection", "incidental-pe")
@@ -145,7 +144,7 @@ class GatewayPeer:
     ae_title: str
     data_dir: Path
     log: Path
-    process: subprocess.Popen[bytes]
+    spawned: GatewayProcess
 
     @property
     def database_url(self) -> str:
@@ -153,12 +152,7 @@ class GatewayPeer:
 
     def wait_ready(self) -> None:
         """Until its DIMSE SCP and its HTTP side answer; :class:`DemoError` otherwise."""
-        port = int(self.url.rsplit(":", 1)[1])
-        if not (
-            wait_for_port(self.dimse_port, self.process, STARTUP_SECONDS)
-            and wait_for_port(port, self.process, STARTUP_SECONDS)
-            and _healthy(self.url, self.process)
-        ):
+        if not self.spawned.ready(STARTUP_SECONDS):
             tail = self.log.read_text(errors="replace")[-800:]
             raise DemoError(f"the gateway did not start (log {self.log}): {tail}")
 
@@ -171,55 +165,17 @@ def gateway_process(
     mode, with the hospital client's ``credentials``; ``pacs`` is its ``--pacs`` (none: the
     results stay in its store). Yields at once (the caller may start other things while it
     starts up; :meth:`GatewayPeer.wait_ready`); stopped at the end."""
-    http_port, dimse_port = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "aifi",
-        "gateway",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(http_port),
-        "--dimse-port",
-        str(dimse_port),
-        "--ae-title",
-        GATEWAY_AE,
-        "--hub",
+    with gateway_subprocess(
+        data_dir,
         hub_url,
-        "--credentials",
-        str(credentials),
-        *(["--pacs", pacs] if pacs else []),
-    ]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_child_env(AIFI_DEV_MODE="false"),
-        )
-    try:
-        yield GatewayPeer(
-            f"http://127.0.0.1:{http_port}", dimse_port, GATEWAY_AE, data_dir, log, process
-        )
-    finally:
-        _stop(process)
-
-
-def _healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    return False
+        log,
+        credentials=credentials,
+        pacs=pacs,
+        ae_title=GATEWAY_AE,
+        env=_child_env(),
+        wait=False,
+    ) as spawned:
+        yield GatewayPeer(spawned.url, spawned.dimse_port, GATEWAY_AE, data_dir, log, spawned)
 
 
 def product_codes() -> list[str]:

@@ -799,3 +799,28 @@ def test_clean_structured_content_cleans_sr_text_inside() -> None:
     source.add_new(0x00180015, "CS", "CHEST")  # Body Part Examined
     out = Pseudonymiser(profile, KEY).pseudonymise(source).dataset
     assert out.BodyPartExamined == "CHEST"
+
+
+def test_names_and_unknown_attributes_the_table_does_not_list_are_removed() -> None:
+    source = ct()
+    source.add_new(0x00142006, "PN", "Evaluator^Eva")  # Evaluator Name: PN, not in the table
+    source.add_new(0x77760010, "LO", "unknown even group")  # not in the data dictionary
+    source.add_new(0x00180015, "CS", "CHEST")  # Body Part Examined: kept
+    out = Pseudonymiser(Profile(), KEY).pseudonymise(source).dataset
+    assert 0x00142006 not in out and 0x77760010 not in out
+    assert out.BodyPartExamined == "CHEST"
+
+
+def test_file_meta_is_made_for_a_data_set_without_one() -> None:
+    source = ct()
+    del source.file_meta
+    facts = Pseudonymiser(Profile(), KEY).pseudonymise(source)
+    meta = facts.dataset.file_meta
+    assert meta.MediaStorageSOPInstanceUID == facts.dataset.SOPInstanceUID
+    assert meta.FileMetaInformationVersion == b"\x00\x01"
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    kept = ct()
+    kept.file_meta.SourceApplicationEntityTitle = "MODALITY1"
+    meta = Pseudonymiser(Profile(), KEY).pseudonymise(kept).dataset.file_meta
+    assert "SourceApplicationEntityTitle" not in meta
+    assert meta.FileMetaInformationVersion == b"\x00\x01"

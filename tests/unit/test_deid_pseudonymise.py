@@ -704,7 +704,7 @@ def test_invalid_bytes_say_why() -> None:
 
 
 def test_unencodable_instances_say_why() -> None:
-    from aifi.gateway.deid.pseudonymise import write_part10
+    from aifi.gateway.deid.files import write_part10
 
     source = ct()
     source.add_new(0x00091001, "US or SS", 1)  # an ambiguous VR pydicom cannot write

@@ -18,7 +18,8 @@ from pydicom.valuerep import PersonName
 
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid import Profile, Pseudonymiser, Quarantine
-from aifi.gateway.deid.pseudonymise import check_burned_in, write_part10
+from aifi.gateway.deid.files import write_part10
+from aifi.gateway.deid.pseudonymise import check_burned_in
 
 KEY = bytes(range(32))
 INSTANCE_UIDS = (

@@ -14,9 +14,9 @@ from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from aifi.gateway.deid.files import read_part10, rebuild_file_meta, write_part10
 from aifi.gateway.deid.identity import PATIENT_TAGS, STUDY_TAGS, identity_dataset
 from aifi.gateway.deid.keyed import Keyed
-from aifi.gateway.deid.pseudonymise import read_part10, rebuild_file_meta, write_part10
 from aifi.gateway.deid.types import (
     NotReidentifiable,
     PatientIdentity,

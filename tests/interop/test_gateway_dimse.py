@@ -533,7 +533,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     source.mkdir()
     study, series = generate_uid(), generate_uid()
     files = []
-    for number in range(1, 301):
+    for number in range(1, 501):  # a 500-instance C-STORE, as the issue asks
         path = source / f"{number:04d}.dcm"
         ct = make_ct(
             study_uid=study, series_uid=series, instance_number=number, rows=128, columns=128

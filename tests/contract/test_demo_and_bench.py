@@ -3,6 +3,7 @@ PACS) and `aifi bench dicomweb` keep working (tiny sizes; no timing asserted).""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,25 @@ def test_workflow_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert len(results.quiet_latency_ms) == 2 and len(results.signal_latency_ms) == 2
     assert results.claims == 6
     assert "claims/s" in workflow_report(results)
+
+
+@pytest.mark.slow
+@pytest.mark.dcmtk
+@pytest.mark.skipif(shutil.which("storescu") is None, reason="needs DCMTK (storescu, storescp)")
+def test_gateway_bench_runs_end_to_end(tmp_path: Path) -> None:
+    from aifi.bench.gateway import GatewayBenchConfig
+    from aifi.bench.gateway import report as gateway_report
+    from aifi.bench.gateway import run as gateway_run
+
+    config = GatewayBenchConfig(
+        ct_instances=12, big_study_gigabytes=0.01, hand_studies=1, workdir=tmp_path / "bench"
+    )
+    results = gateway_run(config, say=lambda _line: None)
+    assert set(results.rates) == {"bare pynetdicom SCP", "DCMTK storescp", "gateway"}
+    assert all(rate > 0 for rate in results.rates.values())
+    assert results.forward_rate > 0 and results.peak_rss_mb > 0
+    assert 0 < results.pseudonymise_cpu_ms <= results.pseudonymise_file_cpu_ms
+    [(round_trip, compute)] = results.round_trips
+    assert round_trip > compute > 0  # the skeletal-age result came back into the "PACS"
+    text = gateway_report(results)
+    assert "gateway / bare pynetdicom SCP" in text and "re-identified result in the PACS" in text

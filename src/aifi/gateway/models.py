@@ -11,7 +11,8 @@ the party that de-identified). Three groups of tables:
 * **the pseudonym map** — :class:`UidMap`, :class:`PatientMap`, :class:`StudyMap`;
 * **results** (from the hub back into the PACS) — in :mod:`aifi.gateway.results.models`.
 
-Tables are prefixed ``gw_``; they are never created in the hub's database.
+Tables are prefixed ``gw_`` and registered on :class:`GatewayModel`'s own metadata; they
+are never created in the hub's database.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class GatewayModel(SQLModel, registry=registry()):
+    """The base of the gateway's tables: their own registry and ``metadata``, so that they
+    never join the hub's schema (``SQLModel.metadata``) in a process that imports both,
+    and the gateway's Alembic migrations compare against these tables alone."""
 
 
 class InstanceState(enum.StrEnum):
@@ -55,7 +63,7 @@ class CompletionState(enum.StrEnum):
     FAILED = "failed"
 
 
-class ReceivedInstance(SQLModel, table=True):
+class ReceivedInstance(GatewayModel, table=True):
     """One received instance: the original Part 10 file in the gateway's store, and its
     forwarding state. Original UIDs stay here; ``pseudo_*`` are what the hub knows."""
 
@@ -96,7 +104,7 @@ class ReceivedInstance(SQLModel, table=True):
     purged_at: datetime | None = None
 
 
-class StudyProgress(SQLModel, table=True):
+class StudyProgress(GatewayModel, table=True):
     """One original study seen by the gateway: its progress, and the outbox entry of the
     hub's completion signal (``POST {hub}/api/v1/studies/{pseudo}/complete``)."""
 
@@ -118,7 +126,7 @@ class StudyProgress(SQLModel, table=True):
     signalled_at: datetime | None = None
 
 
-class UidMap(SQLModel, table=True):
+class UidMap(GatewayModel, table=True):
     """A pseudonymous UID (``2.25.…`` from a keyed HMAC of the original) and its original.
 
     Deterministic, so re-sending a study gives the same rows (insert-if-absent)."""
@@ -130,7 +138,7 @@ class UidMap(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
-class PatientMap(SQLModel, table=True):
+class PatientMap(GatewayModel, table=True):
     """A patient pseudonym and the identity behind it, with the patient's date offset."""
 
     __tablename__ = "gw_patient"
@@ -146,7 +154,7 @@ class PatientMap(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
-class StudyMap(SQLModel, table=True):
+class StudyMap(GatewayModel, table=True):
     """A pseudonymous study and the original study's identification."""
 
     __tablename__ = "gw_study_map"

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
-from sqlmodel import SQLModel
 
-import aifi.gateway.models  # noqa: F401  (registers the gw_ tables on SQLModel.metadata)
+from aifi.gateway.models import GatewayModel
 from aifi.gateway.results import models as _results  # noqa: F401  (gw_result* tables)
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = GatewayModel.metadata
 
 
 def run() -> None:

@@ -18,7 +18,9 @@ import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import Index, String, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
+
+from aifi.gateway.models import GatewayModel
 
 
 def _now() -> datetime:
@@ -59,7 +61,7 @@ class DeliveryState(enum.StrEnum):
     """Refused for good, or out of attempts: ``last_error`` has the PACS's reason."""
 
 
-class ResultFeed(SQLModel, table=True):
+class ResultFeed(GatewayModel, table=True):
     """The position in the hub's released-results feed (one row per hub): the next poll
     continues after ``cursor``, also after a restart."""
 
@@ -75,7 +77,7 @@ class ResultFeed(SQLModel, table=True):
     polled_at: datetime | None = None
 
 
-class GatewayResult(SQLModel, table=True):
+class GatewayResult(GatewayModel, table=True):
     """One released AI result of a study this gateway pseudonymised."""
 
     __tablename__ = "gw_result"
@@ -106,7 +108,7 @@ class GatewayResult(SQLModel, table=True):
     stored_at: datetime | None = None
 
 
-class ResultFile(SQLModel, table=True):
+class ResultFile(GatewayModel, table=True):
     """One re-identified (or gateway-authored) instance written under ``results/``."""
 
     __tablename__ = "gw_result_instance"
@@ -131,7 +133,7 @@ class ResultFile(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
-class ResultDelivery(SQLModel, table=True):
+class ResultDelivery(GatewayModel, table=True):
     """The PACS outbox: one row per result and configured PACS destination."""
 
     __tablename__ = "gw_result_delivery"

@@ -22,7 +22,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -128,3 +128,23 @@ class Database:
         self.reader.dispose()
         if self.writer is not self.reader:
             self.writer.dispose()
+
+
+def run_migrations(context: Any, target_metadata: MetaData) -> None:
+    """The body of an Alembic ``env.py`` (the hub's and the gateway's): migrate on the
+    connection :meth:`Database.migrate` hands over, else on ``sqlalchemy.url`` (Alembic
+    from the command line). ``context`` is ``alembic.context``."""
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()

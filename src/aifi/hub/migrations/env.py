@@ -4,29 +4,9 @@ or on ``sqlalchemy.url`` when alembic is called from the command line."""
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import aifi.hub.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from aifi.hub.db import run_migrations
 
-config = context.config
-target_metadata = SQLModel.metadata
-
-
-def run() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        return
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
-    with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-
-
-run()
+run_migrations(context, SQLModel.metadata)

@@ -65,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -82,7 +82,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.migrations import GATEWAY_MIGRATIONS
 from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
 from aifi.gateway.part10 import (
@@ -169,8 +168,10 @@ class Recovery:
 def ingest_database(url: str) -> Database:
     """The gateway database as the ingest writes it: SQLite WAL with
     ``synchronous=NORMAL`` on this connection pool (see the module docstring: the files are
-    fsync'd before the acknowledgement, and lost rows are recovered from them)."""
-    db = Database(url, migrations=GATEWAY_MIGRATIONS)
+    fsync'd before the acknowledgement, and lost rows are recovered from them); the write
+    lock, which the workers' process takes for its own short commits, is waited for by
+    short looks (:func:`aifi.hub.db._begin_polling`), not SQLite's 1, 2, 5 ms sleeps."""
+    db = Database(url, migrations=GATEWAY_MIGRATIONS, poll_write_lock=True)
     if db.is_sqlite:
 
         @event.listens_for(db.writer, "connect")
@@ -253,6 +254,14 @@ class _Statements:
         )
 
 
+class Bell(Protocol):
+    """What the ingest rings after a commit: the forwarder's
+    :class:`~aifi.dicomweb.worklist.Doorbell` in this process, or
+    :class:`~aifi.gateway.worker_process.SocketBell` when the workers run in a child."""
+
+    def ring(self) -> None: ...
+
+
 class Ingest:
     """Stores received instances durably and indexes them (see the module docstring).
 
@@ -260,7 +269,7 @@ class Ingest:
     worker threads; SQLite serialises the commits (``BEGIN IMMEDIATE``)."""
 
     def __init__(
-        self, db: Database, store: InstanceStore, doorbell: Doorbell, *, clock: Clock = utc_now
+        self, db: Database, store: InstanceStore, doorbell: Bell, *, clock: Clock = utc_now
     ) -> None:
         self.db = db
         self.store = store

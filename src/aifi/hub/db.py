@@ -15,13 +15,13 @@ woken to bring the FHIR resources in step.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
@@ -39,7 +39,30 @@ def _record_changes(session: Session, _context: Any) -> None:
         changed.extend(session.dirty)
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+LOCK_POLL_FIRST_SECONDS = 0.0001
+LOCK_POLL_LONGEST_SECONDS = 0.002
+LOCK_WAIT_SECONDS = 30.0
+
+
+def _begin_polling(dbapi_connection: Any) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock by trying again after 0.1 ms,
+    doubled up to 2 ms (for ``LOCK_WAIT_SECONDS`` at most). SQLite's own busy handler
+    sleeps 1, 2, 5, 10 … ms between its looks: a writer queued behind another's commit of
+    a millisecond waited three."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    delay = LOCK_POLL_FIRST_SECONDS
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, LOCK_POLL_LONGEST_SECONDS)
+
+
+def _sqlite_engine(url: str, *, immediate: bool, poll_lock: bool = False) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -55,12 +78,15 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={0 if poll_lock else 30000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if poll_lock:
+            _begin_polling(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -68,18 +94,23 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 class Database:
     """A reader and a writer engine over one database URL."""
 
-    def __init__(self, url: str, *, migrations: Path = MIGRATIONS) -> None:
+    def __init__(
+        self, url: str, *, migrations: Path = MIGRATIONS, poll_write_lock: bool = False
+    ) -> None:
         self.url = url
         self.migrations = migrations
         """The Alembic script folder of this database's schema (the hub's, or the
         gateway's own: :mod:`aifi.gateway.migrations`)."""
+        # poll_write_lock (SQLite): the writer waits for the write lock by short looks of
+        # its own (_begin_polling), for a latency-bound writer such as the gateway's
+        # C-STORE path sharing the database with another process.
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
             database = make_url(url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.reader = _sqlite_engine(url, immediate=False)
-            self.writer = _sqlite_engine(url, immediate=True)
+            self.writer = _sqlite_engine(url, immediate=True, poll_lock=poll_write_lock)
         else:
             self.reader = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self.writer = self.reader
@@ -92,6 +123,11 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
+        # Alembic is imported here: a process that only uses a migrated database (the
+        # gateway's workers) does not carry it.
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(self.migrations))
         config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))

@@ -206,6 +206,9 @@ def test_gateway_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert set(results.rates) == {"bare pynetdicom SCP", "DCMTK storescp", "gateway"}
     assert all(rate > 0 for rate in results.rates.values())
     assert results.forward_rate > 0 and results.peak_rss_mb > 0
+    assert results.rate_hub_normal_priority > 0
+    assert results.receive_cpu_ms_per_instance > 0 and results.worker_cpu_ms_per_instance > 0
+    assert results.hub_cpu_ms_per_instance > 0
     assert 0 < results.pseudonymise_cpu_ms <= results.pseudonymise_file_cpu_ms
     [(round_trip, compute)] = results.round_trips
     assert round_trip > compute > 0  # the skeletal-age result came back into the "PACS"

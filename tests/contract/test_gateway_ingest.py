@@ -353,19 +353,29 @@ def test_restart_indexes_files_whose_rows_were_lost_and_removes_leftovers(
 # -- composition -------------------------------------------------------------------------------
 
 
-def test_the_forwarder_is_woken_by_the_ingest_and_its_errors_show(tmp_path: Path) -> None:
-    """With the background workers on (forwarding, results, PACS delivery) and no hub
-    listening: a received instance is tried at once (the ingest rang the forwarder's
-    doorbell) and the failure shows on the status page."""
+@pytest.mark.parametrize("in_child", [False, True], ids=["same-process", "child-process"])
+def test_the_forwarder_is_woken_by_the_ingest_and_its_errors_show(
+    tmp_path: Path, in_child: bool
+) -> None:
+    """With the background workers on (forwarding, results, PACS delivery), in the
+    gateway's process or in its child, and no hub listening: a received instance is tried
+    at once (the ingest rang the forwarder's doorbell) and the failure shows on the status
+    page."""
     settings = GatewaySettings(
         data_dir=tmp_path / "gw",
         dimse_port=free_port(),
         dev_mode=True,
         hub=f"http://127.0.0.1:{free_port()}",  # nobody there
         pacs="dimse://PACS@127.0.0.1:104",
+        worker_process=in_child,
+        worker_poll_seconds=30,  # only the doorbell can make it try within the test
     )
     gateway = build_gateway(settings)
-    assert [w.name for w in gateway.workers] == ["forwarding", "results", "pacs-delivery"]
+    if in_child:
+        assert gateway.workers == [] and gateway.worker_process is not None
+    else:
+        assert [w.name for w in gateway.workers] == ["forwarding", "results", "pacs-delivery"]
+        assert gateway.worker_process is None
     assert [d.name for d in gateway.destinations] == ["pacs"]
     with run_live_server(gateway.app, lifespan=True) as server:
         body, content_type = multipart_related([to_bytes(make_ct())])

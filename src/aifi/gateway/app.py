@@ -5,14 +5,14 @@ constructors)::
     GatewaySettings ─► GatewayConfig (YAML) ─► Database (gateway migrations)
       ─► pseudonym key ─► Pseudonymiser(Profile) / Reidentifier(lookup)
       ─► InstanceStore ─► Ingest(doorbell) ─► DimseScp, STOW-RS router
-      ─► hub client ─► Forwarder(doorbell), PacsDeliverer, ResultsWorker(deliverer)
+      ─► hub client ─► background workers: Forwarder(doorbell), PacsDeliverer,
+         ResultsWorker(deliverer) — here, or in the child process (WorkerProcess)
       ─► FastAPI app (lifespan: SCP on, background workers on; off in reverse)
 
-The ingest side rings the forwarder's doorbell after each commit (one :class:`Doorbell`,
-made here and handed to both). Each background sender is an
-:class:`aifi.hub.outbox_loop.OutboxWorker` run by
-:func:`~aifi.hub.outbox_loop.run_outbox_loop`; a new one is one more entry in
-:func:`_background_workers`.
+The background workers (:mod:`aifi.gateway.workers`) run in a child process of their own
+by default (:mod:`aifi.gateway.worker_process`: receiving never waits for them), and the
+ingest side rings the forwarder's doorbell over a socket after each commit; with
+``worker_process`` off they run in this process and share one :class:`Doorbell`.
 
 Start-up recovery, before anything is received (:meth:`Ingest.recover`): staging and
 temporary files an interrupted transfer left are removed, stored files whose row was lost
@@ -22,12 +22,10 @@ are indexed again, studies whose association the restart cut short become due.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -40,32 +38,22 @@ from aifi.errors import HubError
 from aifi.gateway import status as status_module
 from aifi.gateway import stow as stow_module
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
-from aifi.gateway.deid import Pseudonymiser, Reidentifier, load_or_create_key
-from aifi.gateway.forward import Forwarder
+from aifi.gateway.deid import load_or_create_key
 from aifi.gateway.hub_connection import hub_client
 from aifi.gateway.ingest import Clock, Ingest, ingest_database, utc_now
 from aifi.gateway.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.pseudonym_map import SqlPseudonymLookup
-from aifi.gateway.results import PacsDeliverer, ResultsWorker, results_status
+from aifi.gateway.results import results_status
 from aifi.gateway.scp import DimseScp
 from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
 from aifi.gateway.store import InstanceStore
+from aifi.gateway.worker_process import WorkerProcess
+from aifi.gateway.workers import BackgroundWorker, background_workers, start_loops, stop_loops
 from aifi.hub.db import Database
 from aifi.hub.destinations import Destination
-from aifi.hub.outbox_loop import OutboxWorker, run_outbox_loop
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class BackgroundWorker:
-    """One outbox worker and how often its loop looks for due work."""
-
-    name: str
-    worker: OutboxWorker
-    poll_seconds: float
 
 
 @dataclass
@@ -82,6 +70,9 @@ class Gateway:
     hub: httpx.Client
     destinations: list[Destination]
     workers: list[BackgroundWorker] = field(default_factory=list)
+    """The background workers when they run in this process (``worker_process`` off)."""
+    worker_process: WorkerProcess | None = None
+    """The child process they run in otherwise."""
     app: FastAPI = field(default_factory=FastAPI)
 
     def close(self) -> None:
@@ -90,62 +81,6 @@ class Gateway:
         self.hub.close()
         self.ingest.db.dispose()
         self.db.dispose()
-
-
-def _background_workers(
-    settings: GatewaySettings,
-    config: GatewayConfig,
-    db: Database,
-    key: bytes,
-    hub: httpx.Client,
-    destinations: list[Destination],
-    doorbell: Doorbell,
-    clock: Callable[[], datetime],
-) -> list[BackgroundWorker]:
-    """The gateway's outbox workers: forwarding (and completion signals, purge), the
-    results feed, PACS delivery."""
-    poll = settings.worker_poll_seconds
-    forwarder = Forwarder(
-        db,
-        settings.data_dir,
-        Pseudonymiser(config.profile(), key),
-        hub,
-        clock=clock,
-        doorbell=doorbell,
-        quiet_seconds=config.stow.quiet_seconds,
-        retention_seconds=config.retention.forwarded_hours * 3600,
-        unsent_retention_seconds=config.retention.quarantined_days * 86400,
-        backoff_seconds=settings.retry_backoff_seconds,
-        max_backoff_seconds=settings.retry_max_backoff_seconds,
-    )
-    lookup = SqlPseudonymLookup(db)
-    first, longest = settings.retry_backoff_seconds, settings.retry_max_backoff_seconds
-    deliverer = PacsDeliverer(
-        db,
-        settings.data_dir,
-        destinations,
-        clock=clock,
-        doorbell=Doorbell(),
-        backoff_seconds=first,
-        max_backoff_seconds=longest,
-    )
-    results = ResultsWorker(
-        db,
-        settings.data_dir,
-        Reidentifier(lookup, key=key),
-        lookup,
-        hub,
-        clock=clock,
-        doorbell=Doorbell(),
-        deliverer=deliverer,
-        backoff_seconds=first,
-        max_backoff_seconds=longest,
-    )
-    return [
-        BackgroundWorker("forwarding", forwarder, poll),
-        BackgroundWorker("results", results, settings.results_poll_seconds),
-        BackgroundWorker("pacs-delivery", deliverer, poll),
-    ]
 
 
 def _private_data(settings: GatewaySettings) -> bytes:
@@ -177,7 +112,9 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
     db.migrate()
     store = InstanceStore(settings.data_dir, fsync=settings.fsync)
     doorbell = Doorbell()
-    ingest = Ingest(ingest_database(settings.database_url), store, doorbell, clock=clock)
+    child = WorkerProcess(settings) if settings.workers and settings.worker_process else None
+    bell = doorbell if child is None else child.bell
+    ingest = Ingest(ingest_database(settings.database_url), store, bell, clock=clock)
     recovery = ingest.recover()
     log.info(
         "start-up: %d instances indexed again, %d left-over files removed, %d studies due",
@@ -198,11 +135,13 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
     )
     hub = hub_client(settings.hub, settings.credentials)
     workers = (
-        _background_workers(settings, config, db, key, hub, destinations, doorbell, clock)
-        if settings.workers
+        background_workers(settings, config, db, key, hub, destinations, doorbell, clock)
+        if settings.workers and child is None
         else []
     )
-    gateway = Gateway(settings, config, db, store, ingest, scp, hub, destinations, workers)
+    gateway = Gateway(
+        settings, config, db, store, ingest, scp, hub, destinations, workers, worker_process=child
+    )
     gateway.app = _create_app(gateway)
     return gateway
 
@@ -211,18 +150,17 @@ def _create_app(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         gateway.scp.start()
-        tasks = [
-            asyncio.create_task(run_outbox_loop(w.worker, w.poll_seconds, w.name))
-            for w in gateway.workers
-        ]
+        tasks = start_loops(gateway.workers)
+        child = gateway.worker_process
+        if child is not None:
+            child.start()
+            tasks.append(asyncio.create_task(child.supervise()))
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if child is not None:
+                await asyncio.to_thread(child.stop)
+            await stop_loops(tasks)
             await asyncio.to_thread(gateway.scp.stop)
             gateway.hub.close()
             gateway.ingest.db.dispose()

@@ -14,6 +14,7 @@ development mode, before anything is built.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,18 @@ class GatewaySettings(BaseSettings):
         default=True,
         description="Run the background workers (forwarding to the hub, results, PACS "
         "delivery) in this process; off: receive only (tests, a receive-only node).",
+    )
+    worker_process: bool = Field(
+        default=True,
+        description="Run the background workers in a child process of their own, at a "
+        "lower CPU priority (worker_priority): receiving never waits for pseudonymisation or "
+        "forwarding. Off: in the gateway's process (tests, a single-core box).",
+    )
+    worker_priority: Literal["idle", "low", "normal"] = Field(
+        default="idle",
+        description="CPU priority of the workers' process: idle (Linux SCHED_IDLE: only CPU "
+        "time nothing else wants; the backlog of a burst is sent once receiving pauses), "
+        "low (nice 10), normal (the same as receiving).",
     )
     worker_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the background workers look for due work."

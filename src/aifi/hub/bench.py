@@ -288,10 +288,13 @@ def server_cpu(pid: int) -> float:
 
 class RssSampler:
     """Samples the resident set size of a process and its children every 20 ms; keeps
-    the peak."""
+    the peak. ``proportional``: their proportional set size (PSS) instead, in which a page
+    the processes share (a library, pages a parent shares with its child) counts once
+    rather than once per process."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, proportional: bool = False) -> None:
         self.process = psutil.Process(pid)
+        self.proportional = proportional
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -301,10 +304,15 @@ class RssSampler:
             try:
                 # A multi-worker hub is a supervisor and its workers: count them all.
                 family = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in family))
+                self.peak = max(self.peak, sum(self._size(p) for p in family))
             except psutil.Error:
                 return
             self._stop.wait(0.02)
+
+    def _size(self, process: psutil.Process) -> int:
+        if self.proportional:
+            return int(process.memory_full_info().pss)
+        return int(process.memory_info().rss)
 
     def __enter__(self) -> RssSampler:
         self._thread.start()

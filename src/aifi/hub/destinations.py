@@ -60,7 +60,6 @@ from aifi.hub.pacs_clients import (
     stow_outcomes,
 )
 from aifi.hub.pacs_dimse import DimsePacs
-from aifi.hub.tenants import validate_tenant_id
 
 __all__ = [
     "Destination",
@@ -175,6 +174,8 @@ class DestinationsConfig(BaseModel):
     @classmethod
     def _tenant_ids(cls, value: dict[str, list[Destination]]) -> dict[str, list[Destination]]:
         for tenant in value:
+            from aifi.hub.tenants import validate_tenant_id  # brings FastAPI: only here
+
             validate_tenant_id(tenant)
         return value
 

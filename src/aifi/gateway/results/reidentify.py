@@ -27,7 +27,6 @@ from pydicom.errors import InvalidDicomError
 
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid.types import NotReidentifiable, PseudonymLookup, StudyIdentity
-from aifi.ihe_profiles.air.not_performed import not_performed_report
 
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _MIN_WORD = 6
@@ -163,6 +162,10 @@ def not_performed_instance(
         original.PatientID = patient.original_id
     if not original.get("IssuerOfPatientID") and patient.issuer:
         original.IssuerOfPatientID = patient.issuer
+    # imported here: the AIR builders bring highdicom (tens of MB), which the workers'
+    # process needs only when a request failed
+    from aifi.ihe_profiles.air.not_performed import not_performed_report
+
     ds = not_performed_report(
         original, product=product, reason=reason, workitem_uid=workitem_uid, when=when
     )

@@ -300,7 +300,7 @@ def _hand_round_trips(
             product = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=log)
         stack.callback(product.wait)
         stack.callback(product.terminate)
-        dimse_port, _ = stack.enter_context(
+        dimse_port, gateway_pid = stack.enter_context(
             gateway_process(
                 workdir / "gateway-hand",
                 hub_url,
@@ -308,6 +308,7 @@ def _hand_round_trips(
                 pacs=f"dimse://BARE-SCP@127.0.0.1:{pacs_port}",
             )
         )
+        wait_worker_process(gateway_pid)  # steady state: its workers' process is up
         deadline = time.monotonic() + 60
         while not (timings_dir / "skeletal-age.ready").exists():
             if time.monotonic() > deadline or product.poll() is not None:

@@ -136,3 +136,79 @@ def test_the_character_set_files_are_all_used() -> None:
     names = {path.name for path in FILES}
     assert {"chrRuss.dcm", "chrJapMulti.dcm", "chrArab.dcm", "chrGreek.dcm"} <= names
     assert {"CT_small.dcm", "MR_small_bigendian.dcm", "rtplan.dcm", "test-SR.dcm"} <= names
+
+
+# -- the pixel data carried over as bytes (files.split_pixel_data) -----------------------------
+
+
+def _whole(pseudonymiser: Pseudonymiser, data: bytes) -> bytes:
+    """What the pseudonymiser writes when it reads and writes the whole file with pydicom."""
+    from aifi.gateway.deid.files import read_part10
+
+    ds = read_part10(data)
+    pseudonymiser.pseudonymise(ds)
+    return write_part10(ds)
+
+
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")
+@pytest.mark.filterwarnings("ignore:Invalid value for VR:UserWarning")
+def test_carrying_the_pixel_data_over_writes_the_same_file_as_reading_it_whole() -> None:
+    """Wherever the header is split from the pixel data, the pseudonymised file is byte for
+    byte what reading and writing it whole gives; the files that are split cover native and
+    encapsulated pixel data, implicit and explicit VR."""
+    from aifi.gateway.deid.files import split_pixel_data
+
+    pseudonymiser = Pseudonymiser(Profile(), KEY)
+    split: set[str] = set()
+    for path in FILES:
+        data = path.read_bytes()
+        if split_pixel_data(data) is None:
+            continue
+        try:
+            expected = _whole(pseudonymiser, data)
+        except (Quarantine, InvalidRequest) as exc:
+            with pytest.raises(type(exc)):
+                pseudonymiser.pseudonymise_file(data)
+            continue
+        assert pseudonymiser.pseudonymise_file(data)[0] == expected, path.name
+        split.add(path.name)
+    assert {
+        "MR_small_implicit.dcm",  # native, implicit VR
+        "liver_1frame.dcm",  # native, explicit VR
+        "693_J2KI.dcm",  # encapsulated
+        "rtdose_rle.dcm",  # encapsulated, several frames
+    } <= split
+
+
+def _with_trailer(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "MR_truncated.dcm"]
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_files_it_cannot_carry_over_are_read_whole(name: str) -> None:
+    """Elements after the pixel data (CT_small's trailing padding), big endian, deflate, a
+    truncated pixel data element: read whole, as before."""
+    from aifi.gateway.deid.files import split_pixel_data
+
+    [path] = [p for p in FILES if p.name == name]
+    assert split_pixel_data(path.read_bytes()) is None
+
+
+def test_a_private_element_after_the_pixel_data_is_not_carried_over() -> None:
+    """A private element after Pixel Data (as some vendors write) makes the file be read
+    whole, so that the profile removes it."""
+    from aifi.gateway.deid.files import split_pixel_data
+
+    [path] = [p for p in FILES if p.name == "MR_small_RLE.dcm"]
+    ds = dcmread(path)
+    ds.add_new(0x7FE10010, "LO", "ACME CSA")
+    ds.add_new(0x7FE11001, "LO", "JANSEN^JAN")
+    data = _with_trailer(ds)
+    assert split_pixel_data(data) is None
+    written, _ = Pseudonymiser(Profile(), KEY).pseudonymise_file(data)
+    assert b"JANSEN" not in written

@@ -1,6 +1,13 @@
 """Part 10 files in and out of the pseudonymiser and the re-identifier (PS3.10 §7.1): a file
 (or a bare data set, as some PACS export them) read without decoding pixel data, and written
 back with File Meta Information that follows the (changed) data set.
+
+:func:`split_pixel_data` spares the pseudonymiser pydicom's reading and writing of the
+pixel data (most of an image's bytes) where the file allows it: when the top-level Pixel
+Data (7FE0,0010) is the data set's last element, in a little-endian, not deflated transfer
+syntax, the header is read up to it and the element's bytes are carried over as they are —
+the same file as reading and writing it whole would give. Anything else (elements after the
+pixel data, float pixel data, deflate, big endian) is read whole.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -82,3 +90,68 @@ def write_part10(ds: Dataset) -> bytes:
         # A malformed instance pydicom read leniently but cannot encode again.
         raise InvalidRequest(f"the instance cannot be encoded: {exc}") from exc
     return buffer.getvalue()
+
+
+_PIXEL_DATA = 0x7FE00010
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OW", b"UN"}
+"""The VRs Pixel Data may have in explicit VR (PS3.5 §8.2); all have a 4-byte length."""
+_NOT_SPLIT = {DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian}
+
+
+def _pixel_element_end(tail: bytes | memoryview, implicit: bool) -> int | None:
+    """Where the Pixel Data element at the start of ``tail`` ends (little endian), or None
+    when ``tail`` does not start with one that pydicom would write back as it is."""
+    if len(tail) < 12:
+        return None
+    group, element = struct.unpack_from("<HH", tail, 0)
+    if (group << 16 | element) != _PIXEL_DATA:
+        return None
+    if implicit:
+        (length,) = struct.unpack_from("<L", tail, 4)
+        header = 8
+    else:
+        if bytes(tail[4:6]) not in _LONG_VRS:
+            return None
+        (length,) = struct.unpack_from("<L", tail, 8)
+        header = 12
+    if length != _UNDEFINED:
+        return header + int(length)
+    position = header  # encapsulated (PS3.5 §A.4): items up to the sequence delimiter
+    while position + 8 <= len(tail):
+        group, element, item_length = struct.unpack_from("<HHL", tail, position)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            return position + 8
+        if tag != _ITEM or item_length == _UNDEFINED:
+            return None
+        position += 8 + item_length
+    return None
+
+
+def split_pixel_data(data: bytes) -> tuple[Dataset, memoryview] | None:
+    """The header of a Part 10 file (read as :func:`read_part10` reads a file, up to the
+    top-level Pixel Data) and the Pixel Data element's bytes, when that element is the file's
+    last and the transfer syntax lets it be copied (see the module docstring); else None
+    (read the file whole)."""
+    stream = io.BytesIO(data)
+    try:
+        ds = dcmread(stream, force=True, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, AttributeError, OSError):
+        return None  # read whole, which reports what is wrong
+    if not _text(ds, "SOPInstanceUID") or not _text(ds, "SOPClassUID"):
+        return None
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    implicit, little = ds.original_encoding
+    if transfer_syntax is None or transfer_syntax in _NOT_SPLIT or little is not True:
+        return None
+    offset = stream.tell()
+    tail = memoryview(data)[offset:]
+    if not tail:
+        return ds, tail  # no pixel data at all
+    if _pixel_element_end(tail, bool(implicit)) != len(tail):
+        return None
+    return ds, tail

@@ -27,7 +27,12 @@ from pydicom.sequence import Sequence
 
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid import clean
-from aifi.gateway.deid.files import read_part10, rebuild_file_meta, write_part10
+from aifi.gateway.deid.files import (
+    read_part10,
+    rebuild_file_meta,
+    split_pixel_data,
+    write_part10,
+)
 from aifi.gateway.deid.identity import (
     IDENTIFIER_TAGS,
     NAME_TAGS,
@@ -242,6 +247,11 @@ class Pseudonymiser:
         """A Part 10 file in, its pseudonymised Part 10 file out (same transfer syntax,
         pixel data carried over undecoded). Raises :class:`InvalidRequest` for bytes that
         are not a readable DICOM file, and :class:`Quarantine`."""
+        split = split_pixel_data(data)
+        if split is not None:  # the pixel data element's bytes carried over as they are
+            header, pixel_data = split
+            facts = self.pseudonymise(header)
+            return b"".join((write_part10(header), pixel_data)), facts
         dataset = read_part10(data)
         facts = self.pseudonymise(dataset)
         return write_part10(dataset), facts

@@ -27,7 +27,6 @@ import uvicorn
 
 from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.gateway.app import Gateway, build_gateway
-from aifi.gateway.memory import return_large_buffers
 from aifi.gateway.settings import GatewaySettings
 from aifi.hub.log_hygiene import install as install_log_hygiene
 from aifi.hub.log_hygiene import uvicorn_log_config
@@ -35,9 +34,7 @@ from aifi.hub.serve import free_port, wait_for_port
 
 
 def prepare(settings: GatewaySettings) -> Gateway:
-    """Configure malloc (:mod:`aifi.gateway.memory`), pydicom (tolerant reading) and the
-    log filters, build the gateway."""
-    return_large_buffers()
+    """Configure pydicom (tolerant reading) and the log filters, build the gateway."""
     configure_pydicom()
     install_log_hygiene()
     logging.basicConfig(level=settings.log_level.upper())

@@ -364,6 +364,10 @@ def bench_gateway(
     hand_studies: Annotated[
         int, typer.Option(help="Hand X-rays for the round trip to the PACS (0: skip).")
     ] = 5,
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="Rounds of bare SCP then gateway; the ratio is their median."),
+    ] = 3,
     workdir: Annotated[Path | None, typer.Option(help="Keep the servers' data here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
@@ -376,6 +380,7 @@ def bench_gateway(
             ct_instances=ct_instances,
             big_study_gigabytes=big_study_gigabytes,
             hand_studies=hand_studies,
+            rounds=rounds,
             workdir=workdir,
         )
     )

@@ -200,13 +200,17 @@ def test_gateway_bench_runs_end_to_end(tmp_path: Path) -> None:
     from aifi.bench.gateway import run as gateway_run
 
     config = GatewayBenchConfig(
-        ct_instances=12, big_study_gigabytes=0.01, hand_studies=1, workdir=tmp_path / "bench"
+        ct_instances=12,
+        big_study_gigabytes=0.01,
+        hand_studies=1,
+        rounds=2,
+        workdir=tmp_path / "bench",
     )
     results = gateway_run(config, say=lambda _line: None)
     assert set(results.rates) == {"bare pynetdicom SCP", "DCMTK storescp", "gateway"}
     assert all(rate > 0 for rate in results.rates.values())
     assert results.forward_rate > 0 and results.peak_rss_mb > 0
-    assert results.rate_hub_normal_priority > 0
+    assert results.rate_hub_normal_priority > 0 and len(results.round_ratios) == 2
     assert results.receive_cpu_ms_per_instance > 0 and results.worker_cpu_ms_per_instance > 0
     assert results.hub_cpu_ms_per_instance > 0
     assert 0 < results.pseudonymise_cpu_ms <= results.pseudonymise_file_cpu_ms

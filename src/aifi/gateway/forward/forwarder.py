@@ -53,6 +53,7 @@ client's timeout per request), else a slow send is taken over and repeated the s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -83,6 +84,10 @@ cost grows with the square of the body (a 32 MiB body cost 18 ms of CPU per CT i
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+PURGE_INTERVAL_SECONDS = 2.0
+"""While instances are being forwarded, forwarded originals are purged at most this often."""
 
 
 class Forwarder:
@@ -138,6 +143,8 @@ class Forwarder:
             max_backoff_seconds=max_backoff_seconds,
             batch_size=batch_size,
         )
+        self._purge_due = 0.0
+        """time.monotonic() from which the next round purges even while forwarding."""
         self._hub_down_until: datetime | None = None
         """Set when a request reached nothing: nothing is sent before then."""
 
@@ -146,12 +153,17 @@ class Forwarder:
     def tick(self) -> int:
         """One round: forward, signal, purge. Returns the largest number of rows one of the
         steps worked on (``>= batch_size``: more may be waiting, run again at once)."""
-        forwarded = signalled = 0
+        forwarded = signalled = purged = 0
         if self._hub_reachable():
             forwarded = self._forward()
         if self._hub_reachable():
             signalled = self.completion.tick()
-        purged = self.purge()
+        now = time.monotonic()
+        if not forwarded or now >= self._purge_due:
+            # During a burst, once per PURGE_INTERVAL_SECONDS (one transaction and one run
+            # of deletions for many instances, not one per round); at its end, at once.
+            purged = self.purge()
+            self._purge_due = now + PURGE_INTERVAL_SECONDS
         return max(forwarded, signalled, purged)
 
     def _hub_reachable(self) -> bool:

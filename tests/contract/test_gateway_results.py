@@ -58,6 +58,7 @@ from aifi.gateway.results import (
     reidentify_instance,
     results_status,
 )
+from aifi.gateway.results.purge import purge_delivered_results
 from aifi.hub.db import Database
 from aifi.hub.destinations import Destination, DicomwebDestination, DimseDestination
 from aifi.hub.settings import Settings
@@ -181,6 +182,7 @@ def gateway(
     *,
     transport: httpx.BaseTransport | None = None,
     hub_url: str | None = None,
+    results_retention_seconds: float | None = None,
 ) -> Iterator[Gateway]:
     """A gateway's results worker and PACS deliverer over a fresh database in ``folder``
     (a second call on the same folder is the same gateway restarted)."""
@@ -192,7 +194,13 @@ def gateway(
     client = httpx.Client(base_url=hub_url or hub.url, timeout=10, transport=transport)
     data_dir = folder / "data"
     deliverer = PacsDeliverer(
-        db, data_dir, destinations, clock=clock, doorbell=Doorbell(), backoff_seconds=5
+        db,
+        data_dir,
+        destinations,
+        clock=clock,
+        doorbell=Doorbell(),
+        backoff_seconds=5,
+        results_retention_seconds=results_retention_seconds,
     )
     worker = ResultsWorker(
         db,
@@ -524,6 +532,53 @@ def test_the_hub_down_loses_nothing_and_without_a_pacs_the_files_stay(
         other.tick()
         status = results_status(other.db)
         assert sum(status["results"].values()) == 0 and status["feed"]["cursor"]
+
+
+@UNCLOSED_SOCKET
+def test_delivered_results_are_purged_after_retention_and_undelivered_ones_kept(
+    hub: LiveServer, dimse_pacs: DimsePacs, tmp_path: Path
+):
+    """A re-identified result carries the patient's identity: once the PACS confirmed all
+    of it and the retention has passed, its files go (the rows stay as the record); while
+    the PACS has not confirmed it, it is kept whatever its age."""
+    week = 7 * 86400.0
+    with gateway(
+        tmp_path / "gw", hub, [dimse_pacs.destination], results_retention_seconds=week
+    ) as gw:
+        send_study(gw, hub, "Visser^Daan", "NL-700-1")
+        workitem = perform(hub)
+        gw.tick()  # the PACS is not listening: not confirmed
+        pk = gw.result(workitem).pk
+
+        def files() -> list[ResultFile]:
+            with gw.db.read() as session:
+                return list(
+                    session.exec(select(ResultFile).where(col(ResultFile.result_pk) == pk)).all()
+                )
+
+        assert files() and all((gw.data_dir / f.file).is_file() for f in files())
+        gw.clock.advance(2 * week)  # not confirmed: kept, however old
+        assert (
+            purge_delivered_results(
+                gw.db, gw.data_dir, now=gw.clock(), retention_seconds=week, limit=100
+            )
+            == 0
+        )
+        assert all((gw.data_dir / f.file).is_file() and f.purged_at is None for f in files())
+
+        dimse_pacs.start()
+        gw.clock.advance(600)
+        gw.tick()
+        assert results_status(gw.db)["deliveries"]["delivered"] == 1
+        gw.clock.advance(week - 120)
+        gw.tick()  # confirmed, not yet a week ago
+        assert all((gw.data_dir / f.file).is_file() and f.purged_at is None for f in files())
+        gw.clock.advance(240)
+        gw.tick()
+        rows = files()
+        assert rows and all(f.purged_at is not None for f in rows)
+        assert not any((gw.data_dir / f.file).exists() for f in rows)
+        assert len(dimse_pacs.received) == len(rows)  # delivered once, before the purge
 
 
 def test_the_migration_builds_exactly_the_results_tables_and_goes_back(tmp_path: Path):

@@ -24,6 +24,7 @@ may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
     retention:
       forwarded_hours: 0       # originals kept after the hub acknowledged them (0: purge at once)
       quarantined_days: 30     # quarantined originals kept for inspection
+      delivered_results_days: 7  # re-identified results kept once every PACS confirmed them
 
 A file that cannot be read, is not YAML or has a bad value gives :class:`ConfigError`
 naming the file and the field (``gateway.yaml: dimse.allowed_addresses.0: ...``).
@@ -125,6 +126,10 @@ class RetentionConfig(_Section):
     """How long an original is kept after the hub acknowledged it (0: purged at once)."""
     quarantined_days: float = Field(default=30.0, ge=0)
     """How long a quarantined original is kept for inspection."""
+    delivered_results_days: float = Field(default=7.0, ge=0)
+    """How long a re-identified result is kept under ``results/`` once every PACS it goes
+    to has confirmed all of it (the PACS holds it then). Results without a PACS, and those
+    a PACS has not confirmed, are kept."""
 
 
 class GatewayConfig(_Section):

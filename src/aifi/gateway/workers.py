@@ -76,6 +76,7 @@ def background_workers(
         doorbell=Doorbell(),
         backoff_seconds=first,
         max_backoff_seconds=longest,
+        results_retention_seconds=config.retention.delivered_results_days * 86400,
     )
     results = ResultsWorker(
         db,

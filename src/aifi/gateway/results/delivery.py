@@ -20,6 +20,10 @@ crash between the confirmation and that record resends it with the *same* SOP In
 UID, which a PACS takes as the same instance (PS3.4 B.4.1; STOW-RS "already stored",
 PS3.18 §10.5.3). With no destination nothing is queued: the files stay under
 ``results/`` and :func:`aifi.gateway.results.status.results_status` says so.
+
+**Purged once delivered.** With ``results_retention_seconds`` set, :meth:`PacsDeliverer.tick`
+also deletes, at most once a minute, the files of results every PACS confirmed that long
+ago (:mod:`aifi.gateway.results.purge`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from sqlmodel import Session, col, select
 
 from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.results.models import DeliveryState, ResultDelivery, ResultFile, utc
+from aifi.gateway.results.purge import purge_delivered_results
 from aifi.gateway.results.status import describe_failures
 from aifi.hub.db import Database
 from aifi.hub.destinations import (
@@ -101,6 +106,7 @@ class PacsDeliverer:
         max_backoff_seconds: float = 600.0,
         lease_seconds: float = 120.0,
         client_factory: Callable[[Destination], PacsClient] = client_for,
+        results_retention_seconds: float | None = None,
     ) -> None:
         names = [d.name for d in destinations]
         if len(set(names)) != len(names):
@@ -121,6 +127,10 @@ class PacsDeliverer:
         self.max_backoff_seconds = max_backoff_seconds
         self.lease_seconds = lease_seconds
         self.client_factory = client_factory
+        self.results_retention_seconds = results_retention_seconds
+        """Delivered results' files are purged this long after the last PACS confirmed
+        them (:mod:`aifi.gateway.results.purge`); None: never."""
+        self._purge_due: datetime | None = None
         self._waiting: dict[str, tuple[str, datetime]] = {}
         """Destinations that reached nothing at their last try: why, and until when."""
 
@@ -163,7 +173,24 @@ class PacsDeliverer:
             by_destination[claim.destination].append(claim)
         for name, group in by_destination.items():
             self._work(name, group)
-        return len(claims)
+        return max(len(claims), self._purge())
+
+    def _purge(self) -> int:
+        """The delivered results' files past retention, at most once a minute."""
+        now = self.clock()
+        if self.results_retention_seconds is None or (
+            self._purge_due is not None and now < self._purge_due
+        ):
+            return 0
+        purged = purge_delivered_results(
+            self.db,
+            self.data_dir,
+            now=now,
+            retention_seconds=self.results_retention_seconds,
+            limit=self.batch_size,
+        )
+        self._purge_due = now if purged >= self.batch_size else now + timedelta(seconds=60)
+        return purged
 
     def _claim(self) -> list[_Claim]:
         now = self.clock()

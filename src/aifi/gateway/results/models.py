@@ -131,6 +131,9 @@ class ResultFile(GatewayModel, table=True):
     size: int = 0
     sha256: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=_now)
+    purged_at: datetime | None = None
+    """When the file was deleted (every PACS had confirmed it and the retention had passed:
+    :mod:`aifi.gateway.results.purge`); the row stays as the record of what was delivered."""
 
 
 class ResultDelivery(GatewayModel, table=True):

@@ -144,6 +144,20 @@ def test_pacs_option_and_file_together(tmp_path: Path) -> None:
         clash.destinations(pacs)
 
 
+def test_a_dimse_pacs_of_the_file_is_called_with_the_gateways_ae_title(tmp_path: Path) -> None:
+    """A PACS administrator allows the gateway's AE title: a DIMSE PACS in the file calls
+    with it unless the entry names its own calling AE title."""
+    entry = "  - kind: dimse\n    name: own\n    host: 10.1.2.5\n    port: 104\n"
+    entry += "    called_ae: OWN_ARCHIVE\n    calling_ae: GW_FOR_OWN\n"
+    own = FULL.replace("pseudonymisation:", entry + "pseudonymisation:")
+    config = load_config(write(tmp_path, own))
+    by_name = {d.name: d for d in config.destinations(None, calling_ae="HOSP-GW")}
+    reading_room, named = by_name["reading-room"], by_name["own"]
+    assert isinstance(reading_room, DimseDestination) and isinstance(named, DimseDestination)
+    assert reading_room.calling_ae == "HOSP-GW"
+    assert named.calling_ae == "GW_FOR_OWN"
+
+
 def test_address_allow_list() -> None:
     networks = GatewayConfig.model_validate(
         {"dimse": {"allowed_addresses": ["10.1.0.0/16", "::1"]}}

@@ -106,7 +106,7 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
     check_startable(settings)
     config = load_config(settings.config_file)
     pacs = parse_pacs(settings.pacs, calling_ae=settings.ae_title) if settings.pacs else None
-    destinations = config.destinations(pacs)
+    destinations = config.destinations(pacs, calling_ae=settings.ae_title)
     key = _private_data(settings)
     db = Database(settings.database_url, migrations=GATEWAY_MIGRATIONS)
     db.migrate()

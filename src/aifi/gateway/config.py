@@ -165,13 +165,23 @@ class GatewayConfig(_Section):
         except ValidationError as exc:
             raise ConfigError(_explain(where, exc, prefix="pseudonymisation")) from exc
 
-    def destinations(self, pacs: Destination | None) -> list[Destination]:
+    def destinations(
+        self, pacs: Destination | None, *, calling_ae: str | None = None
+    ) -> list[Destination]:
         """The PACS results are delivered to: ``--pacs`` (named ``pacs``) first, then the
-        file's."""
+        file's. A DIMSE PACS of the file without its own ``calling_ae`` is called with
+        ``calling_ae`` (the gateway's AE title: the one a PACS administrator allows), not
+        the hub's default."""
         out = [pacs] if pacs is not None else []
         for destination in self.pacs:
             if pacs is not None and destination.name == pacs.name:
                 raise ConfigError(f"{self.source}: pacs: the name {pacs.name!r} is taken by --pacs")
+            if (
+                calling_ae is not None
+                and isinstance(destination, DimseDestination)
+                and "calling_ae" not in destination.model_fields_set
+            ):
+                destination = destination.model_copy(update={"calling_ae": calling_ae})
             out.append(destination)
         return out
 

@@ -180,9 +180,8 @@ async def _serve(settings: GatewaySettings, bell: socket.socket) -> None:
     db = Database(settings.database_url, migrations=GATEWAY_MIGRATIONS)  # the parent migrated
     hub = hub_client(settings.hub, settings.credentials)
     doorbell = Doorbell()
-    workers = background_workers(
-        settings, config, db, key, hub, config.destinations(pacs), doorbell, utc_now
-    )
+    destinations = config.destinations(pacs, calling_ae=settings.ae_title)
+    workers = background_workers(settings, config, db, key, hub, destinations, doorbell, utc_now)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

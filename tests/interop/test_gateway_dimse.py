@@ -438,6 +438,24 @@ def test_calling_ae_not_allowed_is_rejected(tmp_path: Path) -> None:
         assert gw.rows() == {}
 
 
+def test_an_association_for_another_ae_title_is_rejected_when_required(tmp_path: Path) -> None:
+    """``dimse.require_called_ae_title``: a modality configured for another node is refused
+    with reason 7 (called AE title not recognised, PS3.8 §9.3.4); without it, accepted."""
+    with running_gateway(tmp_path / "gw", "dimse:\n  require_called_ae_title: true\n") as gw:
+        wrong = pynetdicom_ae("CT_ROOM_1").associate("127.0.0.1", gw.port, ae_title="OTHER_NODE")
+        assert wrong.is_rejected
+        rejection = wrong.acceptor.primitive
+        assert rejection is not None
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (1, 1, 7)
+        right = pynetdicom_ae("CT_ROOM_1").associate("127.0.0.1", gw.port, ae_title=AE_TITLE)
+        assert right.is_established and right.send_c_echo().Status == 0
+        right.release()
+    with running_gateway(tmp_path / "gw2") as gw:
+        anyone = pynetdicom_ae("CT_ROOM_1").associate("127.0.0.1", gw.port, ae_title="OTHER_NODE")
+        assert anyone.is_established
+        anyone.release()
+
+
 def test_address_not_allowed_is_rejected(tmp_path: Path) -> None:
     with running_gateway(tmp_path / "gw", "dimse:\n  allowed_addresses: [10.0.0.0/8]\n") as gw:
         assoc = pynetdicom_ae().associate("127.0.0.1", gw.port, ae_title=AE_TITLE)

@@ -129,6 +129,7 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
         host=settings.host,
         port=settings.dimse_port,
         allowed_calling_ae_titles=config.dimse.allowed_calling_ae_titles,
+        require_called_ae_title=config.dimse.require_called_ae_title,
         allowed_addresses=config.dimse.allowed_addresses,
         max_associations=settings.max_associations,
         max_pdu=settings.dimse_max_pdu,

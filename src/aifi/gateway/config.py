@@ -7,6 +7,7 @@ may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
     dimse:
       allowed_calling_ae_titles: [CT_ROOM_1, PACS_MAIN]  # empty or absent: any
       allowed_addresses: [10.1.2.0/24, 127.0.0.1]         # IPs or networks; empty: any
+      require_called_ae_title: false  # true: only associations addressed to --ae-title
     stow:
       allowed_addresses: [10.1.2.3]                       # STOW-RS clients; empty: any
       quiet_seconds: 60        # a STOW-RS study is complete this long after its last instance
@@ -31,7 +32,9 @@ naming the file and the field (``gateway.yaml: dimse.allowed_addresses.0: ...``)
 
 A calling AE title not in ``allowed_calling_ae_titles`` is rejected with A-ASSOCIATE-RJ
 result 1 (permanent), source 1 (service user), reason 3 (calling AE title not recognised);
-an address outside ``allowed_addresses`` with reason 1 (no reason given) (PS3.8 §9.3.4).
+an address outside ``allowed_addresses`` with reason 1 (no reason given); with
+``require_called_ae_title``, an association addressed to another AE title with reason 7
+(called AE title not recognised) (PS3.8 §9.3.4).
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ class _Section(BaseModel):
 class DimseConfig(_Section):
     allowed_calling_ae_titles: frozenset[str] = frozenset()
     allowed_addresses: tuple[Network, ...] = ()
+    require_called_ae_title: bool = False
+    """Reject an association addressed to another AE title than the gateway's (a modality
+    configured for another node) with A-ASSOCIATE-RJ reason 7, called AE title not
+    recognised (PS3.8 §9.3.4); off: any called AE title, as most SCPs."""
 
     @field_validator("allowed_calling_ae_titles", mode="before")
     @classmethod

@@ -8,7 +8,9 @@ Association acceptance (PS3.8 §9.3.4 A-ASSOCIATE-RJ): when the configuration li
 AE titles, any other is rejected with result 1 (rejected-permanent), source 1 (DICOM UL
 service-user), reason 3 (calling-AE-title-not-recognized); when it lists addresses, a peer
 from any other address is rejected with result 1, source 1, reason 1 (no-reason-given —
-PS3.8 has no reason for addresses).
+PS3.8 has no reason for addresses); when the configuration requires it, an association
+addressed to another AE title is rejected by pynetdicom with result 1, source 1, reason 7
+(called-AE-title-not-recognized).
 
 C-STORE responses (PS3.4 B.2.3): 0x0000 only once the instance is on disk and committed
 (:mod:`aifi.gateway.ingest`); otherwise the failure status with an Error Comment
@@ -70,6 +72,7 @@ class DimseScp:
         port: int,
         allowed_calling_ae_titles: frozenset[str] = frozenset(),
         allowed_addresses: tuple[Network, ...] = (),
+        require_called_ae_title: bool = False,
         max_associations: int = 16,
         max_pdu: int = 1_048_576,
     ) -> None:
@@ -81,6 +84,7 @@ class DimseScp:
         self.allowed_addresses = allowed_addresses
         ae = AE(ae_title=ae_title)
         ae.maximum_associations = max_associations
+        ae.require_called_aet = require_called_ae_title  # else reason 7 (PS3.8 §9.3.4)
         ae.maximum_pdu_size = max_pdu
         ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts:

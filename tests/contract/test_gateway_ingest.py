@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from aifi.cli import app as cli_app
 from aifi.gateway.app import Gateway, build_gateway
+from aifi.gateway.config import ConfigError, load_config
 from aifi.gateway.part10 import dataset_offset
 from aifi.gateway.settings import GatewaySettings
 from tests.conftest import LiveServer, free_port, run_live_server
@@ -298,6 +299,27 @@ def test_status_page(gw: RunningGateway) -> None:
     assert data["results"]["results"] == {"pending": 0, "stored": 0, "refused": 0, "failed": 0}
     limited = httpx.get(gw.url + "/api/v1/gateway/status?limit=1").json()
     assert len(limited["studies_progress"]) == 1
+
+
+def test_the_status_page_is_readable_only_from_the_configured_addresses(tmp_path: Path) -> None:
+    """It names original study UIDs: by default this machine only (the tests' loopback
+    client reads it above); configured for a monitoring network, a loopback reader gets
+    403 with the reason, and ``/healthz`` (no identifiers) stays open."""
+    with running_gateway(
+        tmp_path / "gw", "status:\n  allowed_addresses: [10.9.0.0/16]\n"
+    ) as running:
+        refused = httpx.get(running.url + "/api/v1/gateway/status")
+        assert refused.status_code == 403
+        assert "not readable from 127.0.0.1" in refused.json()["detail"]
+        assert httpx.get(running.url + "/healthz").status_code == 200
+    with pytest.raises(ConfigError, match="at least one address"):
+        load_config(_yaml(tmp_path, "status:\n  allowed_addresses: []\n"))
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "status.yaml"
+    path.write_text(text)
+    return path
 
 
 def test_status_command(gw: RunningGateway) -> None:

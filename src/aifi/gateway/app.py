@@ -181,7 +181,10 @@ def _create_app(gateway: Gateway) -> FastAPI:
     )
     app.state.dicomweb_config = app.state.stow.config  # Warning headers name the service
     app.state.status = status_module.StatusService(
-        gateway.db, limit=gateway.settings.status_rows, results=results_status
+        gateway.db,
+        limit=gateway.settings.status_rows,
+        results=results_status,
+        allowed_addresses=gateway.config.status.allowed_addresses,
     )
     app.include_router(stow_module.router, prefix=stow_module.PREFIX)
     app.include_router(status_module.router, prefix=API_PREFIX)

@@ -11,6 +11,8 @@ may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
     stow:
       allowed_addresses: [10.1.2.3]                       # STOW-RS clients; empty: any
       quiet_seconds: 60        # a STOW-RS study is complete this long after its last instance
+    status:
+      allowed_addresses: [127.0.0.1, 10.1.9.8]  # who may read the status page (default: loopback)
     pacs:                      # where re-identified results go (aifi.hub.destinations kinds)
       - kind: dicomweb
         name: main
@@ -128,6 +130,26 @@ class StowConfig(_Section):
         return _networks(value) if isinstance(value, list | tuple) else value
 
 
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+class StatusConfig(_Section):
+    allowed_addresses: tuple[Network, ...] = LOOPBACK
+    """Who may read the status page (``/api/v1/gateway/status``): it names original study
+    UIDs and errors, which identify patients' studies. Default: this machine only (``aifi
+    gateway status`` on it, a local monitoring agent); ``/healthz`` is open to all."""
+
+    @field_validator("allowed_addresses", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and not value:
+            raise ValueError("must name at least one address or network (default: loopback)")
+        return _networks(value) if isinstance(value, list | tuple) else value
+
+
 class RetentionConfig(_Section):
     forwarded_hours: float = Field(default=0.0, ge=0)
     """How long an original is kept after the hub acknowledged it (0: purged at once)."""
@@ -144,6 +166,7 @@ class GatewayConfig(_Section):
 
     dimse: DimseConfig = DimseConfig()
     stow: StowConfig = StowConfig()
+    status: StatusConfig = StatusConfig()
     pacs: tuple[Destination, ...] = ()
     pseudonymisation: dict[str, Any] = Field(default_factory=dict)
     """The ``pseudonymisation:`` section as written; :func:`load_config` checks it with

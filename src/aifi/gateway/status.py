@@ -27,6 +27,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import Table, func, or_, select
 
+from aifi.errors import Forbidden
+from aifi.gateway.config import Network, address_allowed
 from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
 from aifi.hub.db import Database
 
@@ -164,14 +166,27 @@ def gateway_status(
 class StatusService:
     """What the router needs (on ``app.state.status``)."""
 
-    def __init__(self, db: Database, *, limit: int, results: ResultsStatus | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        limit: int,
+        results: ResultsStatus | None,
+        allowed_addresses: tuple[Network, ...] = (),
+    ) -> None:
         self.db = db
         self.limit = limit
         self.results = results
+        self.allowed_addresses = allowed_addresses
+        """Who may read it (:class:`aifi.gateway.config.StatusConfig`; empty: anyone)."""
 
 
 async def _service(request: Request) -> StatusService:
     service: StatusService = request.app.state.status
+    address = request.client.host if request.client else ""
+    if not address_allowed(address, service.allowed_addresses):
+        # it names original study UIDs: only the configured readers (status.allowed_addresses)
+        raise Forbidden(f"the status page is not readable from {address or 'this address'}")
     return service
 
 

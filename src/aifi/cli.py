@@ -88,7 +88,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Worker processes (needs PostgreSQL for >1 to scale writes).")
     ] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="Log level of uvicorn and of the hub's own aifi.* loggers.")
+    ] = "info",
     ssl_certfile: Annotated[
         Path | None,
         typer.Option(

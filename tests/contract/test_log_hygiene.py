@@ -246,3 +246,33 @@ def test_serve_refuses_to_start_without_authentication_outside_development_mode(
     )
     assert process.returncode == 2
     assert "authentication is off" in process.stderr
+
+
+def test_serve_log_level_reaches_the_hubs_own_loggers(tmp_path: Path) -> None:
+    """``aifi serve --log-level info`` shows the hub's own INFO lines (here: the
+    de-identification guard refusing an instance), named, with nothing identifying in them;
+    ``--log-level warning`` does not."""
+    from aifi.hub.serve import serve_subprocess
+
+    study = hand_xray(age_years=9.0)
+    for ds in study:
+        ds.PatientName = PATIENT_NAME
+        ds.PatientID = PATIENT_ID
+    body, content_type = multipart_related([to_bytes(ds) for ds in study])
+    env = {"AIFI_REQUIRE_DEIDENTIFIED": "true"}
+    for level, shown in (("info", True), ("warning", False)):
+        log = tmp_path / f"{level}.log"
+        with serve_subprocess(tmp_path / level, log, auth="dev", env=env, log_level=level) as (
+            process,
+            url,
+        ):
+            refused = httpx.post(
+                url + "/dicomweb/studies", content=body, headers={"Content-Type": content_type}
+            )
+            assert refused.status_code == 409
+            process.terminate()
+            process.wait(30)
+        text = log.read_text()
+        line = "aifi.hub.results: refused 1 instances not marked de-identified (C411)"
+        assert (line in text) is shown, text[-2000:]
+        assert PATIENT_NAME not in text and PATIENT_ID not in text

@@ -105,13 +105,30 @@ def install() -> None:
             logger.addFilter(_FILTER)
 
 
-def uvicorn_log_config() -> dict[str, Any]:
+def uvicorn_log_config(aifi_level: str | None = None) -> dict[str, Any]:
     """uvicorn's logging configuration with the filter on ``uvicorn.access`` and ``httpx``,
-    for ``uvicorn.run(log_config=…)``: each worker process configures it itself."""
+    for ``uvicorn.run(log_config=…)``: each worker process configures it itself.
+
+    ``aifi_level`` (``aifi serve --log-level``): the hub's own ``aifi.*`` loggers write at
+    that level to standard error, named (``INFO:     aifi.hub.task_manager: …``); without
+    it they had no handler, and nothing under WARNING ever showed. Their records still
+    propagate (a handler on the root logger sees them too)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config.setdefault("filters", {})["aifi_redact"] = {"()": "aifi.hub.log_hygiene.RedactingFilter"}
     config["loggers"]["uvicorn.access"]["filters"] = ["aifi_redact"]
     config["loggers"]["httpx"] = {"filters": ["aifi_redact"]}
+    if aifi_level is not None:
+        config["formatters"]["aifi"] = {
+            "()": "uvicorn.logging.DefaultFormatter",
+            "fmt": "%(levelprefix)s %(name)s: %(message)s",
+            "use_colors": None,
+        }
+        config["handlers"]["aifi"] = {
+            "formatter": "aifi",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+        }
+        config["loggers"]["aifi"] = {"handlers": ["aifi"], "level": aifi_level.upper()}
     return config
 
 

@@ -133,7 +133,7 @@ def run_server(
             port=port,
             workers=workers,
             log_level=log_level,
-            log_config=uvicorn_log_config(),
+            log_config=uvicorn_log_config(log_level),
             **options,  # type: ignore[arg-type]
         )
         return
@@ -146,7 +146,7 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level,
-        log_config=uvicorn_log_config(),
+        log_config=uvicorn_log_config(log_level),
         **options,  # type: ignore[arg-type]
     )
 

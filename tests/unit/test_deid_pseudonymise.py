@@ -7,6 +7,7 @@ handed back are what re-identification needs."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import date
 
 import pytest
@@ -824,3 +825,121 @@ def test_file_meta_is_made_for_a_data_set_without_one() -> None:
     meta = Pseudonymiser(Profile(), KEY).pseudonymise(kept).dataset.file_meta
     assert "SourceApplicationEntityTitle" not in meta
     assert meta.FileMetaInformationVersion == b"\x00\x01"
+
+
+# -- the pixel data element carried over as bytes (deid.files.split_pixel_data) ----------------
+
+
+def _whole_file(data: bytes) -> bytes:
+    from aifi.gateway.deid.files import read_part10, write_part10
+
+    ds = read_part10(data)
+    Pseudonymiser(Profile(), KEY).pseudonymise(ds)
+    return write_part10(ds)
+
+
+def _encapsulated(source: Dataset, fragments: list[bytes]) -> Dataset:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    source.file_meta.TransferSyntaxUID = RLELossless
+    source.PixelData = encapsulate(fragments)
+    source["PixelData"].VR = "OB"
+    return source
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"], ids=["implicit", "explicit"]
+)
+def test_native_pixel_data_is_split_off_and_the_file_is_the_same(transfer_syntax: str) -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    source = ct(rows=32, columns=32, transfer_syntax=transfer_syntax)
+    data = to_bytes(source)
+    split = split_pixel_data(data)
+    assert split is not None
+    header, pixel_element = split
+    assert "PixelData" not in header and header.SOPInstanceUID == source.SOPInstanceUID
+    assert bytes(pixel_element).endswith(source.PixelData)
+    assert len(pixel_element) == len(source.PixelData) + (8 if "2.1" not in transfer_syntax else 12)
+    written, _ = pseudonymise(source)
+    assert written == _whole_file(data)
+    assert dcmread(io.BytesIO(written)).PixelData == source.PixelData
+
+
+def test_encapsulated_pixel_data_is_split_off_up_to_its_delimiter() -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    source = _encapsulated(ct(rows=16, columns=16), [b"\x01" * 100, b"\x02" * 64])
+    data = to_bytes(source)
+    split = split_pixel_data(data)
+    assert split is not None and bytes(split[1][-8:]) == b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    written, _ = pseudonymise(source)
+    assert written == _whole_file(data)
+    assert dcmread(io.BytesIO(written)).PixelData == source.PixelData
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",  # nothing after: split (the element ends the file)
+        b"\xfc\xff\xfc\xff" + b"OB\x00\x00" + b"\x02\x00\x00\x00" + b"\x00\x00",  # padding
+    ],
+    ids=["exact", "trailing-padding"],
+)
+def test_only_a_file_that_ends_with_the_pixel_data_is_split(tail: bytes) -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    data = to_bytes(ct(rows=16, columns=16)) + tail
+    assert (split_pixel_data(data) is not None) is (tail == b"")
+
+
+def test_a_private_element_after_the_pixel_data_is_removed_not_carried_over() -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    source = ct(rows=16, columns=16)
+    source.add_new(0x7FE10010, "LO", "ACME CSA")
+    source.add_new(0x7FE11001, "LO", "Jansen^Pieter MRN-7731")
+    data = to_bytes(source)
+    assert split_pixel_data(data) is None
+    written, _ = pseudonymise(source)
+    assert b"Jansen" not in written and b"MRN-7731" not in written
+    assert written == _whole_file(data)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda pixel: pixel[:-1],  # the value cut short
+        lambda pixel: pixel + b"\x00\x00",  # bytes after the value
+    ],
+    ids=["short", "long"],
+)
+def test_a_pixel_data_element_of_the_wrong_length_is_not_split(
+    mangle: Callable[[bytes], bytes],
+) -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    assert split_pixel_data(mangle(to_bytes(ct(rows=16, columns=16)))) is None
+
+
+def test_encapsulated_pixel_data_without_its_delimiter_is_not_split() -> None:
+    from aifi.gateway.deid.files import split_pixel_data
+
+    data = to_bytes(_encapsulated(ct(rows=16, columns=16), [b"\x01" * 100]))
+    assert split_pixel_data(data[:-8]) is None  # the sequence delimiter cut off
+    assert split_pixel_data(data[:-8] + b"\xfe\xff\x00\xe0\xff\xff\xff\xff") is None
+
+
+def test_big_endian_and_deflate_are_not_split() -> None:
+    from pydicom.uid import ExplicitVRBigEndian
+
+    from aifi.gateway.deid.files import split_pixel_data
+
+    deflated = to_bytes(ct(transfer_syntax=DeflatedExplicitVRLittleEndian))
+    assert split_pixel_data(deflated) is None
+    big = ct(rows=16, columns=16)
+    buffer = io.BytesIO()
+    big.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    big.save_as(buffer, implicit_vr=False, little_endian=False, enforce_file_format=True)
+    assert split_pixel_data(buffer.getvalue()) is None

@@ -55,7 +55,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from aifi.gateway.serve import gateway_subprocess
-from aifi.hub.bench import RssSampler, server_cpu
+from aifi.hub.bench import RssSampler, process_cpu, server_cpu
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
 
 GATEWAY_AE = "AIFI-GW"
@@ -204,17 +204,6 @@ def gateway_process(
         data_dir, hub_url, log, pacs=pacs, ae_title=GATEWAY_AE, env=_env()
     ) as gateway:
         yield gateway.dimse_port, gateway.process.pid
-
-
-def process_cpu(pid: int, *, children: bool) -> float:
-    """CPU seconds (user + system) of ``pid`` alone, or of its children alone."""
-    process = psutil.Process(pid)
-    total = 0.0
-    for p in process.children(recursive=True) if children else [process]:
-        with contextlib.suppress(psutil.Error):
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 def wait_worker_process(pid: int, timeout: float = 60) -> None:

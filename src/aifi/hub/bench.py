@@ -272,18 +272,24 @@ def measure_fetch(urls: list[str], concurrency: int) -> float:
     return total / 1e6 / elapsed
 
 
-def server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by the process ``pid`` and its children
-    (a multi-worker hub is a supervisor and its workers)."""
+def process_cpu(pid: int, *, children: bool) -> float:
+    """CPU seconds (user + system) used so far by the process ``pid`` alone, or by its
+    children alone (a process that ends meanwhile counts nothing)."""
     process = psutil.Process(pid)
     total = 0.0
-    for p in [process, *process.children(recursive=True)]:
+    for p in process.children(recursive=True) if children else [process]:
         try:
             times = p.cpu_times()
         except psutil.Error:
             continue
         total += times.user + times.system
     return total
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the process ``pid`` and its children
+    (a multi-worker hub is a supervisor and its workers)."""
+    return process_cpu(pid, children=False) + process_cpu(pid, children=True)
 
 
 class RssSampler:

@@ -1,9 +1,11 @@
-"""Test data made by code: small synthetic studies (no patient data, ever)."""
+"""Test data made by code: small synthetic studies (no patient data, ever); and the test
+files installed with pydicom."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,18 @@ from pydicom.uid import (
 
 if TYPE_CHECKING:
     from aifi.dicomweb.store import DicomStore, StoreOutcome
+
+
+def bundled_files(pattern: str = "*.dcm") -> list[Path]:
+    """The test and character set files installed with pydicom (``test_files/**``,
+    ``charset_files/*`` under ``pydicom.data.DATA_ROOT``) matching ``pattern``, read from
+    disk. pydicom's ``get_testdata_files`` also tries to download the ``pydicom-data``
+    files, which costs 15 s per call where there is no network and adds nothing here."""
+    from pydicom.data.data_manager import DATA_ROOT
+
+    root = Path(DATA_ROOT)
+    found = [*(root / "test_files").rglob(pattern), *(root / "charset_files").glob(pattern)]
+    return sorted(p for p in found if p.is_file())
 
 
 def make_ct(

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.valuerep import PersonName
 
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid import Profile, Pseudonymiser, Quarantine
 from aifi.gateway.deid.files import write_part10
 from aifi.gateway.deid.pseudonymise import check_burned_in
+from tests.support.dicom import bundled_files
 
 KEY = bytes(range(32))
 INSTANCE_UIDS = (
@@ -32,14 +31,7 @@ INSTANCE_UIDS = (
 )
 
 
-def _files() -> list[Path]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # files pydicom would download are not needed
-        found = get_testdata_files("*.dcm") + get_charset_files("*.dcm")
-    return sorted(Path(name) for name in found)
-
-
-FILES = _files()
+FILES = bundled_files("*.dcm")
 
 
 def _read(path: Path) -> Dataset | None:

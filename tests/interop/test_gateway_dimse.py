@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -24,8 +25,7 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.data import get_charset_files, get_testdata_files
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import text
@@ -33,11 +33,12 @@ from sqlalchemy import text
 from aifi.conformance.orthanc import OrthancPeer
 from aifi.dicomweb.instance_checks import transfer_syntax_supported
 from aifi.gateway.app import Gateway, build_gateway
-from aifi.gateway.part10 import dataset_offset
+from aifi.gateway.ingest import Origin
+from aifi.gateway.part10 import PREAMBLE, dataset_offset, encode_file_meta
 from aifi.gateway.scp import TRANSFER_SYNTAXES
 from aifi.gateway.settings import GatewaySettings
 from tests.conftest import free_port, run_live_server
-from tests.support.dicom import make_ct, to_bytes
+from tests.support.dicom import bundled_files, make_ct, to_bytes
 
 AE_TITLE = "AIFI-GW"
 HAS_DCMTK = shutil.which("storescu") is not None and shutil.which("echoscu") is not None
@@ -125,7 +126,7 @@ def _storage_test_files() -> list[tuple[Path, str]]:
     """Every bundled test file that is a storage instance with File Meta, its UIDs and a
     file transfer syntax: (path, SOP Instance UID)."""
     found: list[tuple[Path, str, str]] = []
-    for name in sorted({*get_testdata_files(), *get_charset_files()}):
+    for name in bundled_files("*"):
         try:
             ds = dcmread(name, stop_before_pixels=True)
             meta = ds.file_meta
@@ -502,6 +503,87 @@ def test_data_set_not_matching_the_request_fails(
     assoc.release()
     assert status.Status == 0xA900
     assert gw.rows() == {}
+
+
+def _receive(
+    gw: Running, data: bytes, *, transfer_syntax: str | None, sop: str | None = None
+) -> tuple[int, bytes]:
+    """Hand ``data`` (a Part 10 file) to the ingest as the SCP does: a view of a buffer,
+    which must be let go of when the call returns (a BytesIO with a view on it cannot be
+    closed). Returns the status and what the file meta was."""
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    sop_class, sop_instance = str(ds.SOPClassUID), sop or str(ds.SOPInstanceUID)
+    meta = encode_file_meta(sop_class, sop_instance, str(ds.file_meta.TransferSyntaxUID), "X")
+    buffer = io.BytesIO(data_set(data))
+    with buffer.getbuffer() as view:
+        outcome = gw.gateway.ingest.receive_dataset(
+            meta,
+            view,
+            Origin(source="dimse:X@127.0.0.1", association="a"),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            transfer_syntax_uid=transfer_syntax,
+        )
+    buffer.close()  # raises BufferError if the ingest (or its hashing thread) kept a view
+    return outcome.failure, meta
+
+
+@pytest.mark.parametrize("fast_first", [True, False], ids=["scan-first", "pydicom-first"])
+def test_the_fast_header_scan_and_pydicom_store_the_same_instance(
+    gw: Running, fast_first: bool
+) -> None:
+    """The same data set through the fast scan and through pydicom's reading: the second is
+    the same instance (same digest, so success without a second row), and the stored file
+    is the File Meta and the data set as received."""
+    data = to_bytes(make_ct(rows=64, columns=64))
+    first, second = (ExplicitVRLittleEndian, None) if fast_first else (None, ExplicitVRLittleEndian)
+    status, meta = _receive(gw, data, transfer_syntax=first)
+    assert status == 0
+    assert _receive(gw, data, transfer_syntax=second)[0] == 0
+    (row,) = gw.rows().values()
+    stored = (gw.gateway.settings.data_dir / str(row["file"])).read_bytes()
+    assert stored == PREAMBLE + meta + data_set(data)
+    assert row["sha256"] == hashlib.sha256(data_set(data)).hexdigest()
+    assert row["transfer_syntax_uid"] == ExplicitVRLittleEndian
+    assert len(gw.files()) == 1
+
+
+def test_the_buffer_is_let_go_of_whatever_the_outcome(gw: Running) -> None:
+    ct = make_ct(rows=256, columns=256)  # large enough to be hashed in another thread
+    data = to_bytes(ct)
+    assert _receive(gw, data, transfer_syntax=ExplicitVRLittleEndian)[0] == 0
+    changed = ct.copy()
+    changed.StudyDescription = "another version"
+    other = to_bytes(changed)
+    assert _receive(gw, other, transfer_syntax=ExplicitVRLittleEndian)[0] == 0x0111
+    cut = data[:-700]
+    assert _receive(gw, cut, transfer_syntax=ExplicitVRLittleEndian)[0] == 0xC210
+    assert _receive(gw, data, transfer_syntax=ExplicitVRLittleEndian, sop="1.2.3")[0] == 0xA900
+    assert len(gw.rows()) == 1 and len(gw.files()) == 1
+
+
+def test_pynetdicom_s_per_message_logging_is_bound_only_for_debugging(
+    tmp_path: Path,
+) -> None:
+    """pynetdicom's standard handlers (a text per PDU and DIMSE message, an INFO line per
+    C-STORE) are off unless pynetdicom's DEBUG lines are shown."""
+    pynetdicom_log = logging.getLogger("pynetdicom")
+    level = pynetdicom_log.level
+    try:
+        pynetdicom_log.setLevel(logging.INFO)
+        with running_gateway(tmp_path / "a"):
+            assert _config.LOG_HANDLER_LEVEL == "none"
+        pynetdicom_log.setLevel(logging.DEBUG)
+        with running_gateway(tmp_path / "b") as gw:
+            assert _config.LOG_HANDLER_LEVEL == "standard"
+            ae = pynetdicom_ae()
+            ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+            assoc = ae.associate("127.0.0.1", gw.port, ae_title=AE_TITLE)
+            assert assoc.send_c_store(make_ct()).Status == 0
+            assoc.release()
+    finally:
+        pynetdicom_log.setLevel(level)
+        _config.LOG_HANDLER_LEVEL = "none"
 
 
 # -- kill -9 --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
@@ -106,6 +106,14 @@ class DimseScp:
         """Listen (in pynetdicom's server thread); returns at once."""
         if self._server is not None:
             return
+        # pynetdicom's standard handlers describe every PDU and DIMSE message at DEBUG and
+        # log an INFO line per C-STORE; they build that text (and copy each data set to
+        # see that there is one) whatever the level shown. The gateway binds them only
+        # when pynetdicom's DEBUG lines are shown (``--log-level debug``): per instance
+        # they cost a tenth of the C-STORE path, and an INFO line per received image is
+        # not a log a hospital can read. The setting is pynetdicom's, for the process.
+        debug = logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+        _config.LOG_HANDLER_LEVEL = "standard" if debug else "none"
         handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
@@ -167,17 +175,20 @@ class DimseScp:
         )
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_instance = str(request.AffectedSOPInstanceUID or "")
-        meta = encode_file_meta(
-            sop_class, sop_instance, str(event.context.transfer_syntax), calling
-        )
+        transfer_syntax = str(event.context.transfer_syntax)
+        meta = encode_file_meta(sop_class, sop_instance, transfer_syntax, calling)
         received = cast(BytesIO, request.DataSet)
-        outcome = self.ingest.receive_dataset(
-            meta,
-            received.getvalue(),
-            origin,
-            sop_class_uid=sop_class,
-            sop_instance_uid=sop_instance,
-        )
+        # A view of pynetdicom's buffer, not a copy of it; released before returning (a
+        # BytesIO with a view on it cannot be closed or resized).
+        with received.getbuffer() as dataset:
+            outcome = self.ingest.receive_dataset(
+                meta,
+                dataset,
+                origin,
+                sop_class_uid=sop_class,
+                sop_instance_uid=sop_instance,
+                transfer_syntax_uid=transfer_syntax,
+            )
         status = Dataset()
         status.Status = outcome.failure
         if outcome.reason:

@@ -76,12 +76,22 @@ class InstanceStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def write_temp(self, relpath: str, pieces: Sequence[bytes]) -> Path:
-        """Write ``pieces`` to a new temporary file next to ``relpath``'s final place and
-        fsync it (not yet visible under its name: :meth:`publish`)."""
-        target = self.data_dir / relpath
-        self._make_folder(target.parent)
-        temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}"
+    def _temp_path(self, study_instance_uid: str, sop_instance_uid: str) -> Path:
+        """A new temporary file's path in the instance's final folder (made, and made
+        durable, when new). Raises ValueError for a UID that cannot be a path segment."""
+        study, sop = safe_uid(study_instance_uid), safe_uid(sop_instance_uid)
+        folder = self.root / study
+        self._make_folder(folder)
+        return folder / f".{sop}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}"
+
+    def write_temp(
+        self, study_instance_uid: str, sop_instance_uid: str, pieces: Sequence[bytes | memoryview]
+    ) -> Path:
+        """Write ``pieces`` to a new temporary file in the instance's final folder and
+        fsync it (not yet visible under its name: :meth:`publish`, once the name — which
+        needs the data set's digest — is known). Raises ValueError for a UID that cannot
+        be a path segment."""
+        temp = self._temp_path(study_instance_uid, sop_instance_uid)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         try:
             views = [memoryview(piece) for piece in pieces if len(piece)]
@@ -101,14 +111,12 @@ class InstanceStore:
         os.close(fd)
         return temp
 
-    def adopt(self, staged: Path, relpath: str) -> Path:
-        """Move a STOW-RS staging file next to ``relpath``'s final place, fsync'd, as a
+    def adopt(self, staged: Path, study_instance_uid: str, sop_instance_uid: str) -> Path:
+        """Move a STOW-RS staging file, fsync'd, into the instance's final folder as a
         temporary file (then :meth:`publish`)."""
-        target = self.data_dir / relpath
-        self._make_folder(target.parent)
+        temp = self._temp_path(study_instance_uid, sop_instance_uid)
         if self.fsync:
             _fsync_path(staged)
-        temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{_TEMP_SUFFIX}"
         os.replace(staged, temp)
         return temp
 

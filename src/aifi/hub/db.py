@@ -44,7 +44,7 @@ LOCK_POLL_LONGEST_SECONDS = 0.002
 LOCK_WAIT_SECONDS = 30.0
 
 
-def _begin_polling(dbapi_connection: Any) -> None:
+def begin_polling(dbapi_connection: Any) -> None:
     """``BEGIN IMMEDIATE``, waiting for the write lock by trying again after 0.1 ms,
     doubled up to 2 ms (for ``LOCK_WAIT_SECONDS`` at most). SQLite's own busy handler
     sleeps 1, 2, 5, 10 … ms between its looks: a writer queued behind another's commit of
@@ -84,7 +84,7 @@ def _sqlite_engine(url: str, *, immediate: bool, poll_lock: bool = False) -> Eng
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if poll_lock:
-            _begin_polling(conn.connection.driver_connection)
+            begin_polling(conn.connection.driver_connection)
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -102,7 +102,7 @@ class Database:
         """The Alembic script folder of this database's schema (the hub's, or the
         gateway's own: :mod:`aifi.gateway.migrations`)."""
         # poll_write_lock (SQLite): the writer waits for the write lock by short looks of
-        # its own (_begin_polling), for a latency-bound writer such as the gateway's
+        # its own (begin_polling), for a latency-bound writer such as the gateway's
         # C-STORE path sharing the database with another process.
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:

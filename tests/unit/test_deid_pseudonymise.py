@@ -827,6 +827,117 @@ def test_file_meta_is_made_for_a_data_set_without_one() -> None:
     assert meta.FileMetaInformationVersion == b"\x00\x01"
 
 
+# -- the File Meta Information written by hand (deid.files.write_part10) -----------------------
+
+
+def _pydicom_writes(ds: Dataset) -> bytes:
+    """What pydicom's own writer gives (the reference the hand-written meta must match)."""
+    import copy
+
+    buffer = io.BytesIO()
+    copy.deepcopy(ds).save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.5",  # RLE: encapsulated
+        "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    ],
+    ids=["implicit", "explicit", "rle", "jpeg"],
+)
+@pytest.mark.parametrize("odd", [True, False], ids=["odd-uids", "even-uids"])
+def test_the_file_meta_written_by_hand_is_what_pydicom_writes(
+    transfer_syntax: str, odd: bool
+) -> None:
+    from aifi.gateway.deid.files import _rebuilt_meta, rebuild_file_meta, write_part10
+
+    source = ct(rows=8, columns=8)
+    if transfer_syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+        source = _encapsulated(source, [b"\x01" * 10])
+    source.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+    source.SOPInstanceUID = "1.2.3.45" if odd else "1.2.3.4"  # padded to even, or not
+    source.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7" if odd else "1.2.840.10008.5.1.4.1.1.2"
+    ds = dcmread(io.BytesIO(to_bytes(source)))
+    rebuild_file_meta(ds)
+    assert _rebuilt_meta(ds) is not None
+    expected = _pydicom_writes(ds)
+    assert write_part10(ds) == expected
+    assert write_part10(ds, b"\xfc\xff\xfc\xffOB\x00\x00\x00\x00\x00\x00") == (
+        expected + b"\xfc\xff\xfc\xffOB\x00\x00\x00\x00\x00\x00"
+    )
+
+
+def _meta_changed(ds: Dataset) -> None:
+    ds.file_meta.SourceApplicationEntityTitle = "MODALITY"
+
+
+def _class_differs(ds: Dataset) -> None:
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.3")
+
+
+def _instance_differs(ds: Dataset) -> None:
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3")
+
+
+def _version_differs(ds: Dataset) -> None:
+    ds.file_meta.FileMetaInformationVersion = b"\x00\x02"
+
+
+def _preamble(ds: Dataset) -> None:
+    ds.preamble = b"\x01" * 128
+
+
+def _deflated(ds: Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1.99")
+
+
+def _big_endian(ds: Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.2")
+
+
+def _private_syntax(ds: Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = UID("1.2.826.0.1.3680043.8.498.99")
+
+
+def _not_a_syntax(ds: Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.5.1.4.1.1.2")
+
+
+def _no_meta(ds: Dataset) -> None:
+    del ds.file_meta
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _meta_changed,
+        _class_differs,
+        _instance_differs,
+        _version_differs,
+        _preamble,
+        _deflated,
+        _big_endian,
+        _private_syntax,
+        _not_a_syntax,
+        _no_meta,
+    ],
+)
+def test_any_other_file_meta_is_written_by_pydicom(change: Callable[[Dataset], None]) -> None:
+    from aifi.gateway.deid.files import _rebuilt_meta, rebuild_file_meta, write_part10
+
+    ds = dcmread(io.BytesIO(to_bytes(ct(rows=8, columns=8))))
+    rebuild_file_meta(ds)
+    change(ds)
+    assert _rebuilt_meta(ds) is None
+    if change in (_big_endian, _private_syntax, _not_a_syntax, _no_meta):
+        return  # pydicom cannot write these data sets so; not this test's business
+    assert write_part10(ds) == _pydicom_writes(ds)
+
+
 # -- the pixel data element carried over as bytes (deid.files.split_pixel_data) ----------------
 
 

@@ -251,7 +251,7 @@ class Pseudonymiser:
         if split is not None:  # the pixel data element's bytes carried over as they are
             header, pixel_data = split
             facts = self.pseudonymise(header)
-            return b"".join((write_part10(header), pixel_data)), facts
+            return write_part10(header, pixel_data), facts
         dataset = read_part10(data)
         facts = self.pseudonymise(dataset)
         return write_part10(dataset), facts

@@ -251,6 +251,7 @@ def test_the_minimal_data_set_is_scanned() -> None:
         {"instance": b""},
         {"series": _explicit(0x0020, 0x000E, b"LO", _uid_value(SERIES))},  # not UI
         {"series": _explicit(0x0020, 0x000E, b"UI", b"1.2.abc\x00")},  # not a UID
+        {"series": _explicit(0x0020, 0x000E, b"UI", b"1.2.3X")},  # not a UID at its end
         {"series": _explicit(0x0020, 0x000E, b"UI", b"")},  # empty
         {"series": _explicit(0x0020, 0x000E, b"UI", b"\x00 ")},  # only padding
         {"series": _explicit(0x0020, 0x000E, b"UI", "1.2.é".encode())},  # not ASCII
@@ -289,6 +290,7 @@ def test_the_minimal_data_set_is_scanned() -> None:
         "no-instance",
         "series-as-LO",
         "not-a-uid",
+        "not-a-uid-at-the-end",
         "empty-uid",
         "padding-only-uid",
         "non-ascii-uid",
@@ -376,16 +378,42 @@ def test_a_uid_inside_a_sequence_is_not_the_instance_s() -> None:
     assert header is not None and header.series_instance_uid == SERIES
 
 
-def test_encapsulated_fragments_of_undefined_length_are_left_to_pydicom() -> None:
+@pytest.mark.parametrize("vr", [b"OB", b"OW"])
+def test_encapsulated_fragments_of_undefined_length_are_left_to_pydicom(vr: bytes) -> None:
+    """Fragments have lengths (PS3.5 A.4): an item of undefined length inside OB/OW of
+    undefined length is irregular, even when what it holds would read as a data set."""
     pixel = (
         struct.pack("<HH", 0x7FE0, 0x0010)
-        + b"OB\x00\x00"
+        + vr
+        + b"\x00\x00"
         + struct.pack("<I", 0xFFFFFFFF)
         + _defined_item(b"")
-        + _undefined_item(b"\x00\x00")
+        + _undefined_item(BODY)
         + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     )
     assert scan_header(_minimal() + pixel, ExplicitVRLittleEndian) is None
+    fragments = pixel.replace(_undefined_item(BODY), _defined_item(b"\x01\x02"))
+    assert scan_header(_minimal() + fragments, ExplicitVRLittleEndian) is not None
+
+
+def test_a_zero_length_element_may_end_the_data_set() -> None:
+    for syntax, element in (
+        (ExplicitVRLittleEndian, struct.pack("<HH", 0x0020, 0x0011) + b"IS\x00\x00"),
+        (ImplicitVRLittleEndian, struct.pack("<HHI", 0x0020, 0x0011, 0)),
+    ):
+        data = _minimal() + element
+        if syntax == ImplicitVRLittleEndian:
+            data = (
+                b"".join(
+                    struct.pack("<HHI", group, number, len(_uid_value(uid))) + _uid_value(uid)
+                    for (group, number), uid in zip(
+                        ((8, 0x16), (8, 0x18), (0x20, 0x0D), (0x20, 0x0E)), EXPECTED, strict=True
+                    )
+                )
+                + element
+            )
+        header = scan_header(data, syntax)
+        assert header is not None and uids(header) == EXPECTED
 
 
 def test_the_same_in_a_sequence_is_walked_as_a_data_set() -> None:

@@ -273,10 +273,12 @@ def _walk(
 ) -> int:
     """Skip the elements of a data set from ``pos``: to ``end`` at the top level (``found``
     given: the indexed UIDs are collected into it), or to the item delimiter of an item of
-    undefined length (``found`` None). Returns the position after what was walked."""
+    undefined length (``found`` None). Returns the position after what was walked.
+
+    The bytes end at ``end``: reading a tag or length past it raises ``struct.error``, and a
+    value running past it leaves the position beyond it — irregular either way (the top
+    level must end exactly at ``end``, an item at its delimiter)."""
     while pos < end:
-        if pos + 8 > end:
-            raise _Irregular
         tag = _TAG.unpack_from(data, pos)
         if tag[0] == 0xFFFE:
             if found is None and tag == _ITEM_END and _U32.unpack_from(data, pos + 4)[0] == 0:
@@ -292,8 +294,6 @@ def _walk(
                 length = _U16.unpack_from(data, pos + 6)[0]
                 pos += 8
             elif vr in _LONG_VRS:
-                if pos + 12 > end:
-                    raise _Irregular
                 length = _U32.unpack_from(data, pos + 8)[0]
                 pos += 12
             else:
@@ -301,10 +301,8 @@ def _walk(
         if length == _UNDEFINED_LENGTH:
             if not implicit and vr not in _ITEMS_INSIDE:
                 raise _Irregular
-            pos = _items(data, pos, end, implicit or vr == b"UN", fragments=vr in (b"OB", b"OW"))
+            pos = _items(data, pos, implicit or vr == b"UN", fragments=vr in (b"OB", b"OW"))
             continue
-        if pos + length > end:
-            raise _Irregular
         if found is not None and tag in _SCANNED_UIDS:
             index = _SCANNED_UIDS[tag]
             if found[index] is not None or not (implicit or vr == b"UI"):
@@ -316,12 +314,11 @@ def _walk(
     return pos
 
 
-def _items(data: bytes | memoryview, pos: int, end: int, implicit: bool, *, fragments: bool) -> int:
+def _items(data: bytes | memoryview, pos: int, implicit: bool, *, fragments: bool) -> int:
     """Skip the items of a value of undefined length (a sequence, PS3.5 §7.5; or the
-    fragments of encapsulated pixel data, A.4) through its sequence delimiter."""
+    fragments of encapsulated pixel data, A.4) through its sequence delimiter (reads past
+    the end of the bytes raise ``struct.error``)."""
     while True:
-        if pos + 8 > end:
-            raise _Irregular
         tag = _TAG.unpack_from(data, pos)
         length = _U32.unpack_from(data, pos + 4)[0]
         pos += 8
@@ -334,9 +331,7 @@ def _items(data: bytes | memoryview, pos: int, end: int, implicit: bool, *, frag
         if length == _UNDEFINED_LENGTH:
             if fragments:
                 raise _Irregular
-            pos = _walk(data, pos, end, implicit, None)
-        elif pos + length > end:
-            raise _Irregular
+            pos = _walk(data, pos, len(data), implicit, None)
         else:
             pos += length
 

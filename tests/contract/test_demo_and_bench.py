@@ -3,12 +3,12 @@ PACS) and `aifi bench dicomweb` keep working (tiny sizes; no timing asserted).""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from aifi.conformance.dcmtk import dcmtk_tool
 from aifi.conformance.orthanc import orthanc_unavailable
 from aifi.demo import DemoResult, run_demo
 from aifi.demo import peers as demo_peers
@@ -193,7 +193,7 @@ def test_workflow_bench_runs_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.dcmtk
-@pytest.mark.skipif(shutil.which("storescu") is None, reason="needs DCMTK (storescu, storescp)")
+@pytest.mark.skipif(dcmtk_tool("storescu") is None, reason="needs DCMTK (storescu, storescp)")
 def test_gateway_bench_runs_end_to_end(tmp_path: Path) -> None:
     from aifi.bench.gateway import GatewayBenchConfig
     from aifi.bench.gateway import report as gateway_report

@@ -23,7 +23,6 @@ storescp when Orthanc is absent).
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ import httpx
 import pytest
 from pydicom import Dataset, dcmread
 
+from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
 from aifi.conformance.pilot_studies import chest_ct, hand_xray
 from aifi.hub.auth.clients import ClientRegistry
@@ -64,7 +64,7 @@ from tests.support.gateway import (
 
 pytestmark = [
     pytest.mark.dcmtk,
-    pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK storescu not installed"),
+    pytest.mark.skipif(dcmtk_tool("storescu") is None, reason="DCMTK storescu not installed"),
 ]
 
 REVIEWER = "Chain^Reviewer"
@@ -91,7 +91,14 @@ class Pacs:
             log = (root / "storescp.log").open("ab")
             stack.callback(log.close)
             process = subprocess.Popen(
-                ["storescp", "--output-directory", str(self.folder), "-aet", "PACS", str(port)],
+                [
+                    require_dcmtk_tool("storescp"),
+                    "--output-directory",
+                    str(self.folder),
+                    "-aet",
+                    "PACS",
+                    str(port),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

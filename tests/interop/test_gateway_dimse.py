@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import text
 
+from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.conformance.orthanc import OrthancPeer
 from aifi.dicomweb.instance_checks import transfer_syntax_supported
 from aifi.gateway.app import Gateway, build_gateway
@@ -41,7 +41,7 @@ from tests.conftest import free_port, run_live_server
 from tests.support.dicom import bundled_files, make_ct, to_bytes
 
 AE_TITLE = "AIFI-GW"
-HAS_DCMTK = shutil.which("storescu") is not None and shutil.which("echoscu") is not None
+HAS_DCMTK = dcmtk_tool("storescu") is not None and dcmtk_tool("echoscu") is not None
 needs_dcmtk = pytest.mark.skipif(not HAS_DCMTK, reason="DCMTK storescu/echoscu not installed")
 
 pytestmark = pytest.mark.filterwarnings(
@@ -214,7 +214,11 @@ def dcmtk_reads(path: Path) -> bool:
     """A few of pydicom's files are odd on purpose beyond what DCMTK reads (e.g. UIDs with
     another VR than UI): storescu would stop at them."""
     result = subprocess.run(
-        ["dcmdump", "-q", str(path)], capture_output=True, text=True, errors="replace", timeout=30
+        [require_dcmtk_tool("dcmdump"), "-q", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=30,
     )
     return (
         result.returncode == 0
@@ -231,7 +235,7 @@ def dcmtk_reads(path: Path) -> bool:
 @needs_dcmtk
 def test_echoscu(gw: Running) -> None:
     result = subprocess.run(
-        ["echoscu", "-aec", AE_TITLE, "127.0.0.1", str(gw.port)],
+        [require_dcmtk_tool("echoscu"), "-aec", AE_TITLE, "127.0.0.1", str(gw.port)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -270,7 +274,17 @@ def test_storescu_sends_pydicom_test_files(gw: Running) -> None:
     assert [f for f in files if "charset" in str(f.parent)], "the character set files too"
     for option, paths in groups.items():
         result = subprocess.run(
-            ["storescu", "-R", option, "-aec", AE_TITLE, "-aet", "DCMTK", "127.0.0.1", str(gw.port)]
+            [
+                require_dcmtk_tool("storescu"),
+                "-R",
+                option,
+                "-aec",
+                AE_TITLE,
+                "-aet",
+                "DCMTK",
+                "127.0.0.1",
+                str(gw.port),
+            ]
             + [str(path) for path in paths],
             capture_output=True,
             text=True,
@@ -429,7 +443,15 @@ def test_calling_ae_not_allowed_is_rejected(tmp_path: Path) -> None:
         friend.release()
         if HAS_DCMTK:
             result = subprocess.run(
-                ["echoscu", "-aet", "INTRUDER", "-aec", AE_TITLE, "127.0.0.1", str(gw.port)],
+                [
+                    require_dcmtk_tool("echoscu"),
+                    "-aet",
+                    "INTRUDER",
+                    "-aec",
+                    AE_TITLE,
+                    "127.0.0.1",
+                    str(gw.port),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -646,7 +668,15 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     try:
         _wait_for_port(port, gateway)
         sender = subprocess.Popen(
-            ["storescu", "-v", "-aec", AE_TITLE, "127.0.0.1", str(port), *map(str, files)],
+            [
+                require_dcmtk_tool("storescu"),
+                "-v",
+                "-aec",
+                AE_TITLE,
+                "127.0.0.1",
+                str(port),
+                *map(str, files),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

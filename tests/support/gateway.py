@@ -36,6 +36,7 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.uid import generate_uid
 
+from aifi.conformance.dcmtk import require_dcmtk_tool
 from aifi.gateway.deid import Profile
 from aifi.gateway.deid.table import Action, resolve, rows
 from aifi.gateway.serve import gateway_subprocess
@@ -203,7 +204,7 @@ def storescu(port: int, files: Iterable[Path], *, calling: str = MODALITY_AE) ->
     any C-STORE failure)."""
     completed = subprocess.run(
         [
-            "storescu",
+            require_dcmtk_tool("storescu"),
             "-aet",
             calling,
             "-aec",

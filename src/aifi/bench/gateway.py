@@ -54,6 +54,7 @@ import psutil
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.gateway.serve import gateway_subprocess
 from aifi.hub.bench import RssSampler, process_cpu, server_cpu
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
@@ -142,7 +143,7 @@ def storescu(port: int, called_ae: str, folder: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
         [
-            "storescu",
+            require_dcmtk_tool("storescu"),
             "-aet",
             "BENCH",
             "-aec",
@@ -190,7 +191,8 @@ def bare_scp(folder: Path, log: Path) -> Iterator[tuple[int, int]]:
 def dcmtk_storescp(folder: Path, log: Path) -> Iterator[int]:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = ["storescp", "--output-directory", str(folder), "--aetitle", "STORESCP", str(port)]
+    args = [require_dcmtk_tool("storescp"), "--output-directory", str(folder)]
+    args += ["--aetitle", "STORESCP", str(port)]
     with _process(args, log, port, _env()):
         yield port
 
@@ -343,7 +345,7 @@ def _wait_result(pacs_dir: Path, before: set[Path], study_uid: str, deadline: fl
 
 def run(config: GatewayBenchConfig, say: Callable[[str], None] = print) -> GatewayBenchResults:
     results = GatewayBenchResults()
-    if not shutil.which("storescu") or not shutil.which("storescp"):
+    if not dcmtk_tool("storescu") or not dcmtk_tool("storescp"):
         raise RuntimeError("aifi bench gateway needs DCMTK (apt-get install dcmtk)")
     with ExitStack() as stack:
         if config.workdir is None:

@@ -19,7 +19,6 @@ fixed time.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from rich.console import Console
 
+from aifi.conformance.dcmtk import dcmtk_tool
 from aifi.conformance.orthanc import OrthancError, OrthancPeer, orthanc_unavailable
 from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.errors import UpstreamError
@@ -244,8 +244,8 @@ def product_processes(
 
 
 def storescu_binary() -> str | None:
-    """DCMTK's ``storescu`` when installed."""
-    return shutil.which("storescu")
+    """DCMTK's ``storescu`` when installed (not pynetdicom's script of that name)."""
+    return dcmtk_tool("storescu")
 
 
 def send_study(

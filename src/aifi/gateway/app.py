@@ -40,7 +40,8 @@ from aifi.gateway import stow as stow_module
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
 from aifi.gateway.deid import load_or_create_key
 from aifi.gateway.hub_connection import hub_client
-from aifi.gateway.ingest import Clock, Ingest, ingest_database, utc_now
+from aifi.gateway.index import ingest_database
+from aifi.gateway.ingest import Clock, Ingest, utc_now
 from aifi.gateway.migrations import GATEWAY_MIGRATIONS
 from aifi.gateway.results import results_status
 from aifi.gateway.scp import DimseScp

@@ -16,8 +16,8 @@ Per instance:
    data set) to a temporary file in the final folder and fsync'd (:mod:`aifi.gateway.store`);
    meanwhile another thread computes the data set's SHA-256 (hashlib lets go of the
    interpreter lock), which the file's name carries;
-3. in one transaction on the SQLite connection itself (:meth:`Ingest._write`: SQLAlchemy's
-   per-transaction work cost as much as SQLite's): a row with this SOP Instance UID is
+3. in one transaction on the SQLite connection itself
+   (:func:`~aifi.gateway.index.write_transaction`): a row with this SOP Instance UID is
    looked for; if none, the file is renamed into place and its folder fsync'd, then the
    ``gw_instance`` row is inserted and the ``gw_study`` row created or touched (first/last
    received, completion back to OPEN); the transaction commits;
@@ -63,35 +63,25 @@ from __future__ import annotations
 
 import enum
 import errno
-import hashlib
 import io
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import (
-    DateTime,
-    Dialect,
-    Table,
     and_,
-    bindparam,
-    event,
     exists,
-    insert,
     select,
     update,
 )
-from sqlalchemy.sql.compiler import SQLCompiler
 
-from aifi.gateway.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
+from aifi.gateway.index import INSTANCE, STUDY, IngestStatements, write_transaction
+from aifi.gateway.models import CompletionState, InstanceState
 from aifi.gateway.part10 import (
     DATA_SET_MISMATCH,
     DUPLICATE_SOP_INSTANCE,
@@ -106,16 +96,14 @@ from aifi.gateway.part10 import (
     file_digest,
     read_header,
     scan_header,
+    start_digest,
 )
 from aifi.gateway.store import InstanceStore
-from aifi.hub.db import Database, begin_polling
+from aifi.hub.db import Database
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-_INSTANCE: Table = ReceivedInstance.__table__  # type: ignore[attr-defined]
-_STUDY: Table = StudyProgress.__table__  # type: ignore[attr-defined]
 
 
 def utc_now() -> datetime:
@@ -174,120 +162,7 @@ class Recovery:
     """Studies made DUE (their association ended with the restart)."""
 
 
-def ingest_database(url: str) -> Database:
-    """The gateway database as the ingest writes it: SQLite WAL with
-    ``synchronous=NORMAL`` on this connection pool (see the module docstring: the files are
-    fsync'd before the acknowledgement, and lost rows are recovered from them); the write
-    lock, which the workers' process takes for its own short commits, is waited for by
-    short looks (:func:`aifi.hub.db.begin_polling`), not SQLite's 1, 2, 5 ms sleeps."""
-    db = Database(url, migrations=GATEWAY_MIGRATIONS, poll_write_lock=True)
-    if not db.is_sqlite:
-        raise ValueError(f"the gateway's index is an SQLite database, not {url}")
-
-    @event.listens_for(db.writer, "connect")
-    def _normal(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return db
-
-
 # -- ingest -----------------------------------------------------------------------------------
-
-
-class _Statement:
-    """A Core statement compiled once for the database's dialect and run on the DBAPI
-    connection (:meth:`Ingest._write`): building, caching and executing a Core statement
-    through SQLAlchemy costs more than SQLite takes to run it (the C-STORE path runs three
-    per instance). Datetimes go through the column type's bind processor, so rows are
-    stored as the ORM stores them."""
-
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        self.sql = str(compiled)
-        self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
-        self._datetime = processor
-
-    def run(self, dbapi: sqlite3.Connection, values: dict[str, Any]) -> sqlite3.Cursor:
-        if self._datetime is not None:
-            convert = self._datetime
-            values = {k: convert(v) if isinstance(v, datetime) else v for k, v in values.items()}
-        params = values if self.order is None else tuple(values[name] for name in self.order)
-        return dbapi.execute(self.sql, params)
-
-
-class _Statements:
-    def __init__(self, dialect: Dialect) -> None:
-        self.find = _Statement(
-            select(_INSTANCE.c.sha256).where(_INSTANCE.c.sop_instance_uid == bindparam("sop")),
-            dialect,
-        )
-        columns = (
-            "sop_instance_uid",
-            "sop_class_uid",
-            "study_instance_uid",
-            "series_instance_uid",
-            "transfer_syntax_uid",
-            "source",
-            "association",
-            "file",
-            "size",
-            "sha256",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "received_at",
-        )
-        self.insert_instance = _Statement(
-            insert(_INSTANCE).values({c: bindparam(c) for c in columns}).inline(), dialect
-        )
-        self.touch_study = _Statement(
-            update(_STUDY)
-            .where(_STUDY.c.study_instance_uid == bindparam("study"))
-            .values(last_received_at=bindparam("now"), completion=bindparam("completion")),
-            dialect,
-        )
-        self.insert_study = _Statement(
-            insert(_STUDY)
-            .values(
-                study_instance_uid=bindparam("study"),
-                first_received_at=bindparam("now"),
-                last_received_at=bindparam("now"),
-                completion=bindparam("completion"),
-                attempts=bindparam("attempts"),
-                next_attempt_at=bindparam("now"),
-            )
-            .inline(),
-            dialect,
-        )
-
-
-_DIGEST_IN_BACKGROUND = 1 << 16
-"""Data sets at least this large are hashed in another thread while their file is written
-and fsync'd (hashlib lets go of the interpreter lock while it hashes): on the C-STORE path
-the SHA-256 of a CT image (0.3 ms) then costs no time of its own."""
-_hashers: ThreadPoolExecutor | None = None
-_hashers_lock = threading.Lock()
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _start_digest(data: bytes | memoryview) -> Callable[[], str]:
-    """The SHA-256 of ``data`` (hex), started now; call the result to wait for it.
-    ``data`` must stay readable until then."""
-    global _hashers
-    if len(data) < _DIGEST_IN_BACKGROUND:
-        value = _sha256(data)
-        return lambda: value
-    with _hashers_lock:
-        if _hashers is None:
-            _hashers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aifi-ingest-sha256")
-    return _hashers.submit(_sha256, data).result
 
 
 class Bell(Protocol):
@@ -303,7 +178,7 @@ class Ingest:
 
     Thread-safe: the DIMSE SCP calls it from one thread per association, STOW-RS from
     worker threads; SQLite serialises the commits (``BEGIN IMMEDIATE``). ``db`` is the
-    gateway's SQLite database (:func:`ingest_database`)."""
+    gateway's SQLite database (:func:`~aifi.gateway.index.ingest_database`)."""
 
     def __init__(
         self, db: Database, store: InstanceStore, doorbell: Bell, *, clock: Clock = utc_now
@@ -318,7 +193,7 @@ class Ingest:
         self.clock = clock
         self._lock = threading.Lock()
         self._association_studies: dict[str, set[str]] = {}
-        self._sql = _Statements(db.writer.dialect)
+        self._sql = IngestStatements(db.writer.dialect)
 
     # -- entry points -------------------------------------------------------------------
 
@@ -357,7 +232,7 @@ class Ingest:
                     )
         except Unreadable as exc:
             return self._refused(exc, origin)
-        digest = _start_digest(dataset)
+        digest = start_digest(dataset)
         try:
             return self._commit(
                 header,
@@ -407,10 +282,10 @@ class Ingest:
             return 0
         with self.db.transaction() as conn:
             changed = conn.execute(
-                update(_STUDY)
+                update(STUDY)
                 .where(
-                    _STUDY.c.study_instance_uid.in_(sorted(studies)),
-                    _STUDY.c.completion == CompletionState.OPEN.value,
+                    STUDY.c.study_instance_uid.in_(sorted(studies)),
+                    STUDY.c.completion == CompletionState.OPEN.value,
                 )
                 .values(completion=CompletionState.DUE.value, next_attempt_at=self.clock())
             ).rowcount
@@ -435,13 +310,13 @@ class Ingest:
         with self.db.transaction() as conn:
             from_dimse = exists().where(
                 and_(
-                    _INSTANCE.c.study_instance_uid == _STUDY.c.study_instance_uid,
-                    _INSTANCE.c.association.is_not(None),
+                    INSTANCE.c.study_instance_uid == STUDY.c.study_instance_uid,
+                    INSTANCE.c.association.is_not(None),
                 )
             )
             due = conn.execute(
-                update(_STUDY)
-                .where(_STUDY.c.completion == CompletionState.OPEN.value, from_dimse)
+                update(STUDY)
+                .where(STUDY.c.completion == CompletionState.OPEN.value, from_dimse)
                 .values(completion=CompletionState.DUE.value, next_attempt_at=self.clock())
             ).rowcount
         if reindexed:
@@ -463,7 +338,7 @@ class Ingest:
             log.warning("removing an unreadable stored file %s: %s", relpath, exc)
             self.store.remove(relpath)
             return False
-        with self._write() as conn:
+        with write_transaction(self.db) as conn:
             known = self._sql.find.run(conn, {"sop": header.sop_instance_uid}).fetchone()
             if known is None and expected == relpath:
                 self._insert(conn, header, digest, size, relpath, RECOVERED)
@@ -477,32 +352,11 @@ class Ingest:
             return [
                 str(f)
                 for (f,) in conn.execute(
-                    select(_INSTANCE.c.file).where(_INSTANCE.c.file.is_not(None))
+                    select(INSTANCE.c.file).where(INSTANCE.c.file.is_not(None))
                 )
             ]
 
     # -- the commit ---------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on a pooled SQLite connection, driven by hand: ``BEGIN
-        IMMEDIATE`` (waiting for the write lock by short looks, :func:`begin_polling`),
-        then ``COMMIT``, or ``ROLLBACK`` on any error. SQLAlchemy's transaction and
-        execution machinery cost as much per instance as SQLite's own work."""
-        proxy = self.db.writer.raw_connection()
-        try:
-            dbapi = proxy.driver_connection
-            assert isinstance(dbapi, sqlite3.Connection)
-            begin_polling(dbapi)
-            try:
-                yield dbapi
-                dbapi.execute("COMMIT")
-            except BaseException:
-                if dbapi.in_transaction:
-                    dbapi.execute("ROLLBACK")
-                raise
-        finally:
-            proxy.close()
 
     def _refused(self, exc: Unreadable, origin: Origin) -> IngestOutcome:
         log.warning(
@@ -531,7 +385,7 @@ class Ingest:
         relpath = self.store.relpath(header.study_instance_uid, header.sop_instance_uid, digest)
         published = False
         try:
-            with self._write() as conn:
+            with write_transaction(self.db) as conn:
                 known = self._sql.find.run(conn, {"sop": header.sop_instance_uid}).fetchone()
                 if known is not None:
                     if known[0] == digest:

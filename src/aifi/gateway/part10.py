@@ -94,19 +94,27 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
 
 
 def encode_file_meta(
-    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str = ""
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax_uid: str,
+    source_ae: str = "",
+    *,
+    implementation_class_uid: str = IMPLEMENTATION_CLASS_UID,
+    implementation_version: str = IMPLEMENTATION_VERSION,
 ) -> bytes:
     """The File Meta Information group (PS3.10 §7.1, explicit VR little endian, without the
-    preamble) for a data set received with C-STORE; written by hand because the general
-    encoder costs more than the rest of the C-STORE path's header work."""
+    preamble), padded as pydicom pads it (UI with a NUL, text with a space); by default for
+    a data set received with C-STORE (pynetdicom's implementation). Written by hand because
+    the general encoder costs more than the rest of the C-STORE path's header work (and
+    than the pseudonymiser's own work, :func:`aifi.gateway.deid.files.write_part10`)."""
     body = b"".join(
         (
             _meta_element(0x0001, b"OB", b"\x00\x01"),
             _meta_element(0x0002, b"UI", sop_class_uid.encode("ascii")),
             _meta_element(0x0003, b"UI", sop_instance_uid.encode("ascii")),
             _meta_element(0x0010, b"UI", transfer_syntax_uid.encode("ascii")),
-            _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+            _meta_element(0x0012, b"UI", implementation_class_uid.encode("ascii")),
+            _meta_element(0x0013, b"SH", implementation_version.encode("ascii")),
             _meta_element(0x0016, b"AE", source_ae.encode("ascii", "replace"))
             if source_ae
             else b"",

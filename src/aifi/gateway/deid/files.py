@@ -32,6 +32,7 @@ from pydicom.uid import (
 )
 
 from aifi.errors import InvalidRequest
+from aifi.gateway.part10 import encode_file_meta
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -85,7 +86,7 @@ def read_part10(data: bytes) -> Dataset:
     return ds
 
 
-_IMPLEMENTATION_VERSION = f"PYDICOM {'.'.join(pydicom_version)}".encode("ascii")
+_IMPLEMENTATION_VERSION = f"PYDICOM {'.'.join(pydicom_version)}"
 _REBUILT_META = frozenset({0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012})
 """The File Meta Information :func:`rebuild_file_meta` leaves (its group length aside)."""
 
@@ -143,29 +144,14 @@ def _rebuilt_meta(ds: Dataset) -> tuple[bytes, UID] | None:
         _text(meta, "MediaStorageSOPInstanceUID"),
     ):
         return None
-    body = b"".join(
-        (
-            _meta_element(0x0001, b"OB", b"\x00\x01"),
-            _meta_element(0x0002, b"UI", sop_class.encode("ascii")),
-            _meta_element(0x0003, b"UI", sop_instance.encode("ascii")),
-            _meta_element(0x0010, b"UI", str(syntax).encode("ascii")),
-            _meta_element(0x0012, b"UI", _text(meta, "ImplementationClassUID").encode("ascii")),
-            _meta_element(0x0013, b"SH", _IMPLEMENTATION_VERSION),  # as validate_file_meta
-        )
+    meta_bytes = encode_file_meta(
+        sop_class,
+        sop_instance,
+        str(syntax),
+        implementation_class_uid=_text(meta, "ImplementationClassUID"),
+        implementation_version=_IMPLEMENTATION_VERSION,  # as validate_file_meta adds it
     )
-    group_length = b"\x02\x00\x00\x00UL\x04\x00" + struct.pack("<I", len(body))
-    return b"\x00" * 128 + b"DICM" + group_length + body, syntax
-
-
-def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    """A File Meta element (explicit VR little endian, PS3.10 §7.1), padded as pydicom
-    pads it (UI and OB with a NUL, text with a space)."""
-    if len(value) % 2:
-        value += b"\x00" if vr in (b"UI", b"OB") else b" "
-    head = struct.pack("<HH", 0x0002, element) + vr
-    if vr == b"OB":
-        return head + b"\x00\x00" + struct.pack("<I", len(value)) + value
-    return head + struct.pack("<H", len(value)) + value
+    return b"\x00" * 128 + b"DICM" + meta_bytes, syntax
 
 
 _PIXEL_DATA = 0x7FE00010

@@ -257,7 +257,7 @@ def scan_header(dataset: bytes | memoryview, transfer_syntax_uid: str) -> Instan
     implicit = transfer_syntax_uid == _IMPLICIT_LITTLE
     found: list[bytes | None] = [None, None, None, None]
     try:
-        if _walk(dataset, 0, len(dataset), implicit, found) != len(dataset):
+        if _walk(dataset, 0, implicit, found) != len(dataset):
             return None
     except (_Irregular, struct.error, RecursionError):
         return None
@@ -282,15 +282,16 @@ def scan_header(dataset: bytes | memoryview, transfer_syntax_uid: str) -> Instan
 
 
 def _walk(
-    data: bytes | memoryview, pos: int, end: int, implicit: bool, found: list[bytes | None] | None
+    data: bytes | memoryview, pos: int, implicit: bool, found: list[bytes | None] | None
 ) -> int:
-    """Skip the elements of a data set from ``pos``: to ``end`` at the top level (``found``
-    given: the indexed UIDs are collected into it), or to the item delimiter of an item of
-    undefined length (``found`` None). Returns the position after what was walked.
+    """Skip the elements of a data set from ``pos``: to the end of ``data`` at the top level
+    (``found`` given: the indexed UIDs are collected into it), or to the item delimiter of an
+    item of undefined length (``found`` None). Returns the position after what was walked.
 
-    The bytes end at ``end``: reading a tag or length past it raises ``struct.error``, and a
-    value running past it leaves the position beyond it — irregular either way (the top
-    level must end exactly at ``end``, an item at its delimiter)."""
+    Reading a tag or length past the end raises ``struct.error``, and a value running past
+    it leaves the position beyond it — irregular either way (the top level must end exactly
+    at the end, an item at its delimiter)."""
+    end = len(data)
     while pos < end:
         tag = _TAG.unpack_from(data, pos)
         if tag[0] == 0xFFFE:
@@ -344,7 +345,7 @@ def _items(data: bytes | memoryview, pos: int, implicit: bool, *, fragments: boo
         if length == _UNDEFINED_LENGTH:
             if fragments:
                 raise _Irregular
-            pos = _walk(data, pos, len(data), implicit, None)
+            pos = _walk(data, pos, implicit, None)
         else:
             pos += length
 

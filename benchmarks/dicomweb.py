@@ -1,6 +1,6 @@
 """DICOMweb benchmark entry point: ``python benchmarks/dicomweb.py`` ≡ ``aifi bench dicomweb``.
 
-See :mod:`aifi.hub.bench` for what is measured and how; run ``--help`` for the options.
+See :mod:`aifi.bench.dicomweb` for what is measured and how; run ``--help`` for the options.
 """
 
 from aifi.cli import app

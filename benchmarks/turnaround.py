@@ -1,7 +1,7 @@
 """AIR turnaround benchmark entry point: ``python benchmarks/turnaround.py`` ≡
 ``aifi bench turnaround``.
 
-See :mod:`aifi.hub.bench_turnaround` for what is measured and how; ``--help`` for options.
+See :mod:`aifi.bench.turnaround` for what is measured and how; ``--help`` for options.
 """
 
 from aifi.cli import app

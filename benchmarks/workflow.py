@@ -1,7 +1,7 @@
 """AIW-I workflow benchmark entry point: ``python benchmarks/workflow.py`` ≡
 ``aifi bench workflow``.
 
-See :mod:`aifi.hub.bench_workflow` for what is measured and how; ``--help`` for options.
+See :mod:`aifi.bench.workflow` for what is measured and how; ``--help`` for options.
 """
 
 from aifi.cli import app

@@ -14,7 +14,7 @@ import typer
 import aifi
 from aifi.gateway.cli import gateway_app
 from aifi.hub.auth.cli import clients_app
-from aifi.hub.tenants_cli import tenants_app
+from aifi.hub.tenancy.cli import tenants_app
 from aifi.vendors.cli import products_app, vendors_app
 
 app = typer.Typer(
@@ -201,9 +201,9 @@ def rules_explain(
 ) -> None:
     """Per AI product: MATCH, or which condition failed and the header values seen."""
     from aifi.errors import NotFound
-    from aifi.hub.db import Database
-    from aifi.hub.repository import SqlDicomStore
+    from aifi.hub.persistence.database import Database
     from aifi.hub.serve import build_settings
+    from aifi.hub.store.repository import SqlDicomStore
     from aifi.ihe_profiles.rules import StudyFacts, evaluate, explain, load_rules
 
     settings = build_settings(data_dir=data_dir, database_url=database_url, rules_file=rules)
@@ -267,7 +267,7 @@ def bench_dicomweb(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
     """STOW/QIDO/WADO throughput and latency and peak RSS, against Orthanc in the same run."""
-    from aifi.hub.bench import BenchConfig, report, run, to_json
+    from aifi.bench.dicomweb import BenchConfig, report, run, to_json
 
     results = run(
         BenchConfig(
@@ -306,7 +306,7 @@ def bench_workflow(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
     """AIW-I: time from a complete study to a claimable workitem, and claims per second."""
-    from aifi.hub.bench_workflow import WorkflowConfig, report, run, to_json
+    from aifi.bench.workflow import WorkflowConfig, report, run, to_json
 
     config = WorkflowConfig(
         studies=studies,
@@ -339,7 +339,7 @@ def bench_turnaround(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
     """IHE AIR: hub overhead per AI request (turnaround - quiet period - product compute)."""
-    from aifi.hub.bench_turnaround import TurnaroundConfig, report, run, to_json
+    from aifi.bench.turnaround import TurnaroundConfig, report, run, to_json
 
     config = TurnaroundConfig(
         studies=studies,
@@ -391,7 +391,7 @@ def bench_gateway(
     typer.echo(report(results))
 
 
-# --- audit trail (issue 6, aifi.hub.audit) ---------------------------------------------------
+# --- audit trail (issue 6, aifi.hub.audit.trail) ---
 audit_app = typer.Typer(
     help="The audit trail (IHE BALP): export it as DICOM audit messages over syslog (ATNA).",
     no_args_is_help=True,
@@ -425,8 +425,8 @@ def audit_export(
     syslog messages carrying DICOM PS3.15 A.5 audit messages."""
     from datetime import UTC, datetime
 
-    from aifi.hub.audit_syslog import exporter
-    from aifi.hub.db import Database
+    from aifi.hub.audit.syslog import exporter
+    from aifi.hub.persistence.database import Database
     from aifi.hub.serve import build_settings
 
     moment = None

@@ -19,10 +19,10 @@ from sqlalchemy.exc import DBAPIError
 
 from aifi.fhir import mapping
 from aifi.fhir.views import PatientView
-from aifi.hub.audit import AuditTrail, entity_ids, records
-from aifi.hub.audit_events import AuditEntry
-from aifi.hub.db import Database
-from aifi.hub.models import AuditRecord
+from aifi.hub.audit.events import AuditEntry
+from aifi.hub.audit.trail import AuditTrail, entity_ids, records
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import AuditRecord
 from aifi.hub.settings import Settings
 from tests.conftest import LiveServer, running_hub
 from tests.contract.test_delivery import (
@@ -249,7 +249,7 @@ def test_a_failing_audit_write_is_counted_and_never_raises(tmp_path: Path):
 
 
 def test_a_pacs_delivery_writes_an_export_event(database_url: str | None, tmp_path: Path):
-    from aifi.hub.delivery import Deliverer
+    from aifi.hub.delivery.deliverer import Deliverer
 
     db, store = open_hub_database(database_url, tmp_path)
     pacs = FakePacs()

@@ -585,7 +585,7 @@ def test_the_capability_statement_names_the_token_endpoint(hub: LiveServer) -> N
 
 
 def test_refused_and_allowed_accesses_are_audited_with_who(hub: LiveServer) -> None:
-    from aifi.hub.audit import records
+    from aifi.hub.audit.trail import records
 
     db = hub.app.state.db
     before = len(records(db))

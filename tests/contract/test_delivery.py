@@ -1,9 +1,10 @@
-"""The delivery outbox (``aifi.hub.delivery``) over a real database (SQLite, and PostgreSQL
+"""The delivery outbox (``aifi.hub.delivery.deliverer``) over a real database (SQLite, and
+PostgreSQL
 when it answers) and the hub's real store, with an in-memory PACS client that plays the
 PACS: confirmations, transient failures (retried with backoff), refusals (failed at once),
 partial deliveries, crashes (stale leases) and concurrent hub processes.
 
-The PACS's answers here are the ones :mod:`aifi.hub.destinations` reports (PS3.4 Annex B
+The PACS's answers here are the ones :mod:`aifi.hub.delivery.destinations` reports (PS3.4 Annex B
 C-STORE statuses, PS3.18 §10.5.3 STOW-RS); the real clients against a real Orthanc are in
 ``tests/interop/test_delivery_orthanc.py``."""
 
@@ -23,17 +24,17 @@ from pydicom.uid import generate_uid
 from sqlmodel import col, select
 
 from aifi.conformance.synthetic import Patient, radiograph_study
-from aifi.hub.db import Database
-from aifi.hub.delivery import Deliverer
-from aifi.hub.destinations import (
+from aifi.hub.delivery.deliverer import Deliverer
+from aifi.hub.delivery.destinations import (
     Destination,
     DestinationsConfig,
     OutgoingInstance,
     SendOutcome,
 )
-from aifi.hub.models import AiResult, Delivery, ResultInstance
-from aifi.hub.repository import SqlDicomStore
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import AiResult, Delivery, ResultInstance
 from aifi.hub.settings import Settings
+from aifi.hub.store.repository import SqlDicomStore
 from aifi.vendors.reference import reference_report
 from tests.support.clock import Clock
 from tests.support.dicom import ingest
@@ -679,7 +680,7 @@ def test_while_a_pacs_is_down_one_delivery_per_round_tries_it_and_the_rest_wait(
 def test_the_delivery_loop_delivers_and_outlives_a_failing_round(bench: Bench):
     import asyncio
 
-    from aifi.hub.delivery import run_delivery_loop
+    from aifi.hub.delivery.deliverer import run_delivery_loop
 
     deliverer = bench.deliverer()
     deliverer.clock = lambda: datetime.now(UTC)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from aifi.bench.dicomweb import BenchConfig, report, run
+from aifi.bench.store_only import NAME as STORE_ONLY
 from aifi.conformance.dcmtk import dcmtk_tool
 from aifi.conformance.orthanc import orthanc_unavailable
 from aifi.demo import DemoResult, run_demo
 from aifi.demo import peers as demo_peers
-from aifi.hub.bench import BenchConfig, report, run
-from aifi.hub.bench_store_only import NAME as STORE_ONLY
 from aifi.hub.settings import Settings
 
 
@@ -153,9 +153,9 @@ def test_bench_runs_end_to_end_and_reports(tmp_path: Path) -> None:
 
 
 def test_turnaround_bench_runs_end_to_end(tmp_path: Path) -> None:
-    from aifi.hub.bench_turnaround import TurnaroundConfig
-    from aifi.hub.bench_turnaround import report as turnaround_report
-    from aifi.hub.bench_turnaround import run as turnaround_run
+    from aifi.bench.turnaround import TurnaroundConfig
+    from aifi.bench.turnaround import report as turnaround_report
+    from aifi.bench.turnaround import run as turnaround_run
 
     config = TurnaroundConfig(
         studies=3,
@@ -178,9 +178,9 @@ def test_turnaround_bench_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_workflow_bench_runs_end_to_end(tmp_path: Path) -> None:
-    from aifi.hub.bench_workflow import WorkflowConfig
-    from aifi.hub.bench_workflow import report as workflow_report
-    from aifi.hub.bench_workflow import run as workflow_run
+    from aifi.bench.workflow import WorkflowConfig
+    from aifi.bench.workflow import report as workflow_report
+    from aifi.bench.workflow import run as workflow_run
 
     config = WorkflowConfig(
         studies=2, quiet_seconds=0.3, workitems=6, performers=3, workdir=tmp_path

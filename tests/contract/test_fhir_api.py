@@ -23,9 +23,9 @@ from aifi.errors import HubError
 from aifi.fhir.api import build_router, outcome_response
 from aifi.fhir.search import SEARCH_PARAMS
 from aifi.fhir.types import Resource, SearchQuery, SearchResult, StoredResource, WriteResult
-from aifi.hub.db import Database
-from aifi.hub.fhir_store import SqlFhirStore
-from aifi.hub.models import Tenant
+from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import Tenant
 from aifi.principal import Principal
 from tests.conftest import database_for, run_live_server
 

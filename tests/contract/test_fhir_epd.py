@@ -22,9 +22,9 @@ from sqlmodel import col, select
 
 from aifi.fhir.resources import validated
 from aifi.fhir.subscriptions import PAYLOAD_CONTENT_URL, STATUS_PROFILE
-from aifi.hub.fhir_notify import FhirNotifier
-from aifi.hub.fhir_projection import FhirProjector
-from aifi.hub.models import FhirOutbox
+from aifi.hub.fhir.notify import FhirNotifier
+from aifi.hub.fhir.projection import FhirProjector
+from aifi.hub.persistence.tables import FhirOutbox
 from aifi.hub.settings import Settings
 from tests.conftest import running_hub
 from tests.contract.test_fhir_chain import accession_focus, bone_age_report, perform, request_task

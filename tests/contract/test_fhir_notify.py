@@ -30,10 +30,10 @@ from aifi.fhir.subscriptions import (
     parse_subscription,
 )
 from aifi.fhir.types import StoredResource
-from aifi.hub.db import Database
-from aifi.hub.fhir_notify import FhirNotifier, Matcher, run_fhir_notify_loop
-from aifi.hub.fhir_store import SqlFhirStore
-from aifi.hub.models import FhirOutbox, Tenant
+from aifi.hub.fhir.notify import FhirNotifier, Matcher, run_fhir_notify_loop
+from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import FhirOutbox, Tenant
 from tests.support.clock import Clock
 from tests.support.epd import FakeEpd, Recorded, running_epd
 

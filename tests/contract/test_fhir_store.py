@@ -15,9 +15,9 @@ from sqlmodel import Session
 from aifi.errors import NotFound, PreconditionFailed
 from aifi.fhir.search import parse_search
 from aifi.fhir.types import Resource, StoredResource
-from aifi.hub.db import Database
-from aifi.hub.fhir_store import SqlFhirStore
-from aifi.hub.models import Tenant
+from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import Tenant
 from tests.conftest import database_for
 
 UID1 = "1.2.826.0.1.3680043.8.498.101"

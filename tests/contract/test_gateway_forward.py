@@ -47,7 +47,7 @@ from aifi.gateway.models import (
     UidMap,
 )
 from aifi.hub.app import create_app
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 from aifi.hub.settings import Settings
 from aifi.oauth_client import Credentials
 from tests.conftest import LiveServer, database_for, free_port, running_hub

@@ -59,8 +59,8 @@ from aifi.gateway.results import (
     results_status,
 )
 from aifi.gateway.results.purge import purge_delivered_results
-from aifi.hub.db import Database
-from aifi.hub.destinations import Destination, DicomwebDestination, DimseDestination
+from aifi.hub.delivery.destinations import Destination, DicomwebDestination, DimseDestination
+from aifi.hub.persistence.database import Database
 from aifi.hub.settings import Settings
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air.not_performed import BASIC_TEXT_SR, not_performed_uids

@@ -1,4 +1,4 @@
-"""The hub's de-identification guard (issue 15, ``aifi.hub.deidentified``) against a real
+"""The hub's de-identification guard (issue 15, ``aifi.hub.store.deidentified``) against a real
 uvicorn hub: with ``require_deidentified`` on, STOW-RS refuses each instance of a
 hospital whose Patient Identity Removed (0012,0062) is not YES (Failed SOP Sequence,
 Failure Reason C411, a Warning saying why; PS3.18 §10.5.3) and stores the rest; nothing

@@ -273,6 +273,6 @@ def test_serve_log_level_reaches_the_hubs_own_loggers(tmp_path: Path) -> None:
             process.terminate()
             process.wait(30)
         text = log.read_text()
-        line = "aifi.hub.results: refused 1 instances not marked de-identified (C411)"
+        line = "aifi.hub.results.gate: refused 1 instances not marked de-identified (C411)"
         assert (line in text) is shown, text[-2000:]
         assert PATIENT_NAME not in text and PATIENT_ID not in text

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from aifi.hub.models import AiResult, Tenant
-from aifi.hub.results_api import decode_cursor, encode_cursor
+from aifi.hub.api.results import decode_cursor, encode_cursor
+from aifi.hub.persistence.tables import AiResult, Tenant
 from tests.contract.test_results import Hub, fracture_report, results_hub
 
 FHIR = {"Accept": "application/fhir+json"}

@@ -18,7 +18,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, generate_uid
 
-from aifi.hub.repository import SqlDicomStore
+from aifi.hub.store.repository import SqlDicomStore
 from tests.conftest import LiveServer
 from tests.support.dicom import make_ct, make_study, multipart_related, to_bytes
 

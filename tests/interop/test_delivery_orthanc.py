@@ -1,7 +1,7 @@
 """The delivery outbox against a real PACS: Orthanc (Debian ``orthanc`` +
 ``orthanc-dicomweb``) receives released AI results from the hub over DICOMweb STOW-RS
 (PS3.18 §10.5) and over DIMSE C-STORE (PS3.4 Annex B), with the real clients of
-:mod:`aifi.hub.destinations`, and files them in the original study; while Orthanc is
+:mod:`aifi.hub.delivery.destinations`, and files them in the original study; while Orthanc is
 stopped the deliveries wait with the reason, and once it is back each instance arrives
 exactly once.
 
@@ -25,9 +25,8 @@ from pydicom.uid import generate_uid
 import aifi.conformance.orthanc as orthanc_module
 from aifi.conformance.orthanc import OrthancPeer
 from aifi.conformance.synthetic import Patient, radiograph_study
-from aifi.hub.db import Database
-from aifi.hub.delivery import Deliverer
-from aifi.hub.destinations import (
+from aifi.hub.delivery.deliverer import Deliverer
+from aifi.hub.delivery.destinations import (
     Destination,
     DestinationsConfig,
     OutgoingInstance,
@@ -35,7 +34,8 @@ from aifi.hub.destinations import (
     SendOutcome,
     client_for,
 )
-from aifi.hub.repository import SqlDicomStore
+from aifi.hub.persistence.database import Database
+from aifi.hub.store.repository import SqlDicomStore
 from tests.contract.test_delivery import (
     TENANT,
     Released,

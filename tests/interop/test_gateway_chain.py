@@ -42,8 +42,8 @@ from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
 from aifi.conformance.pilot_studies import chest_ct, hand_xray
 from aifi.hub.auth.clients import ClientRegistry
-from aifi.hub.db import Database
-from aifi.hub.local_clients import LocalClients, register_local_clients
+from aifi.hub.auth.local_clients import LocalClients, register_local_clients
+from aifi.hub.persistence.database import Database
 from aifi.hub.serve import free_port, wait_for_port
 from aifi.hub.settings import Settings
 from aifi.oauth_client import ClientCredentials, Credentials

@@ -33,7 +33,7 @@ from pynetdicom import AE, evt
 
 from aifi.conformance.orthanc import OrthancPeer, orthanc_unavailable
 from aifi.conformance.synthetic import Patient, radiograph_study, small_instance
-from aifi.hub.destinations import DicomwebPacs, DimsePacs, OutgoingInstance, SendOutcome
+from aifi.hub.delivery.destinations import DicomwebPacs, DimsePacs, OutgoingInstance, SendOutcome
 
 UNCLOSED_SOCKET = pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 """pynetdicom 3.0.4 leaves the socket of a refused connection unclosed (its

@@ -40,7 +40,7 @@ are compared element by element (pixels as arrays).
 
 Several bundled files reuse one SOP Instance UID for different content (``MR_small*.dcm``,
 ``rtdose*.dcm``, ``SC_rgb_rle*.dcm``, ``liver*_1frame.dcm``, ``chrFren*.dcm``, ...). The
-hub's documented policy (``aifi.hub.repository``): the first stored instance is kept, a
+hub's documented policy (``aifi.hub.store.repository``): the first stored instance is kept, a
 *different* instance with the same SOP Instance UID is refused (Failed SOP Sequence,
 Failure Reason 0111H), an *identical* re-send succeeds. So the first file of each UID (in
 path order) is stored in a first set of requests, the others in a last request, and the

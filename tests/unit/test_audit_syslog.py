@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aifi.hub.audit import AuditTrail
-from aifi.hub.audit_events import AuditEntry
-from aifi.hub.audit_syslog import SyslogExporter, SyslogTarget, audit_message, syslog_frame
-from aifi.hub.db import Database
+from aifi.hub.audit.events import AuditEntry
+from aifi.hub.audit.syslog import SyslogExporter, SyslogTarget, audit_message, syslog_frame
+from aifi.hub.audit.trail import AuditTrail
+from aifi.hub.persistence.database import Database
 
 RFC5424 = re.compile(
     rb"^<85>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00) (?P<host>\S+) aifi-hub "
@@ -199,7 +199,7 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'audit.db'}")
     database.migrate()
     with database.write() as session:
-        from aifi.hub.models import Tenant
+        from aifi.hub.persistence.tables import Tenant
 
         session.add(Tenant(id="north"))
     yield database

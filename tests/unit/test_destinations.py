@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aifi.hub.destinations import (
+from aifi.hub.delivery.destinations import (
     DestinationsConfig,
     DicomwebDestination,
     DicomwebPacs,
@@ -22,7 +22,7 @@ from aifi.hub.destinations import (
     status_meaning,
     stow_outcomes,
 )
-from aifi.hub.pacs_dimse import MAX_CONTEXTS, _batches, requested_contexts
+from aifi.hub.delivery.dimse_client import MAX_CONTEXTS, _batches, requested_contexts
 
 EXAMPLE = """
 tenants:

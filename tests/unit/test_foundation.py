@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from aifi.cli import app as cli_app
 from aifi.dicomweb.store import StoreStatus
-from aifi.hub.db import Database
-from aifi.hub.repository import SqlDicomStore
+from aifi.hub.persistence.database import Database
 from aifi.hub.settings import Settings
+from aifi.hub.store.repository import SqlDicomStore
 from tests.support.dicom import ingest, make_ct, to_bytes
 
 SUBPACKAGES = ["dicomweb", "ihe_profiles", "fhir", "vendors", "hub", "gateway", "conformance"]
@@ -77,7 +77,7 @@ def test_migrations_create_exactly_the_models(tmp_path: Path, database_url: str 
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    import aifi.hub.models  # noqa: F401
+    import aifi.hub.persistence.tables  # noqa: F401
 
     settings = Settings(data_dir=tmp_path, database_url=database_url)
     db = Database(settings.resolved_database_url)

@@ -22,7 +22,7 @@ from aifi.gateway.config import (
 )
 from aifi.gateway.deid import Option
 from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
-from aifi.hub.destinations import DicomwebDestination, DimseDestination
+from aifi.hub.delivery.destinations import DicomwebDestination, DimseDestination
 
 FULL = """
 dimse:

@@ -388,7 +388,7 @@ def test_module_tags_are_the_dictionary_tags_of_their_names():
 
     from pydicom.datadict import keyword_for_tag
 
-    from aifi.hub import worklist_events
+    from aifi.hub.worklist import events as worklist_events
     from aifi.ihe_profiles import aiw, ups
     from aifi.vendors import workitem
 

@@ -54,9 +54,9 @@ import psutil
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from aifi.bench.dicomweb import RssSampler, process_cpu, server_cpu
 from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.gateway.serve import gateway_subprocess
-from aifi.hub.bench import RssSampler, process_cpu, server_cpu
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
 
 GATEWAY_AE = "AIFI-GW"
@@ -279,15 +279,15 @@ def _hand_round_trips(
     workdir: Path, hub_url: str, count: int, say: Callable[[str], None]
 ) -> list[tuple[float, float]]:
     """Hand radiographs through gateway -> hub -> skeletal-age product -> gateway -> PACS."""
+    from aifi.bench.turnaround import read_timings
     from aifi.conformance.pilot_studies import hand_xray
-    from aifi.hub.bench_turnaround import read_timings
 
     timings_dir = workdir / "timings"
     timings_dir.mkdir(parents=True, exist_ok=True)
     pacs_dir = workdir / "pacs"
     out: list[tuple[float, float]] = []
     code = (
-        "from pathlib import Path; from aifi.hub.bench_turnaround import performer_process; "
+        "from pathlib import Path; from aifi.bench.turnaround import performer_process; "
         f"performer_process('skeletal-age', {hub_url + '/dicomweb'!r}, 1, "
         f"Path({str(timings_dir / 'skeletal-age.jsonl')!r}))"
     )

@@ -20,7 +20,7 @@ hub → gateway → PACS, for the three pilot use cases.
    gateway's store), in the original study, with the original patient, every reference to
    an instance pointing at an original instance.
 
-Every call to the hub carries a token (:mod:`aifi.hub.local_clients`): the demo's own as
+Every call to the hub carries a token (:mod:`aifi.hub.auth.local_clients`): the demo's own as
 the hospital (results, review, FHIR) or the administrator (the routing explanation); the
 gateway and each product process as their own clients.
 """
@@ -51,9 +51,9 @@ from aifi.gateway.results.models import (
     ResultFile,
     ResultState,
 )
-from aifi.hub.db import Database
-from aifi.hub.local_clients import LocalClients
-from aifi.hub.results_api import epoch_seconds
+from aifi.hub.api.results import epoch_seconds
+from aifi.hub.auth.local_clients import LocalClients
+from aifi.hub.persistence.database import Database
 
 DEMO_REVIEWER = "Demo^Radiologist"
 WAIT_SECONDS = 120.0

@@ -6,7 +6,7 @@ What runs (each as its production counterpart would, on loopback ports):
   OAuth2 server, not development mode, whatever ``AIFI_AUTH``/``AIFI_DEV_MODE`` say — and
   its tenant requiring de-identified instances (``require_deidentified``, the production
   posture: STOW-RS refuses an instance without Patient Identity Removed YES, C411). The
-  demo registers its own clients (:mod:`aifi.hub.local_clients`: the hospital, an
+  demo registers its own clients (:mod:`aifi.hub.auth.local_clients`: the hospital, an
   administrator, one performer per product) with their credentials files in
   ``<data>/demo/credentials``;
 - **Orthanc** as the hospital's PACS when it is installed (else the gateway keeps the
@@ -64,13 +64,13 @@ from aifi.demo.views import ThreeViews, report_chain, report_three_views, three_
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.gateway.deid import Profile, Pseudonymiser
-from aifi.hub.deidentified import (
+from aifi.hub.auth.local_clients import register_local_clients
+from aifi.hub.serve import free_port
+from aifi.hub.settings import Settings
+from aifi.hub.store.deidentified import (
     PATIENT_IDENTITY_NOT_REMOVED,
     PATIENT_IDENTITY_NOT_REMOVED_REASON,
 )
-from aifi.hub.local_clients import register_local_clients
-from aifi.hub.serve import free_port
-from aifi.hub.settings import Settings
 from aifi.oauth_client import ClientCredentials
 from aifi.vendors.transport import stow_request
 

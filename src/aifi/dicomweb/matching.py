@@ -5,7 +5,7 @@
 ``PatientName=BRO%2A`` arrives as ``BRO*``) into a validated :class:`QidoQuery`; anything
 malformed raises :class:`~aifi.errors.InvalidRequest` with a reason for the ``Warning``
 header. :func:`match_dataset` evaluates match keys against stored DICOM JSON, for the keys
-the SQL index cannot answer (:mod:`aifi.hub.qido_sql` answers the others).
+the SQL index cannot answer (:mod:`aifi.hub.store.qido` answers the others).
 
 Matching (PS3.4 C.2.2.2, as PS3.18 §8.3.4.1 prescribes):
 

@@ -1,6 +1,6 @@
 """What the DICOMweb routers need from storage, as a :class:`typing.Protocol`.
 
-The hub implements it over SQL + a folder (``aifi.hub.repository``); tests may use any
+The hub implements it over SQL + a folder (``aifi.hub.store.repository``); tests may use any
 other implementation. All methods are synchronous (routers call them in a worker thread)
 and every one takes the tenant: an implementation must never return another tenant's data.
 """

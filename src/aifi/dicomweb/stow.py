@@ -63,14 +63,14 @@ C409    (specific) Study Instance UID differs from the study in the request path
         Instance UID is stored; the stored one is kept untouched (repository policy).
 0122    Referenced SOP Class not supported — a SOP Class the data dictionary knows and
         that is not a storage SOP Class (e.g. Verification). Private SOP Classes pass.
-A900    also: an AI result refused by the hub's gate (IHE AIR, ``aifi.hub.results``) because
+A900    also: an AI result refused by the hub's gate (IHE AIR, ``aifi.hub.results.gate``) because
         it does not conform to the result object's IOD or template (algorithm
         identification, TID 1500 rows, SEG segment algorithm, ...).
 C410    (specific) an AI result refused by the hub's gate because it does not fit its
         workitem (IHE AIW-I): another patient or study than the inputs, references to
         instances that are not inputs, or no workitem IN PROGRESS for the study.
 C411    (specific) Patient Identity Removed (0012,0062) is not YES and the caller's
-        tenant accepts only de-identified instances (``aifi.hub.deidentified``).
+        tenant accepts only de-identified instances (``aifi.hub.store.deidentified``).
 ======  ======================================================================
 
 Warning Reason values (PS3.18 Table I.2-1: B000 coercion, B006 elements discarded, B007

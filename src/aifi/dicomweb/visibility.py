@@ -9,7 +9,7 @@ workitems IN PROGRESS (refused otherwise with Failure Reason 0124, PS3.4 Annex C
 
 :class:`RestrictedStore` is that view of a :class:`~aifi.dicomweb.store.DicomStore`; what
 is visible comes from a :class:`VisibilityProvider` the application puts on ``app.state``
-(the hub's is :class:`aifi.hub.visibility.HubVisibility`, which knows the workitems and
+(the hub's is :class:`aifi.hub.worklist.visibility.HubVisibility`, which knows the workitems and
 results). Retrievals and study-scoped searches ask only about the one study in the path;
 QIDO-RS narrows the query itself with a UID list (PS3.18 §8.3.4.1, C.2.2.2.2), so paging,
 counts of "additional results" and limits stay right.
@@ -70,7 +70,7 @@ class Visible:
 
 class VisibilityProvider(Protocol):
     """Decides what a restricted principal sees and may store (implemented by the hub on
-    its workitems and results: :class:`aifi.hub.visibility.HubVisibility`)."""
+    its workitems and results: :class:`aifi.hub.worklist.visibility.HubVisibility`)."""
 
     def visible(
         self, tenant: str, products: frozenset[str], studies: Collection[str] | None

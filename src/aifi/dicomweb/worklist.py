@@ -2,7 +2,7 @@
 
 The router speaks HTTP; a :class:`Worklist` keeps the workitems, their state, the
 subscriptions and the events waiting for each subscriber. The hub implements it on its
-database (:class:`aifi.hub.worklist.SqlWorklist`), where every state change happens in one
+database (:class:`aifi.hub.worklist.service.SqlWorklist`), where every state change happens in one
 transaction under a row lock, so two performers can never hold the same workitem.
 """
 

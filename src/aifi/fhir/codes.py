@@ -1,7 +1,7 @@
 """Identifier systems and code systems of the hub's FHIR R4 resources.
 
 One place for every URI the resources carry, so that the mapping (:mod:`aifi.fhir.mapping`),
-the search index (:mod:`aifi.fhir.search`) and the EPD requests (``aifi.hub.ai_requests``)
+the search index (:mod:`aifi.fhir.search`) and the EPD requests (``aifi.hub.fhir.requests``)
 agree on them.
 
 - Identifiers: DICOM UIDs as ``urn:dicom:uid`` with ``urn:oid:`` values (FHIR R4

@@ -1,6 +1,6 @@
 """The shapes the FHIR layer works with, shared by the REST router (``aifi.fhir.api``), the
 search parser (``aifi.fhir.search``), subscriptions (``aifi.fhir.subscriptions``) and the
-hub's storage behind them (``aifi.hub.fhir_store``, ``aifi.hub.fhir_backend``).
+hub's storage behind them (``aifi.hub.fhir.store``, ``aifi.hub.fhir.backend``).
 
 ``aifi.fhir`` never imports ``aifi.hub``: the hub implements :class:`FhirBackend` and the
 router receives it as a FastAPI dependency (ARCHITECTURE.md, "Dependencies point one way").
@@ -94,7 +94,7 @@ class WriteResult:
 
 
 class FhirBackend(Protocol):
-    """What the REST router needs; the hub implements it (``aifi.hub.fhir_backend``).
+    """What the REST router needs; the hub implements it (``aifi.hub.fhir.backend``).
 
     Errors are raised as :mod:`aifi.errors` exceptions: ``NotFound`` (404),
     ``InvalidRequest`` (400), ``Unprocessable`` (422: a rule is broken, e.g. a reference

@@ -1,5 +1,5 @@
 """What the FHIR mapping (:mod:`aifi.fhir.mapping`) is given: plain, immutable views of the
-hub's state, built by the hub from its database (``aifi.hub.fhir_projection``). The mapping
+hub's state, built by the hub from its database (``aifi.hub.fhir.projection``). The mapping
 functions turn them into FHIR R4 resources without any I/O.
 """
 

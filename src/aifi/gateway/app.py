@@ -49,8 +49,8 @@ from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_st
 from aifi.gateway.store import InstanceStore
 from aifi.gateway.worker_process import WorkerProcess
 from aifi.gateway.workers import BackgroundWorker, background_workers, start_loops, stop_loops
-from aifi.hub.db import Database
-from aifi.hub.destinations import Destination
+from aifi.hub.delivery.destinations import Destination
+from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
       quiet_seconds: 60        # a STOW-RS study is complete this long after its last instance
     status:
       allowed_addresses: [127.0.0.1, 10.1.9.8]  # who may read the status page (default: loopback)
-    pacs:                      # where re-identified results go (aifi.hub.destinations kinds)
+    pacs:                      # where re-identified results go (hub.delivery.destinations kinds)
       - kind: dicomweb
         name: main
         url: https://pacs.example/dicom-web
@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from aifi.hub.destinations import (
+from aifi.hub.delivery.destinations import (
     Destination,
     DicomwebDestination,
     DimseDestination,

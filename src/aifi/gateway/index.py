@@ -20,7 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from aifi.gateway.migrations import GATEWAY_MIGRATIONS
 from aifi.gateway.models import ReceivedInstance, StudyProgress
-from aifi.hub.db import Database, begin_polling
+from aifi.hub.persistence.database import Database, begin_polling
 
 INSTANCE: Table = ReceivedInstance.__table__  # type: ignore[attr-defined]
 STUDY: Table = StudyProgress.__table__  # type: ignore[attr-defined]
@@ -31,7 +31,8 @@ def ingest_database(url: str) -> Database:
     ``synchronous=NORMAL`` on this connection pool (see :mod:`aifi.gateway.ingest`: the files
     are fsync'd before the acknowledgement, and lost rows are recovered from them); the write
     lock, which the workers' process takes for its own short commits, is waited for by
-    short looks (:func:`aifi.hub.db.begin_polling`), not SQLite's 1, 2, 5 ms sleeps."""
+    short looks (:func:`aifi.hub.persistence.database.begin_polling`), not SQLite's 1, 2, 5 ms
+    sleeps."""
     db = Database(url, migrations=GATEWAY_MIGRATIONS, poll_write_lock=True)
     if not db.is_sqlite:
         raise ValueError(f"the gateway's index is an SQLite database, not {url}")
@@ -120,7 +121,8 @@ class IngestStatements:
 def write_transaction(db: Database) -> Iterator[sqlite3.Connection]:
     """One write transaction on a pooled SQLite connection of ``db``'s writer, driven by
     hand: ``BEGIN IMMEDIATE`` (waiting for the write lock by short looks,
-    :func:`~aifi.hub.db.begin_polling`), then ``COMMIT``, or ``ROLLBACK`` on any error."""
+    :func:`~aifi.hub.persistence.database.begin_polling`), then ``COMMIT``, or ``ROLLBACK`` on any
+    error."""
     proxy = db.writer.raw_connection()
     try:
         dbapi = proxy.driver_connection

@@ -99,7 +99,7 @@ from aifi.gateway.part10 import (
     start_digest,
 )
 from aifi.gateway.store import InstanceStore
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel
 
 from aifi.gateway.deid.types import PatientIdentity, Pseudonymised, StudyIdentity
 from aifi.gateway.models import PatientMap, StudyMap, UidMap
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 
 
 def record(session: Session, facts: Iterable[Pseudonymised]) -> None:

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aifi.hub.destinations import validate_ae_title
+from aifi.hub.delivery.destinations import validate_ae_title
 
 
 class GatewayNotStartable(Exception):

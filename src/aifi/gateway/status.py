@@ -30,7 +30,7 @@ from sqlalchemy import Table, func, or_, select
 from aifi.errors import Forbidden
 from aifi.gateway.config import Network, address_allowed
 from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 
 _INSTANCE: Table = ReceivedInstance.__table__  # type: ignore[attr-defined]
 _STUDY: Table = StudyProgress.__table__  # type: ignore[attr-defined]

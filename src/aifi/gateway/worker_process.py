@@ -171,7 +171,7 @@ async def _serve(settings: GatewaySettings, bell: socket.socket) -> None:
     from aifi.gateway.ingest import utc_now
     from aifi.gateway.migrations import GATEWAY_MIGRATIONS
     from aifi.gateway.workers import background_workers, start_loops, stop_loops
-    from aifi.hub.db import Database
+    from aifi.hub.persistence.database import Database
 
     config = load_config(settings.config_file)
     pacs = parse_pacs(settings.pacs, calling_ae=settings.ae_title) if settings.pacs else None

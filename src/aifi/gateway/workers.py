@@ -3,8 +3,8 @@ purge), the results feed, PACS delivery — built in one place for both places t
 gateway's own child process (:mod:`aifi.gateway.worker_process`, the default) or the
 gateway process itself (``worker_process`` off: tests, a single-core box).
 
-Each is an :class:`aifi.hub.outbox_loop.OutboxWorker` run by
-:func:`~aifi.hub.outbox_loop.run_outbox_loop`; a new one is one more entry in
+Each is an :class:`aifi.hub.persistence.outbox.OutboxWorker` run by
+:func:`~aifi.hub.persistence.outbox.run_outbox_loop`; a new one is one more entry in
 :func:`background_workers`. The forwarder listens on the ``doorbell`` the ingest side rings
 after each commit (in the child, the bell arrives over a socket).
 """
@@ -26,9 +26,9 @@ from aifi.gateway.forward import Forwarder
 from aifi.gateway.pseudonym_map import SqlPseudonymLookup
 from aifi.gateway.results import PacsDeliverer, ResultsWorker
 from aifi.gateway.settings import GatewaySettings
-from aifi.hub.db import Database
-from aifi.hub.destinations import Destination
-from aifi.hub.outbox_loop import OutboxWorker, run_outbox_loop
+from aifi.hub.delivery.destinations import Destination
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.outbox import OutboxWorker, run_outbox_loop
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
 """The app factory: builds one FastAPI application from :class:`~aifi.hub.settings.Settings`.
 
-Composition only: persistence (:class:`~aifi.hub.db.Database`), the DICOM store
-(:class:`~aifi.hub.repository.SqlDicomStore`) with the IHE AIR result gate in front of it
-for STOW-RS (:class:`~aifi.hub.results.ResultGate`), the worklist with its completion hook
-(:class:`~aifi.hub.results_hook.ResultsHook`), the Task Manager and the delivery outbox
-(:class:`~aifi.hub.delivery.Deliverer`, PACS destinations from ``destinations_file``) with
+Composition only: persistence (:class:`~aifi.hub.persistence.database.Database`), the DICOM store
+(:class:`~aifi.hub.store.repository.SqlDicomStore`) with the IHE AIR result gate in front of it
+for STOW-RS (:class:`~aifi.hub.results.gate.ResultGate`), the worklist with its completion hook
+(:class:`~aifi.hub.results.completion.ResultsHook`), the Task Manager and the delivery outbox
+(:class:`~aifi.hub.delivery.deliverer.Deliverer`, PACS destinations from ``destinations_file``) with
 their background loops, FHIR R4 at ``/fhir`` (the resource store, the projection of
 workitems and results, EPD requests, subscriptions and the EPD push with its loop), the
 principal resolver, and the error mapping (DICOMweb paths answer with a status and
@@ -38,8 +38,9 @@ from aifi.fhir.api import FhirResponse, outcome_response
 from aifi.fhir.api import build_router as build_fhir_router
 from aifi.fhir.search import parse_search
 from aifi.fhir.types import StoredResource
-from aifi.hub import api, direct_send, results_api
-from aifi.hub.ai_requests import AiRequests
+from aifi.hub import direct_send
+from aifi.hub.api import results as results_api
+from aifi.hub.api import studies as api
 from aifi.hub.auth import policy
 from aifi.hub.auth.clients import ClientRegistry
 from aifi.hub.auth.resolver import (
@@ -53,21 +54,22 @@ from aifi.hub.auth.resolver import (
 from aifi.hub.auth.server import AuthorizationServer
 from aifi.hub.auth.server import build_router as build_oauth_router
 from aifi.hub.auth.tokens import KeyRing, TokenService
-from aifi.hub.db import Database
-from aifi.hub.deidentified import TenantPolicy
-from aifi.hub.delivery import Deliverer, run_delivery_loop
-from aifi.hub.destinations import load_destinations
-from aifi.hub.fhir_backend import HubFhirBackend
-from aifi.hub.fhir_notify import FhirNotifier, run_fhir_notify_loop
-from aifi.hub.fhir_projection import FhirProjector, project_devices, run_projection_loop
-from aifi.hub.fhir_store import SqlFhirStore
-from aifi.hub.repository import SqlDicomStore
-from aifi.hub.results import ResultGate
-from aifi.hub.results_hook import ResultsHook
+from aifi.hub.delivery.deliverer import Deliverer, run_delivery_loop
+from aifi.hub.delivery.destinations import load_destinations
+from aifi.hub.fhir.backend import HubFhirBackend
+from aifi.hub.fhir.notify import FhirNotifier, run_fhir_notify_loop
+from aifi.hub.fhir.projection import FhirProjector, project_devices, run_projection_loop
+from aifi.hub.fhir.requests import AiRequests
+from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.orchestration.task_manager import HOUSEKEEPING_SECONDS, TaskManager
+from aifi.hub.persistence.database import Database
+from aifi.hub.results.completion import ResultsHook
+from aifi.hub.results.gate import ResultGate
 from aifi.hub.settings import Settings
-from aifi.hub.task_manager import HOUSEKEEPING_SECONDS, TaskManager
-from aifi.hub.visibility import HubVisibility  # issue 6: performer scope
-from aifi.hub.worklist import SqlWorklist
+from aifi.hub.store.deidentified import TenantPolicy
+from aifi.hub.store.repository import SqlDicomStore
+from aifi.hub.worklist.service import SqlWorklist
+from aifi.hub.worklist.visibility import HubVisibility  # issue 6: performer scope
 from aifi.ihe_profiles.rules import load_rules
 from aifi.principal import PrincipalDep
 
@@ -126,7 +128,8 @@ class _NoteBaseUrl:
 
 
 async def _run_task_manager(task_manager: TaskManager, settings: Settings) -> None:
-    """The Task Manager's rounds (:mod:`aifi.hub.task_manager`), in a worker thread each,
+    """The Task Manager's rounds (:mod:`aifi.hub.orchestration.task_manager`), in a worker thread
+    each,
     until the app stops. An error in one round is logged and the next round goes on."""
     loop = asyncio.get_running_loop()
     next_housekeeping = 0.0
@@ -192,7 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # --- audit trail (issue 6): AuditEvent projection and syslog export loop ---
-        from aifi.hub.audit import start_audit_loop
+        from aifi.hub.audit.trail import start_audit_loop
 
         stop_audit = start_audit_loop(audit_trail, audit_exporter, settings.audit_poll_seconds)
         # --- end audit trail ---
@@ -425,7 +428,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": reason}, status_code=400)
 
     # --- audit trail (issue 6): record patient-data access, exports, AuditEvent reads ---
-    from aifi.hub.audit import build_trail
+    from aifi.hub.audit.trail import build_trail
 
     audit_trail, audit_exporter = build_trail(app, settings)
     # --- end audit trail ---

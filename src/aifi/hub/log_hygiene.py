@@ -110,7 +110,8 @@ def uvicorn_log_config(aifi_level: str | None = None) -> dict[str, Any]:
     for ``uvicorn.run(log_config=…)``: each worker process configures it itself.
 
     ``aifi_level`` (``aifi serve --log-level``): the hub's own ``aifi.*`` loggers write at
-    that level to standard error, named (``INFO:     aifi.hub.task_manager: …``); without
+    that level to standard error, named (``INFO:     aifi.hub.orchestration.task_manager: …``);
+    without
     it they had no handler, and nothing under WARNING ever showed. Their records still
     propagate (a handler on the root logger sees them too)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

@@ -192,7 +192,7 @@ def serve_subprocess(
     crash tests).
 
     ``auth``: ``"builtin"`` runs the hub with its authorization server (clients registered
-    beforehand, e.g. :func:`aifi.hub.local_clients.register_local_clients` for ``port``),
+    beforehand, e.g. :func:`aifi.hub.auth.local_clients.register_local_clients` for ``port``),
     ``"dev"`` in development mode without authentication, None as the environment says.
     ``tls``: (certificate file, key file): the hub speaks HTTPS, and is probed trusting
     that certificate alone. ``env``: more environment variables for the child.

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aifi.hub.tenants import validate_tenant_id
+from aifi.hub.tenancy.names import validate_tenant_id
 
 
 class Settings(BaseSettings):
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     )
     destinations_file: Path | None = Field(
         default=None,
-        description="PACS destinations per tenant (YAML, aifi.hub.destinations); default: "
+        description="PACS destinations per tenant (YAML, aifi.hub.delivery.destinations); default: "
         "none, released AI results stay in the hub's own store.",
     )
     delivery: bool = Field(
@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         description="First retry delay of a FHIR notification or push; doubled per attempt.",
     )
 
-    # --- audit trail (issue 6, aifi.hub.audit) ----------------------------------------------
+    # --- audit trail (issue 6, aifi.hub.audit.trail) ----------------------------------------------
     audit_syslog_url: str | None = Field(
         default=None,
         description="ATNA audit record repository the audit trail is sent to as DICOM audit "

@@ -3,8 +3,8 @@ received instances, pseudonymised at egress (PS3.15 Annex E) and sent with STOW-
 (PS3.18 §10.5), the hub's completion signal per study (IHE AIW-I), and the purge of the
 local originals once the hub holds them and retention allows.
 
-:class:`Forwarder` is an :class:`aifi.hub.outbox_loop.OutboxWorker`; the gateway's
-composition root runs it with :func:`aifi.hub.outbox_loop.run_outbox_loop` and hands its
+:class:`Forwarder` is an :class:`aifi.hub.persistence.outbox.OutboxWorker`; the gateway's
+composition root runs it with :func:`aifi.hub.persistence.outbox.run_outbox_loop` and hands its
 :attr:`Forwarder.doorbell` to the ingest side.
 """
 

@@ -19,7 +19,7 @@ Instances of the study that arrive later make the ingest side set the row ``OPEN
 ``DUE``) again with a new ``last_received_at``; the study is then signalled again once they
 are forwarded. The hub routes a study again after a second signal when it changed since it
 was last routed (late instances: a SCHEDULED workitem gets the new inputs, a claimed one is
-followed by a new workitem; :mod:`aifi.hub.task_manager`). The result of a signal is
+followed by a new workitem; :mod:`aifi.hub.orchestration.task_manager`). The result of a signal is
 recorded only if the row did not change meanwhile (same ``completion`` and
 ``last_received_at``), so a signal sent while a new instance arrived is never taken for the
 signal of the grown study.
@@ -37,8 +37,8 @@ from sqlmodel import col, select
 
 from aifi.gateway.forward.stow_client import HubClient
 from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
-from aifi.hub.db import Database
-from aifi.hub.outbox_loop import retry_delay
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.outbox import retry_delay
 
 WAITING = (InstanceState.RECEIVED, InstanceState.FORWARDING)
 

@@ -2,7 +2,7 @@
 
 Each ``gw_instance`` row (:class:`~aifi.gateway.models.ReceivedInstance`, written by the
 ingest side once the original Part 10 file is on disk) is its own outbox entry.
-:meth:`Forwarder.tick` (run by :func:`aifi.hub.outbox_loop.run_outbox_loop`: at once when the
+:meth:`Forwarder.tick` (run by :func:`aifi.hub.persistence.outbox.run_outbox_loop`: at once when the
 ingest side rings :attr:`Forwarder.doorbell`, else every poll, and again at once after a
 full batch) does:
 
@@ -27,7 +27,7 @@ full batch) does:
    ``FORWARDED``; transient (Failure Reason 0xA7xx, HTTP 408/429/503/504, no connection, a
    timeout, and 401/403 which an operator fixes at the hub) -> ``RECEIVED`` again, retried
    after ``backoff_seconds · 2^(attempts-1)`` (at most ``max_backoff_seconds``,
-   :func:`~aifi.hub.outbox_loop.retry_delay`) with ``last_error``; refused for good (HTTP
+   :func:`~aifi.hub.persistence.outbox.retry_delay`) with ``last_error``; refused for good (HTTP
    400/409/415, Failure Reasons such as C411 "not de-identified", A9xx, Cxxx) -> ``FAILED``
    with the hub's reason.
 5. **Completion signals** that are due (:mod:`aifi.gateway.forward.completion`).
@@ -69,9 +69,9 @@ from aifi.gateway.forward.purge import purge_forwarded, purge_unsent
 from aifi.gateway.forward.stow_client import HubClient
 from aifi.gateway.models import InstanceState, ReceivedInstance, StudyProgress
 from aifi.gateway.pseudonym_map import record
-from aifi.hub.db import Database
-from aifi.hub.outbox_loop import retry_delay
-from aifi.hub.pacs_clients import SendOutcome
+from aifi.hub.delivery.dicomweb_client import SendOutcome
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.outbox import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ PURGE_INTERVAL_SECONDS = 2.0
 
 class Forwarder:
     """The gateway's forwarding outbox (module docstring): an
-    :class:`aifi.hub.outbox_loop.OutboxWorker`. One per gateway process; several processes
+    :class:`aifi.hub.persistence.outbox.OutboxWorker`. One per gateway process; several processes
     over one database take different rows."""
 
     def __init__(

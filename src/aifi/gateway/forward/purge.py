@@ -20,7 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from aifi.gateway.models import InstanceState, ReceivedInstance
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

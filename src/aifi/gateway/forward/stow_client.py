@@ -4,7 +4,7 @@
 * **STOW-RS** (PS3.18 §10.5): ``POST {hub}/dicomweb/studies`` with a
   ``multipart/related; type="application/dicom"`` body, one pseudonymised Part 10 instance
   per part (§10.5.1.2), ``Accept: application/dicom+json``. The answer is read per instance
-  by the hub's own STOW-RS reading (:func:`aifi.hub.pacs_clients.response_outcomes`: the
+  by the hub's own STOW-RS reading (:func:`aifi.hub.delivery.dicomweb_client.response_outcomes`: the
   Store Instances Response Module, PS3.18 Table 10.5.3-2; Failure Reasons 0xA7xx and HTTP
   408/429/503/504 are transient, other refusals are for good).
 * **The completion signal** (IHE AIW-I Task Manager, the hub's ``/api/v1``):
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import httpx
 
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
-from aifi.hub.pacs_clients import (
+from aifi.hub.delivery.dicomweb_client import (
     TRANSIENT_HTTP_STATUSES,
     SendOutcome,
     fail_all,

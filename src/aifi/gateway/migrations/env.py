@@ -7,6 +7,6 @@ from alembic import context
 
 from aifi.gateway.models import GatewayModel
 from aifi.gateway.results import models as _results  # noqa: F401  (gw_result* tables)
-from aifi.hub.db import run_migrations
+from aifi.hub.persistence.database import run_migrations
 
 run_migrations(context, GatewayModel.metadata)

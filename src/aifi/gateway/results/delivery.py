@@ -1,15 +1,15 @@
 """Delivery of re-identified results into the hospital's PACS: the gateway's durable outbox
-(``gw_result_delivery``), with the semantics of the hub's (:mod:`aifi.hub.delivery`).
+(``gw_result_delivery``), with the semantics of the hub's (:mod:`aifi.hub.delivery.deliverer`).
 
 The results worker queues one row per result and destination in the transaction that
 records the result's files (:meth:`PacsDeliverer.enqueue`). :meth:`PacsDeliverer.tick`,
 per due row (``pending`` and due, or ``delivering`` with an expired lease): *claims* it
 (``delivering``, ``attempts + 1``, ``lease_until``); *sends* the files the PACS has not
 confirmed, outside any transaction, with the existing clients
-(:func:`aifi.hub.destinations.client_for`: STOW-RS, PS3.18 §10.5, or C-STORE, PS3.4
+(:func:`aifi.hub.delivery.destinations.client_for`: STOW-RS, PS3.18 §10.5, or C-STORE, PS3.4
 Annex B), recording confirmations after each chunk; *records* the outcome if the claim
 still holds: ``delivered`` only when every instance is confirmed, else ``pending`` with
-exponential backoff (:func:`aifi.hub.outbox_loop.retry_delay`) and ``last_error`` naming
+exponential backoff (:func:`aifi.hub.persistence.outbox.retry_delay`) and ``last_error`` naming
 the destination, the instances and the PACS's reason, or ``failed`` when all still missing
 was refused for good (non-retryable status) or after ``max_attempts``. A PACS that
 reaches nothing (down or busy) costs one attempt per backoff step: the destination's
@@ -43,15 +43,15 @@ from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.results.models import DeliveryState, ResultDelivery, ResultFile, utc
 from aifi.gateway.results.purge import purge_delivered_results
 from aifi.gateway.results.status import describe_failures
-from aifi.hub.db import Database
-from aifi.hub.destinations import (
+from aifi.hub.delivery.destinations import (
     Destination,
     OutgoingInstance,
     PacsClient,
     SendOutcome,
     client_for,
 )
-from aifi.hub.outbox_loop import retry_delay
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.outbox import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class _Attempt:
 
 class PacsDeliverer:
     """Works the ``gw_result_delivery`` outbox (module docstring); an
-    :class:`aifi.hub.outbox_loop.OutboxWorker`."""
+    :class:`aifi.hub.persistence.outbox.OutboxWorker`."""
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ the same files. Outcomes: ``stored``; ``refused`` when it cannot be re-identifie
 (NotReidentifiable: the reason is kept and shown by the status, nothing is delivered);
 ``failed`` when the hub refuses for good (4xx); a hub that cannot be reached or answers
 5xx/408/429 leaves the row ``pending`` with exponential backoff
-(:func:`aifi.hub.outbox_loop.retry_delay`) — never lost, never given up.
+(:func:`aifi.hub.persistence.outbox.retry_delay`) — never lost, never given up.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from aifi.gateway.results.reidentify import (
     not_performed_instance,
     reidentify_instance,
 )
-from aifi.hub.db import Database
-from aifi.hub.outbox_loop import retry_delay
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.outbox import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 class ResultsWorker:
     """Polls the hub's feed and turns released results into files for the PACS (module
-    docstring); an :class:`aifi.hub.outbox_loop.OutboxWorker`."""
+    docstring); an :class:`aifi.hub.persistence.outbox.OutboxWorker`."""
 
     def __init__(
         self,

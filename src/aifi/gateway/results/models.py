@@ -50,7 +50,7 @@ class ResultState(enum.StrEnum):
 
 class DeliveryState(enum.StrEnum):
     """One result's delivery to one PACS (``gw_result_delivery.state``); the semantics of
-    the hub's delivery outbox (:mod:`aifi.hub.delivery`)."""
+    the hub's delivery outbox (:mod:`aifi.hub.delivery.deliverer`)."""
 
     PENDING = "pending"
     DELIVERING = "delivering"

@@ -17,7 +17,7 @@ from sqlalchemy import case, func
 from sqlmodel import col, select
 
 from aifi.gateway.results.models import DeliveryState, ResultDelivery, ResultFile
-from aifi.hub.db import Database
+from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)
 

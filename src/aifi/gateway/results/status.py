@@ -19,8 +19,8 @@ from aifi.gateway.results.models import (
     ResultFeed,
     ResultState,
 )
-from aifi.hub.db import Database
-from aifi.hub.destinations import SendOutcome
+from aifi.hub.delivery.destinations import SendOutcome
+from aifi.hub.persistence.database import Database
 
 _ERROR_ITEMS = 5
 LISTED = 20

@@ -36,7 +36,7 @@ PublicUrl = Annotated[
 
 def _registry(data_dir: Path | None, database_url: str | None):  # type: ignore[no-untyped-def]
     from aifi.hub.auth.clients import ClientRegistry
-    from aifi.hub.db import Database
+    from aifi.hub.persistence.database import Database
     from aifi.hub.serve import build_settings
 
     settings = build_settings(data_dir=data_dir, database_url=database_url)

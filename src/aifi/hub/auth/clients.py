@@ -45,9 +45,9 @@ from aifi.hub.auth.policy import (
     RESULTS_REVIEW,
     system_scope,
 )
-from aifi.hub.db import Database
-from aifi.hub.models import OAuthClient, OAuthJti, OAuthRevoked, Tenant
-from aifi.hub.tenants import validate_tenant_id
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import OAuthClient, OAuthJti, OAuthRevoked, Tenant
+from aifi.hub.tenancy.names import validate_tenant_id
 
 ROLES = ("hospital", "performer", "admin")
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic")

@@ -24,8 +24,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlmodel import col, select
 
-from aifi.hub.db import Database
-from aifi.hub.models import SigningKey
+from aifi.hub.persistence.database import Database
+from aifi.hub.persistence.tables import SigningKey
 
 SIGNING_ALG = "ES384"
 VERIFIED_CACHE = 4096

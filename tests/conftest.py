@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
 from tests.support.dciodvfy import dciodvfy  # noqa: F401 - a fixture for every test module
 from tests.support.orthanc import orthanc  # noqa: F401 - a fixture for every test module
+from tests.support.wait import wait_until
 
 configure_pydicom()
 
@@ -112,7 +112,7 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 def app(settings: Settings) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
-    application.state.db.dispose()
+    application.state.hub.db.dispose()
 
 
 @dataclass
@@ -142,16 +142,16 @@ def run_live_server(application: FastAPI, *, lifespan: bool = False) -> Iterator
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
     url = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         try:
             httpx.get(url + "/healthz", timeout=1)
-            break
         except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError("uvicorn did not start")
+            return False
+        return True
+
+    wait_until(answers, 20, "uvicorn to start")
     try:
         yield LiveServer(url=url, app=application)
     finally:
@@ -173,7 +173,7 @@ def running_hub(settings: Settings, *, lifespan: bool = False) -> Iterator[LiveS
         with run_live_server(application, lifespan=lifespan) as server:
             yield server
     finally:
-        application.state.db.dispose()
+        application.state.hub.db.dispose()
 
 
 @contextlib.contextmanager

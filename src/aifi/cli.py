@@ -13,8 +13,8 @@ import typer
 
 import aifi
 from aifi.gateway.cli import gateway_app
-from aifi.hub.auth.cli import clients_app
-from aifi.hub.tenancy.cli import tenants_app
+from aifi.hub.admin.clients_cli import clients_app
+from aifi.hub.admin.tenants_cli import tenants_app
 from aifi.vendors.cli import products_app, vendors_app
 
 app = typer.Typer(
@@ -133,8 +133,8 @@ def serve(
 
     Authentication (AIFI_AUTH): builtin (default; register clients with 'aifi clients
     add'), external (an OpenID Connect provider), or off — only with AIFI_DEV_MODE=true."""
-    from aifi.hub.app import AuthNotConfigured
     from aifi.hub.serve import Transport, build_settings, check_startable, run_server
+    from aifi.hub.wiring import AuthNotConfigured
 
     settings = build_settings(
         data_dir=data_dir,
@@ -391,7 +391,7 @@ def bench_gateway(
     typer.echo(report(results))
 
 
-# --- audit trail (issue 6, aifi.hub.audit.trail) ---
+# --- audit trail (issue 6, aifi.hub.audit) ---
 audit_app = typer.Typer(
     help="The audit trail (IHE BALP): export it as DICOM audit messages over syslog (ATNA).",
     no_args_is_help=True,

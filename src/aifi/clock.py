@@ -24,3 +24,24 @@ def utc_now() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """``moment`` as an aware UTC datetime; a naive one is taken to be UTC already."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class SettableClock:
+    """A :class:`Clock` whose source can be swapped while it is shared: the composition root
+    gives one to every part of the workflow that must agree on the time (the worklist, the
+    Task Manager, the results and the EPD requests); a test steers them all at once with
+    :meth:`set`."""
+
+    def __init__(self, source: Clock = utc_now) -> None:
+        self.source = source
+
+    def __call__(self) -> datetime:
+        return self.source()
+
+    def set(self, source: Clock) -> None:
+        self.source = source
+
+
+def as_utc_or_none(moment: datetime | None) -> datetime | None:
+    """:func:`as_utc` of a moment that may be missing."""
+    return as_utc(moment) if moment is not None else None

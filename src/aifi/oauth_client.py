@@ -24,6 +24,8 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from aifi.errors import AuthError
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -122,7 +124,7 @@ def token_request(credentials: Credentials, scopes: Iterable[str]) -> httpx.Requ
     return next(auth.auth_flow(request))
 
 
-class TokenError(RuntimeError):
+class TokenError(AuthError, RuntimeError):
     """The token endpoint refused; the message carries its ``error`` and description."""
 
 

@@ -6,7 +6,6 @@ a PACS delivery is recorded as an export."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from aifi.fhir import mapping
 from aifi.fhir.views import PatientView
 from aifi.hub.audit.events import AuditEntry
-from aifi.hub.audit.trail import AuditTrail, entity_ids, records
+from aifi.hub.audit.exports import PacsDeliveryAudit
+from aifi.hub.audit.rows import entity_ids, records
+from aifi.hub.audit.trail import AuditTrail
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import AuditRecord
 from aifi.hub.settings import Settings
@@ -35,6 +36,7 @@ from tests.contract.test_delivery import (
 )
 from tests.support.clock import Clock
 from tests.support.dicom import make_study, multipart_related, to_bytes
+from tests.support.wait import wait_until
 
 PATIENT = "AUDIT-PAT-1"
 FHIR_JSON = "application/fhir+json"
@@ -42,12 +44,16 @@ FHIR_JSON = "application/fhir+json"
 
 def wait_rows(hub: LiveServer, count: int) -> list[AuditRecord]:
     """The audit rows once there are ``count`` (they are written just after the response)."""
-    deadline = time.monotonic() + 10
-    while True:
-        rows = records(hub.app.state.db)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.02)
+    rows: list[AuditRecord] = []
+
+    def enough() -> bool:
+        rows[:] = records(hub.app.state.hub.db)
+        return len(rows) >= count
+
+    wait_until(
+        enough, 10, lambda: f"{count} audit rows; seen: {[(r.method, r.path) for r in rows]}"
+    )
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -255,14 +261,15 @@ def test_a_pacs_delivery_writes_an_export_event(database_url: str | None, tmp_pa
     pacs = FakePacs()
     try:
         trail = AuditTrail(db)
+        config = destinations("pacs-a")
         deliverer = Deliverer(
             db,
             store,
-            destinations("pacs-a"),
+            config,
             clock=Clock(),
             client_factory=pacs.client,
+            audit=PacsDeliveryAudit(trail, config),
         )
-        deliverer.audit = trail.delivery_hook(lambda _t, name: f"http://{name}.invalid")
         released = store_result(db, store, instances=2)
         enqueue(deliverer, released)
         assert deliverer.tick() == 1

@@ -22,6 +22,8 @@ from joserfc.jwk import RSAKey
 from tests.conftest import LiveServer
 from tests.support.auth import bearer, secured_hub
 
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
 
 @dataclass
 class Provider:
@@ -161,5 +163,27 @@ def test_claims_map_to_tenant_role_and_products(hub: LiveServer, provider: Provi
     assert workitems.status_code in (200, 204)
     # a performer holds no FHIR scope, whatever the provider put in the token
     assert httpx.get(hub.url + "/fhir/Task", headers=bearer(performer)).status_code == 403
+    # the token's hospital holds a Task (an EPD's request for AI) that it sees ...
+    epd = provider.token(scope="system/Task.crs")
+    created = httpx.post(
+        hub.url + "/fhir/Task",
+        json={
+            "resourceType": "Task",
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": "urn:aifi:product", "code": "AIFI-BONEAGE"}]},
+            "focus": {
+                "identifier": {
+                    "type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
+                    "value": "ACC-EXTERNAL-1",
+                }
+            },
+        },
+        headers={**bearer(epd), "Content-Type": "application/fhir+json"},
+    )
+    assert created.status_code == 201, created.text
+    own = httpx.get(hub.url + "/fhir/Task", headers=bearer(epd)).json()
+    assert created.json()["id"] in {entry["resource"]["id"] for entry in own["entry"]}
+    # ... and another hospital's token, of the same provider, does not
     other_hospital = provider.token(aifi_tenant="elsewhere")
     assert httpx.get(hub.url + "/fhir/Task", headers=bearer(other_hospital)).json()["total"] == 0

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,7 @@ from aifi.hub.store.repository import SqlDicomStore
 from aifi.vendors.reference import reference_report
 from tests.support.clock import Clock
 from tests.support.dicom import ingest
+from tests.support.wait import async_wait_until
 
 TENANT = "default"
 
@@ -83,7 +84,6 @@ class FakePacs:
     sent: dict[str, list[str]] = field(default_factory=dict)
     """Per destination: every SOP Instance UID it was sent."""
     calls: int = 0
-    delay: float = 0.0
     closed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -101,8 +101,6 @@ class _Client:
 
     def send(self, files: Sequence[OutgoingInstance]) -> list[SendOutcome]:
         outcomes = []
-        if self.pacs.delay:
-            time.sleep(self.pacs.delay)
         for item in files:
             # the file is the stored instance it claims to be
             header = dcmread(item.path, stop_before_pixels=True)
@@ -612,7 +610,23 @@ def test_two_processes_ticking_at_once_never_send_one_delivery_twice(bench: Benc
     second = bench.deliverer(config)
     for d in (first, second):
         d.batch_size = 3  # small batches, so both take part
-    bench.pacs.delay = 0.01
+    # Each process's first send waits (at most 10 s) until the other process sends too: both
+    # are in the middle of a round at once, however the threads happen to be scheduled.
+    arrived = [threading.Event(), threading.Event()]
+
+    class Meeting(_Client):
+        def __init__(self, destination: Destination, index: int) -> None:
+            super().__init__(bench.pacs, destination.name)
+            self.index = index
+
+        def send(self, files: Sequence[OutgoingInstance]) -> list[SendOutcome]:
+            if not arrived[self.index].is_set():
+                arrived[self.index].set()
+                arrived[1 - self.index].wait(10)
+            return super().send(files)
+
+    first.client_factory = partial(Meeting, index=0)
+    second.client_factory = partial(Meeting, index=1)
     errors: list[BaseException] = []
     worked: dict[int, int] = {0: 0, 1: 0}
 
@@ -700,10 +714,12 @@ def test_the_delivery_loop_delivers_and_outlives_a_failing_round(bench: Bench):
     async def main() -> None:
         loop = asyncio.create_task(run_delivery_loop(deliverer, 0.01))
         try:
-            for _ in range(500):
-                if deliveries(bench.db, released)["pacs-a"].state == "delivered":
-                    return
-                await asyncio.sleep(0.01)
+            await async_wait_until(
+                lambda: deliveries(bench.db, released)["pacs-a"].state == "delivered",
+                5,
+                "the loop to deliver after its failed round",
+                interval=0.01,
+            )
         finally:
             loop.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -11,7 +11,6 @@ import io
 import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +27,7 @@ from aifi.hub.serve import free_port
 from aifi.hub.settings import Settings
 from tests.conftest import LiveServer, running_hub
 from tests.support.dicom import ingest, make_study, to_bytes
+from tests.support.wait import wait_until
 
 ACCEPT = 'multipart/related; type="application/dicom"'
 
@@ -166,8 +166,7 @@ def test_other_protocols_get_the_same_bytes_streamed(tmp_path: Path, pumped: lis
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        while not server.started:
-            time.sleep(0.02)
+        wait_until(lambda: server.started, 20, "uvicorn to start")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             status, headers, body = _get(conn, f"/dicomweb/studies/{study[0].StudyInstanceUID}")
@@ -176,7 +175,7 @@ def test_other_protocols_get_the_same_bytes_streamed(tmp_path: Path, pumped: lis
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        application.state.db.dispose()
+        application.state.hub.db.dispose()
     assert status == 200
     assert int(headers["content-length"]) == len(body)
     assert _bodies(headers, body) == sorted(to_bytes(ds) for ds in study)
@@ -184,9 +183,19 @@ def test_other_protocols_get_the_same_bytes_streamed(tmp_path: Path, pumped: lis
 
 
 def test_client_gone_mid_body_harms_nobody(
-    hub: tuple[LiveServer, list[Dataset]], pumped: list[int]
+    hub: tuple[LiveServer, list[Dataset]], pumped: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, _ = hub
+    ended: list[int] = []  # the sends that are over, however they ended
+    counting = direct_send._pump
+
+    def noting_the_end(sock: socket.socket, pieces: Any) -> None:
+        try:
+            counting(sock, pieces)
+        finally:
+            ended.append(len(pieces))
+
+    monkeypatch.setattr(direct_send, "_pump", noting_the_end)
     big = list(ct_study(10))  # ~5 MB: far more than the sockets' buffers hold
     ingest(server.app.state.dicom_store, big)
     uid = dcmread(io.BytesIO(big[0]), stop_before_pixels=True).StudyInstanceUID
@@ -199,7 +208,8 @@ def test_client_gone_mid_body_harms_nobody(
             assert raw.recv(1024).startswith(b"HTTP/1.1 200")
             # Closed with a reset (linger 0), mid-body.
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    time.sleep(0.2)
+    # the server has seen each client go and ended its send
+    wait_until(lambda: len(ended) == 3, 10, "the three cut-off sends to end")
     status, headers, body = _get_once(server, f"/dicomweb/studies/{uid}")
     assert status == 200
     assert _bodies(headers, body) == sorted(big)

@@ -21,9 +21,11 @@ from fhirclient.models.diagnosticreport import DiagnosticReport as SmartReport
 from fhirclient.models.task import Task as SmartTask
 from pydicom import Dataset
 from pydicom.uid import generate_uid
+from sqlmodel import col, select
 
 from aifi.conformance.synthetic import radiograph_study
 from aifi.fhir.resources import validated
+from aifi.hub.persistence.tables import ResultInstance
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air import codes
 from aifi.principal import Principal
@@ -198,6 +200,37 @@ def test_a_rejected_result_is_cancelled(hub: Hub, epd: Epd):
     assert epd.read(f"/Task/{uid}")["businessStatus"]["coding"][0]["code"] == "rejected"
 
 
+def test_a_result_kept_without_its_summary_reads_back_the_same(hub: Hub, epd: Epd):
+    """The gate keeps what a result says with its row; a row stored before it did (migration
+    0009: ``summary_json`` NULL) is summarised from the stored instance, to the same
+    Observation."""
+    study, items = hub.routed_study()
+    uid = items["AIFI-FRACTURE"]
+    report = fracture_report(study)
+    perform(hub, uid, report)
+    [ref] = epd.read(f"/DiagnosticReport/{uid}")["result"]
+    kept = epd.read("/" + ref["reference"])
+    with hub.server.app.state.hub.db.write() as session:
+        row = session.exec(
+            select(ResultInstance).where(
+                col(ResultInstance.sop_instance_uid) == str(report.SOPInstanceUID)
+            )
+        ).one()
+        assert row.summary_json is not None
+        row.summary_json = None
+        session.add(row)
+
+    accepted = hub.api.post(f"/results/{uid}/accept", json={"reviewer": "dr. Jansen"})
+    assert accepted.status_code == 200
+    final = epd.read(f"/DiagnosticReport/{uid}")
+    assert final["status"] == "final" and final["result"] == [ref]
+    summarised = epd.read("/" + ref["reference"])
+    assert summarised["status"] == "final"
+    said = ("code", "valueCodeableConcept", "interpretation", "bodySite", "derivedFrom")
+    assert {k: summarised.get(k) for k in said} == {k: kept.get(k) for k in said}
+    assert kept["valueCodeableConcept"]["coding"][0]["code"] == "52101004"  # present
+
+
 def test_an_autonomous_bone_age_is_final_at_once_with_a_ucum_quantity(hub: Hub, epd: Epd):
     study, items = hub.routed_study()
     uid = items["AIFI-BONEAGE"]
@@ -326,7 +359,7 @@ def route(hub: Hub) -> list[str]:
     """One Task Manager round past the quiet period of what was stored until now (the hub's
     clock is the test's; the studies' times are real)."""
     hub.now[0] = max(hub.now[0], datetime.now(UTC)) + timedelta(seconds=QUIET + 1)
-    created: list[str] = hub.server.app.state.task_manager.tick().created
+    created: list[str] = hub.server.app.state.hub.task_manager.tick().created
     return created
 
 
@@ -363,7 +396,7 @@ def test_the_epd_asks_for_ai_before_the_study_arrives(tmp_path: Path):
 
         study = store_hand_study(hub, AccessionNumber=accession)
         assert route(hub) == []  # on request only: nothing by the rules alone…
-        hub.server.app.state.task_manager.tick()  # …the request is served in the round
+        hub.server.app.state.hub.task_manager.tick()  # …the request is served in the round
         linked = epd.read(f"/Task/{task_id}")
         assert linked["status"] == "ready", linked
         assert linked["focus"]["reference"] == f"ImagingStudy/{study[0].StudyInstanceUID}"
@@ -389,7 +422,7 @@ def test_a_request_for_a_present_study_follows_its_routed_workitem(hub: Hub, epd
     uid = str(study[0].StudyInstanceUID)
     created = epd.create_task(request_task("AIFI-FRACTURE", {"reference": f"ImagingStudy/{uid}"}))
     assert created.status_code == 201, created.text
-    hub.server.app.state.task_manager.tick()
+    hub.server.app.state.hub.task_manager.tick()
     task = epd.read(f"/Task/{created.json()['id']}")
     assert task["status"] == "ready"
     assert {"system": "urn:dicom:uid", "value": f"urn:oid:{items['AIFI-FRACTURE']}"} in task[
@@ -414,7 +447,7 @@ def test_a_request_the_study_does_not_qualify_for_fails_with_the_reason(hub: Hub
         )
     )
     assert created.status_code == 201
-    hub.server.app.state.task_manager.tick()
+    hub.server.app.state.hub.task_manager.tick()
     task = epd.read(f"/Task/{created.json()['id']}")
     assert task["status"] == "failed"
     assert "body part" in task["statusReason"]["text"].lower()
@@ -457,6 +490,10 @@ def test_another_hospitals_study_cannot_be_named(hub: Hub, epd: Epd):
         headers={"Content-Type": "application/fhir+json", **other},
     )
     assert response.status_code == 422
+    # A's Task is there for A ...
+    assert epd.http.get(f"/Task/{items['AIFI-FRACTURE']}").status_code == 200
+    assert epd.http.get("/Task").json()["total"] >= 1
+    # ... and not for B
     assert epd.http.get(f"/Task/{items['AIFI-FRACTURE']}", headers=other).status_code == 404
     assert epd.http.get("/Task", headers=other).json()["total"] == 0
 
@@ -501,7 +538,7 @@ def test_tasks_reports_and_requests_on_postgresql(tmp_path: Path):
             )
         )
         assert created.status_code == 201, created.text
-        server.app.state.task_manager.tick()
+        server.app.state.hub.task_manager.tick()
         perform(hub, uid, fracture_report(study))
         assert hub.api.post(f"/results/{uid}/accept", json={"reviewer": "dr. J"}).status_code == 200
         assert epd.read(f"/DiagnosticReport/{uid}")["status"] == "final"
@@ -516,7 +553,7 @@ def test_a_workitem_that_cannot_be_projected_does_not_stall_the_api(
     _study, items = hub.routed_study()
     fracture, bone_age = items["AIFI-FRACTURE"], items["AIFI-BONEAGE"]
     assert epd.read(f"/Task/{fracture}")["status"] == "ready"
-    projector = hub.server.app.state.fhir_projector
+    projector = hub.server.app.state.hub.projector
     original = projector.refresh_workitem
 
     def broken(session: Any, tenant: str, uid: str) -> None:

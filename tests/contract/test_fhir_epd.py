@@ -8,7 +8,6 @@ background loop), so every "nothing was sent" is exact; a retry waits a real bac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from tests.conftest import running_hub
 from tests.contract.test_fhir_chain import accession_focus, bone_age_report, perform, request_task
 from tests.contract.test_results import Hub, fracture_report, rules_file
 from tests.support.epd import FakeEpd, Recorded, running_epd
+from tests.support.wait import wait_until
 
 FHIR_JSON = "application/fhir+json"
 HEADERS = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON}
@@ -131,19 +131,19 @@ class Setup:
         self.notifier.tick()
 
     def tick_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        """Run the loops' rounds until ``done()`` holds after one."""
+
+        def ticked_and_done() -> bool:
             self.tick()
-            if done():
-                return
-            assert time.monotonic() < deadline, "not done before the deadline"
-            time.sleep(0.02)
+            return done()
+
+        wait_until(ticked_and_done, timeout, "done before the deadline")
 
     def transactions(self) -> list[Recorded]:
         return [r for r in self.epd.posts("/fhir") if isinstance(r.body, dict)]
 
     def pushes(self) -> list[FhirOutbox]:
-        with self.hub.server.app.state.db.read() as session:
+        with self.hub.server.app.state.hub.db.read() as session:
             rows = session.exec(
                 select(FhirOutbox)
                 .where(col(FhirOutbox.channel) == "epd-push")
@@ -165,15 +165,15 @@ def epd_hub(tmp_path: Path, epd: FakeEpd, **changes: Any) -> Iterator[Setup]:
     with running_hub(settings) as server:
         now = [datetime.now(UTC)]
         state = server.app.state
-        state.task_manager.clock = state.worklist.clock = lambda: now[0]
+        state.hub.clock.set(lambda: now[0])
         hub = Hub(server, now)
         fhir = httpx.Client(base_url=server.url + "/fhir", headers=HEADERS, timeout=30)
         try:
-            yield Setup(hub, epd, fhir, state.fhir_notifier, state.fhir_projector)
+            yield Setup(hub, epd, fhir, state.hub.notifier, state.hub.projector)
         finally:
             fhir.close()
             hub.close()
-            state.fhir_notifier.close()
+            state.hub.notifier.close()
 
 
 @pytest.fixture
@@ -304,7 +304,7 @@ def test_final_reports_are_pushed_to_the_hospitals_epd_once(tmp_path: Path, epd:
         assert [r.state for r in setup.pushes()] == ["delivered"]
 
         # the same report again (the outbox row sent once more): the EPD creates nothing
-        with setup.hub.server.app.state.db.write() as session:
+        with setup.hub.server.app.state.hub.db.write() as session:
             row = session.exec(select(FhirOutbox).where(col(FhirOutbox.focus_id) == uid)).one()
             row.state, row.next_attempt_at = "pending", datetime.now(UTC) - timedelta(seconds=1)
             session.add(row)

@@ -34,8 +34,10 @@ from aifi.hub.fhir.notify import FhirNotifier, Matcher, run_fhir_notify_loop
 from aifi.hub.fhir.store import SqlFhirStore
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import FhirOutbox, Tenant
+from aifi.hub.persistence.tables.fhir import FhirOutboxState
 from tests.support.clock import Clock
 from tests.support.epd import FakeEpd, Recorded, running_epd
+from tests.support.wait import async_wait_until, returns_of
 
 TENANT = "t1"
 OTHER = "t2"
@@ -553,8 +555,10 @@ def test_doorbell_sends_at_once_under_the_loop(
     with hub_with(tmp_path, epd, database_url, clock=lambda: datetime.now(UTC)) as hub:
 
         async def scenario(hub: Hub) -> float:
+            rounds = returns_of(hub.notifier, "tick")
             loop = asyncio.create_task(run_fhir_notify_loop(hub.notifier, poll_seconds=60))
-            await asyncio.sleep(0.2)  # the loop has looked once and waits for the bell
+            # the loop has looked once and waits for the bell
+            await async_wait_until(lambda: rounds, 10, "the loop's first round")
             started = time.monotonic()
             await asyncio.to_thread(hub.subscribe, "Task?status=completed", "bell")
             arrived = await asyncio.to_thread(
@@ -629,7 +633,7 @@ def test_a_repeated_push_after_a_lost_answer_creates_nothing(hub: Hub) -> None:
     # the process died after the EPD answered and before the outcome was recorded
     with hub.db.write() as session:
         row = session.exec(select(FhirOutbox).where(col(FhirOutbox.channel) == "epd-push")).one()
-        row.state = "sending"
+        row.state = FhirOutboxState.SENDING
         row.lease_until = hub.clock.now - timedelta(seconds=1)
         session.add(row)
     hub.notifier.tick()

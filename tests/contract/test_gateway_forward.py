@@ -16,7 +16,7 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,8 +36,8 @@ from aifi.gateway.deid import Profile, Pseudonymised, Pseudonymiser
 from aifi.gateway.deid.keyed import Keyed
 from aifi.gateway.forward import Forwarder
 from aifi.gateway.hub_connection import hub_client
-from aifi.gateway.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.models import (
+from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.persistence.tables import (
     CompletionState,
     InstanceState,
     PatientMap,
@@ -54,6 +54,7 @@ from tests.conftest import LiveServer, database_for, free_port, running_hub
 from tests.support.auth import register, secured_hub
 from tests.support.clock import Clock
 from tests.support.dicom import make_ct, to_bytes
+from tests.support.wait import wait_until
 
 JSON = {"Accept": "application/dicom+json"}
 CHILD = ("Demo^Kind", "AIFI-DEMO-0002")
@@ -243,22 +244,12 @@ def serve_on(app: FastAPI, port: int) -> Iterator[None]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=20)
+    wait_until(lambda: server.started, 20, "uvicorn to start")
     try:
         yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def qido(server: LiveServer, path: str, **params: str) -> list[dict[str, Any]]:
@@ -327,7 +318,9 @@ def test_a_study_is_forwarded_pseudonymised_in_batches_and_routed_at_once(
     assert all(r.pseudo_sop_instance_uid == pseudo(r.sop_instance_uid) for r in gateway.instances())
 
     # Routed at once: the hub's quiet period is 60 s.
-    workitems = wait_for(lambda: qido(hub, "/workitems", StudyInstanceUID=pseudo_study), timeout=5)
+    workitems = wait_until(
+        lambda: qido(hub, "/workitems", StudyInstanceUID=pseudo_study), 5, "the workitems"
+    )
     assert time.monotonic() - signalled < 5
     assert CHILD[0] not in str(workitems) and CHILD[1] not in str(workitems)
 
@@ -404,7 +397,7 @@ def test_the_hub_down_then_back_on_the_same_port(tmp_path: Path, gateway: Gatewa
                 server = LiveServer(f"http://127.0.0.1:{port}", app)
                 assert len(qido(server, f"/studies/{pseudo(original_study)}/instances")) == 4
         finally:
-            app.state.db.dispose()
+            app.state.hub.db.dispose()
 
 
 def test_instances_the_hub_refuses_as_not_deidentified_fail_with_its_reason(
@@ -422,6 +415,7 @@ def test_instances_the_hub_refuses_as_not_deidentified_fail_with_its_reason(
         assert refused.state == InstanceState.FAILED
         assert "0xC411" in (refused.reason or "")
         assert "Patient Identity Removed (0012,0062) is not YES" in (refused.reason or "")
+        assert len(by_uid) == 2  # the other two instances of the study
         assert all(r.state == InstanceState.FORWARDED for r in by_uid.values())
         # The study is signalled (two of its instances are at the hub) ...
         assert gateway.study(study_of(files)).completion == CompletionState.SIGNALLED
@@ -560,7 +554,7 @@ def test_late_instances_reopen_the_study_and_it_is_signalled_again(
         sequence = items[0]["00404021"]["Value"][0]["00081199"]["Value"]
         return len(sequence) if items[0]["00404041"]["Value"][0] == "READY" else 0
 
-    assert wait_for(inputs, timeout=5) == 2
+    assert wait_until(inputs, 5, "a READY workitem") == 2
     gateway.receive(hand(1, study_uid=study_uid, series_uid=series_uid), CompletionState.OPEN)
     forwarder.tick()
     assert gateway.study(study_uid).completion == CompletionState.OPEN
@@ -570,7 +564,7 @@ def test_late_instances_reopen_the_study_and_it_is_signalled_again(
     assert again.completion == CompletionState.SIGNALLED
     assert again.signalled_at is not None and first.signalled_at is not None
     assert again.signalled_at > first.signalled_at
-    wait_for(lambda: inputs() == 3, timeout=5)
+    wait_until(lambda: inputs() == 3, 5, "the workitem to list 3 inputs")
 
 
 def test_an_expired_lease_is_taken_over_and_two_forwarders_store_each_instance_once(

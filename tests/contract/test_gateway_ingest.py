@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from typer.testing import CliRunner
 from aifi.cli import app as cli_app
 from aifi.gateway.app import Gateway, build_gateway
 from aifi.gateway.config import ConfigError, load_config
-from aifi.gateway.part10 import dataset_offset
+from aifi.gateway.ingest.part10 import dataset_offset
 from aifi.gateway.settings import GatewaySettings
 from tests.conftest import LiveServer, free_port, run_live_server
 from tests.support.dicom import make_ct, make_study, multipart_related, to_bytes
+from tests.support.wait import wait_until
 
 FAILED = "00081198"
 REFERENCED = "00081199"
@@ -405,11 +405,10 @@ def test_the_forwarder_is_woken_by_the_ingest_and_its_errors_show(
             server.url + "/dicomweb/studies", content=body, headers={"Content-Type": content_type}
         )
         assert stored.status_code == 200
-        deadline = time.monotonic() + 20
-        errors: list[dict[str, Any]] = []
-        while not errors and time.monotonic() < deadline:
-            errors = httpx.get(server.url + "/api/v1/gateway/status").json()["last_errors"]
-            time.sleep(0.05)
-        assert errors, "the forwarder never tried"
+        errors: list[dict[str, Any]] = wait_until(
+            lambda: httpx.get(server.url + "/api/v1/gateway/status").json()["last_errors"],
+            20,
+            "the forwarder to try (an error on the status page)",
+        )
         assert errors[0]["attempts"] >= 1
         assert "hub" in errors[0]["error"]

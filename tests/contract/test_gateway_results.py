@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -45,9 +44,9 @@ from aifi.gateway.deid import (
     Pseudonymiser,
     Reidentifier,
 )
-from aifi.gateway.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.models import GatewayModel, StudyMap
-from aifi.gateway.pseudonym_map import SqlPseudonymLookup, record
+from aifi.gateway.forward.pseudonym_map import SqlPseudonymLookup, record
+from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.persistence.tables import GatewayModel, StudyMap
 from aifi.gateway.results import (
     GatewayResult,
     PacsDeliverer,
@@ -70,6 +69,7 @@ from aifi.vendors.transport import read_multipart_dicom
 from tests.conftest import LiveServer, free_port, running_hub
 from tests.support.clock import Clock
 from tests.support.dicom import multipart_related
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.filterwarnings(
     # highdicom warns when a product builds a result for the one-component Patient's Name
@@ -277,12 +277,8 @@ def perform(hub: LiveServer, how: str = "product", stray: str = "") -> str:
     (COMPLETED naming no output), "stray" (the product's results with ``stray`` left in a
     description). The workitem's UID."""
     with Performer(hub.dicomweb, BONE_AGE.code, "BONEAGE-T", BONE_AGE.factory()) as performer:
-        deadline = time.monotonic() + 20
-        claimed = performer.claim_next()
-        while claimed is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # routing runs in the hub's Task Manager loop
-            claimed = performer.claim_next()
-        assert claimed is not None, "the study was not routed"
+        # routing runs in the hub's Task Manager loop
+        claimed = wait_until(performer.claim_next, 20, "the study to be routed")
         if how == "product":
             assert performer.perform(claimed) == "COMPLETED"
         elif how == "discontinue":

@@ -201,7 +201,7 @@ def test_a_performers_result_in_a_pseudonymised_study_is_not_checked(tmp_path: P
         server.app.state.principal_resolver = resolve
         now = [datetime.now(UTC)]
         state = server.app.state
-        state.task_manager.clock = state.worklist.clock = lambda: now[0]
+        state.hub.clock.set(lambda: now[0])
         with (
             httpx.Client(base_url=server.dicomweb, headers=JSON, timeout=30) as gateway,
             httpx.Client(
@@ -217,7 +217,7 @@ def test_a_performers_result_in_a_pseudonymised_study_is_not_checked(tmp_path: P
             ]
             assert stow(gateway, study).status_code == 200
             now[0] = datetime.now(UTC) + timedelta(seconds=QUIET + 1)
-            [uid] = state.task_manager.tick().created
+            [uid] = state.hub.task_manager.tick().created
             txn = str(generate_uid())
             claimed = performer.put(
                 f"/workitems/{uid}/state", json=state_change("IN PROGRESS", txn)

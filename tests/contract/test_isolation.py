@@ -13,6 +13,7 @@ test does not know how to fill fails the test: add its filler below.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -150,7 +151,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ids, fhir = _seed_b(hub, b_token)
         # Rows are written just after each response: wait for them, or a loaded machine
         # can ask before the writer thread got to B's accesses.
-        assert hub.app.state.audit_trail.flush()
+        assert hub.app.state.hub.audit.flush()
         audit = httpx.get(hub.url + "/fhir/AuditEvent?_count=1", headers=bearer(b_admin)).json()
         assert audit["entry"], "B's accesses left no AuditEvent"
         fhir["AuditEvent"] = audit["entry"][0]["resource"]["id"]
@@ -282,6 +283,22 @@ def test_searches_never_return_another_hospitals_data(world: World) -> None:
         "/fhir/Task?_include=Task:focus",
         "/fhir/AuditEvent?_count=500",
     ]
+    # B's own searches find B's data: A's answers below are empty although there is data
+    theirs = {
+        "/dicomweb/studies?PatientName=Bravo*": "Bravo^Hidden",
+        "/dicomweb/studies": world.b["study"],
+        "/dicomweb/series": world.b["series"],
+        "/dicomweb/instances": world.b["instance"],
+        "/dicomweb/workitems": world.b["workitem"],
+        "/fhir/Subscription": "bravo-epd.example",
+        "/fhir/ServiceRequest": "BRAVO-ACC-77",
+        "/fhir/Task": "BRAVO-ACC-77",
+        "/fhir/Task?_include=Task:focus": "BRAVO-ACC-77",
+    }
+    assert set(theirs) <= set(searches)
+    for search, marker in theirs.items():
+        response = httpx.get(hub.url + search, headers=bearer(world.b_token), timeout=30)
+        assert marker in response.text, f"B's own {search} does not show {marker!r}"
     for search in searches:
         response = httpx.get(hub.url + search, headers=bearer(token), timeout=30)
         assert response.status_code in (200, 204), f"{search}: {response.status_code}"
@@ -310,15 +327,23 @@ def test_another_hospitals_event_channel_stays_silent(world: World) -> None:
         headers=bearer(world.b_token),
     )
     assert subscribe.status_code in (200, 201), subscribe.text
+    uid = str(generate_uid())
     with connect(url, additional_headers=bearer(world.a_token), open_timeout=5) as socket:
         created = httpx.post(
-            world.hub.dicomweb + f"/workitems?{generate_uid()}",
+            world.hub.dicomweb + f"/workitems?{uid}",
             json=[new_workitem(patient_name="Bravo^Hidden", patient_id="BRAVO-SECRET-PID")],
             headers={**bearer(world.b_token), "Content-Type": "application/dicom+json"},
         )
         assert created.status_code == 201
         with pytest.raises(TimeoutError):
             socket.recv(timeout=1.0)
+    # B's performer on the same channel gets the event report A did not
+    performer = register(world.hub, tenant="default", role="performer", products=["AIFI-BONEAGE"])
+    b_performer = token_for(performer, ["worklist.performer"])
+    reported: list[str] = []  # Affected SOP Instance UIDs, the existing workitems' first
+    with connect(url, additional_headers=bearer(b_performer), open_timeout=5) as socket:
+        while uid not in reported:
+            reported += json.loads(socket.recv(timeout=10))["00001000"]["Value"]
 
 
 def test_hospital_b_data_is_untouched_afterwards(world: World) -> None:

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +39,7 @@ from aifi.oauth_client import ClientCredentials
 from tests.conftest import LiveServer
 from tests.support.auth import auth_settings, register
 from tests.support.dicom import multipart_related, to_bytes
+from tests.support.wait import returns_of, wait_until
 
 PATIENT_NAME = "Vermeulen^Johanna"
 PATIENT_ID = "PID-LOGCHECK-4711"
@@ -102,10 +102,12 @@ def served_like_aifi_serve(settings_dir: Path) -> Iterator[tuple[LiveServer, Cap
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+
+        def started() -> bool:
+            assert thread.is_alive(), "uvicorn did not start"
+            return server.started
+
+        wait_until(started, 20, "uvicorn to start")
         yield LiveServer(url=url, app=application), capture
     finally:
         server.should_exit = True
@@ -113,7 +115,7 @@ def served_like_aifi_serve(settings_dir: Path) -> Iterator[tuple[LiveServer, Cap
         for logger in watched:
             logger.removeHandler(capture)
         root.setLevel(old_level)
-        application.state.db.dispose()
+        application.state.hub.db.dispose()
 
 
 def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:
@@ -127,6 +129,7 @@ def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:
     sop_uid = str(study[0].SOPInstanceUID)
 
     with served_like_aifi_serve(tmp_path / "data") as (server, capture):
+        rounds = returns_of(server.app.state.hub.task_manager, "tick")
         credentials = register(server, role="hospital", scopes=SCOPES)
         auth = ClientCredentials(credentials, SCOPES)
         token = auth.token()
@@ -153,15 +156,14 @@ def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:
             # the Task Manager routes it (bone age, fracture) and logs the workitems
             done = client.post(f"{server.url}/api/v1/studies/{study_uid}/complete")
             assert done.status_code < 300, done.text
-            deadline = time.monotonic() + 20
-            workitems: list[object] = []
-            while not workitems and time.monotonic() < deadline:
+
+            def routed() -> list[object]:
                 answer = client.get(
                     f"{dicomweb}/workitems", params={"PatientID": PATIENT_ID}, headers=JSON
                 )
-                workitems = answer.json() if answer.status_code == 200 else []
-                time.sleep(0.1)
-            assert workitems, "the study was not routed"
+                return list(answer.json()) if answer.status_code == 200 else []
+
+            wait_until(routed, 20, "the study to be routed", interval=0.1)
             fhir = {"Accept": "application/fhir+json"}
             tasks = client.get(f"{server.url}/fhir/Task", headers=fhir)
             assert tasks.status_code == 200, tasks.text
@@ -178,7 +180,21 @@ def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:
             assert bad.status_code == 401
             leaked = anonymous.get(f"{dicomweb}/studies", params={"access_token": token})
             assert leaked.status_code == 401
-        time.sleep(0.3)  # the Task Manager's last round and the access log's last lines
+        after = len(rounds)
+
+        def settled() -> bool:
+            """Two more Task Manager rounds (the second begun after the last request) and
+            the access log's lines of the two refused requests."""
+            refused = [
+                text
+                for text in capture.texts()
+                if text.startswith("uvicorn.access")
+                and "/dicomweb/studies?…" in text
+                and " 401" in text
+            ]
+            return len(rounds) >= after + 2 and len(refused) >= 2
+
+        wait_until(settled, 10, "the Task Manager's next rounds and the access log's last lines")
         texts = capture.texts()
 
     secrets = {
@@ -201,7 +217,9 @@ def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:
     )
     assert any("/dicomweb/studies?…" in t for t in access), access[:5]
     assert any("/oauth/token" in t for t in access)
-    assert any("task_manager" in t and "workitem" in t for t in texts), "no routing log seen"
+    assert any("orchestration.routing" in t and "workitem" in t for t in texts), (
+        "no routing log seen"
+    )
 
 
 def test_redact_path_keeps_the_route_shape_only() -> None:

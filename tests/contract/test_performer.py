@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import io
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
+from aifi.dicom_json import DicomJson
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.multipart_reader import read_parts
-from aifi.dicomweb.store import DicomJson
 from aifi.oauth_client import ClientCredentials, Credentials
 from aifi.vendors.cli import vendors_app
 from aifi.vendors.performer import AnalysisFailed, Performer, performer_auth
@@ -37,6 +36,7 @@ from tests.conftest import LiveServer, run_live_server
 from tests.support.auth import register, secured_hub
 from tests.support.dicom import make_study, multipart_related, to_bytes
 from tests.support.ups import element, new_workitem
+from tests.support.wait import returns_of, wait_until
 
 JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
 PRODUCT = "AIFI-BONEAGE"
@@ -287,26 +287,35 @@ def test_missing_inputs_discontinue_with_the_wado_status(
     assert "WADO-RS" in reason and "404" in reason
 
 
+def waiting_on_its_channel(p: Performer) -> Callable[[], bool]:
+    """Before ``p.run`` starts: a condition that holds once the run loop has opened its event
+    channel and searched the worklist (nothing to claim), so that it now waits on the
+    channel (or its poll interval)."""
+    searches = returns_of(p, "claim_next")
+    return lambda: p._channel is not None and bool(searches)
+
+
 def test_triggered_pull_wakes_up_on_the_event_channel(
     sqlite_live_server: LiveServer, hub: httpx.Client
 ):
     study = store_study(hub)
     stop = threading.Event()
     with performer(sqlite_live_server, ReferenceAnalyzer(), ae="TRIGGERED") as p:
+        waiting = waiting_on_its_channel(p)
         done: list[int] = []
         thread = threading.Thread(
             target=lambda: done.append(p.run(stop, poll_seconds=60, events=True))
         )
         thread.start()
         try:
-            time.sleep(1.0)  # subscribed, searched once, now waiting on the channel
+            wait_until(waiting, 10, "the performer to subscribe, search once and wait")
             uid = create_workitem(hub, study)
-            deadline = time.monotonic() + 15  # far less than the 60 s poll interval
-            while time.monotonic() < deadline:
-                if workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]:
-                    break
-                time.sleep(0.1)
-            assert workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"]
+            wait_until(  # far less than the 60 s poll interval
+                lambda: workitem(hub, uid)[STATE]["Value"] == ["COMPLETED"],
+                15,
+                "the workitem to be performed",
+                interval=0.1,
+            )
         finally:
             stop.set()
             thread.join(timeout=30)
@@ -476,10 +485,11 @@ class CancelledWhileAnalysing(ReferenceAnalyzer):
         body = {REASON: element("LT", self.reason)}
         assert self.hub.post(f"/workitems/{uid}/cancelrequest", json=body).status_code == 202
         assert workitem_state(self.hub, uid) == "IN PROGRESS"  # the hub leaves it to us
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not self.heard:
-            self.heard = self.performer is not None and self.performer.cancellation(uid) is not None
-            time.sleep(0.02)
+        self.heard = wait_until(
+            lambda: self.performer is not None and self.performer.cancellation(uid) is not None,
+            10,
+            "the Cancel Requested event at the performer",
+        )
         return super().analyze(workitem, inputs)
 
 
@@ -512,10 +522,11 @@ def test_cancel_requested_is_heard_on_the_run_loops_channel(
     stop = threading.Event()
     with performer(sqlite_live_server, analyzer, ae="LOOPING") as p:
         analyzer.performer = p  # type: ignore[assignment]
+        waiting = waiting_on_its_channel(p)
         done: list[int] = []
         thread = threading.Thread(target=lambda: done.append(p.run(stop, max_items=1)))
         thread.start()
-        time.sleep(0.5)
+        wait_until(waiting, 10, "the run loop to open its channel and search once")
         uid = create_workitem(hub, study)
         thread.join(timeout=30)
         stop.set()
@@ -626,10 +637,7 @@ def test_performer_with_credentials_works_a_secured_hub_over_tokens(tmp_path: Pa
                     target=lambda: done.append(p.run(stop, max_items=1, poll_seconds=60))
                 )
                 thread.start()
-                deadline = time.monotonic() + 10
-                while p._channel is None and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert p._channel is not None, "the event channel was not opened"
+                wait_until(lambda: p._channel is not None, 10, "the event channel to open")
                 second = create_workitem(hub, store_study(hub))
                 thread.join(timeout=30)
                 stop.set()

@@ -7,7 +7,6 @@ Requested while a product analyses ends the workitem CANCELED with nothing store
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,10 +18,10 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from aifi.conformance.pilot_studies import chest_ct, extremity_xray, hand_xray, study_json
+from aifi.dicom_json import DicomJson
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
 from aifi.dicomweb.multipart_reader import read_parts
-from aifi.dicomweb.store import DicomJson
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.rules import StudyFacts, evaluate, load_rules
 from aifi.vendors.cli import products_app
@@ -30,6 +29,7 @@ from aifi.vendors.performer import Performer, part10
 from aifi.vendors.products import PRODUCTS
 from aifi.vendors.products.skeletal_age import SkeletalAge
 from tests.conftest import LiveServer
+from tests.support.wait import wait_until
 
 JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
 MULTIPART = 'multipart/related; type="application/dicom"'
@@ -214,12 +214,15 @@ def test_cancel_requested_while_a_product_analyses(
         def analyze(self, workitem: DicomJson, inputs: list[Dataset]) -> list[Dataset]:
             body = {REASON: element("LT", "Duplicate request")}
             assert hub.post(f"/workitems/{uid}/cancelrequest", json=body).status_code == 202
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.performer is not None:
-                if self.performer.cancellation(uid) is not None:
-                    heard.append(True)
-                    break
-                time.sleep(0.02)
+            heard.append(
+                wait_until(
+                    lambda: (
+                        self.performer is not None and self.performer.cancellation(uid) is not None
+                    ),
+                    10,
+                    "the Cancel Requested event at the performer",
+                )
+            )
             return super().analyze(workitem, inputs)
 
     analyzer = Interrupted()

@@ -148,7 +148,7 @@ def served(
             url = stack.enter_context(postgres_database())
         data = tmp_path_factory.mktemp("qido") / "data"
         app = create_app(Settings(data_dir=data, database_url=url, fsync=False))
-        stack.callback(app.state.db.dispose)
+        stack.callback(app.state.hub.db.dispose)
         server = stack.enter_context(run_live_server(app))
         yield server, load(server)
 
@@ -483,12 +483,16 @@ def test_no_match_is_200_with_an_empty_list(client: httpx.Client, corpus: Corpus
     assert response.content == f"--{boundary}--\r\n".encode()
 
 
-def test_tenant_isolation(client: httpx.Client, corpus: Corpus) -> None:
-    assert corpus.other not in study_uids(client, "PatientID=P-A")
+def test_tenant_isolation(client: httpx.Client, corpus: Corpus, live_server: LiveServer) -> None:
+    # tenant "other" holds its study (Müller^Ärne, P-A, like study a of the default tenant) ...
+    store = live_server.app.state.dicom_store
+    assert len(store.find_instances("other", corpus.other)) == 1
+    # ... which the same searches that find the default tenant's never show
+    assert study_uids(client, "PatientID=P-A") == {corpus.a}
     assert study_uids(client, f"StudyInstanceUID={corpus.other}") == set()
     assert get(client, f"/studies/{corpus.other}/instances") == []
     everywhere = uids(get(client, "/instances"), "0020000D")
-    assert corpus.other not in everywhere
+    assert corpus.a in everywhere and corpus.other not in everywhere
 
 
 # -- media types and errors ---------------------------------------------------------------

@@ -69,7 +69,7 @@ def results_hub(
     with running_hub(settings) as server:
         now = [datetime.now(UTC)]
         state = server.app.state
-        state.task_manager.clock = state.worklist.clock = lambda: now[0]
+        state.hub.clock.set(lambda: now[0])
         yield server, now
 
 
@@ -101,7 +101,7 @@ class Hub:
         # past the quiet period of the study just stored (its time is real, the hub's clock
         # the test's: a slow machine must not leave it unrouted)
         self.now[0] = max(self.now[0], datetime.now(UTC)) + timedelta(seconds=QUIET + 1)
-        created = self.server.app.state.task_manager.tick().created
+        created = self.server.app.state.hub.task_manager.tick().created
         out = {}
         for uid in created:
             [ds] = self.web.get(f"/workitems/{uid}").json()
@@ -432,7 +432,7 @@ def test_a_workitem_cancelled_after_its_last_attempt_fails_with_the_reason(tmp_p
         _study, items = hub.routed_study()
         first = items["AIFI-FRACTURE"]
         now[0] += timedelta(seconds=61)
-        manager = server.app.state.task_manager
+        manager = server.app.state.hub.task_manager
         assert first in manager.tick().expired
         assert hub.result(first)["result"] is None  # retried: no answer from this attempt
         assert hub.result(first)["state"] == "ended"

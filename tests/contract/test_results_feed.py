@@ -156,7 +156,7 @@ def test_failed_and_cancelled_results_are_in_the_feed_with_their_reason(supervis
 def test_another_tenants_results_never_appear(autonomous: Hub):
     hub = autonomous
     own = performed(hub)
-    db = hub.server.app.state.db
+    db = hub.server.app.state.hub.db
     with db.write() as session:
         session.add(Tenant(id="other", name="other"))
         session.flush()

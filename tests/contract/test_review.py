@@ -124,7 +124,7 @@ def test_accepting_queues_a_delivery_per_pacs_destination(tmp_path: Path):
     )
     with running_hub(settings) as server:
         now = [datetime.now(UTC)]
-        server.app.state.task_manager.clock = server.app.state.worklist.clock = lambda: now[0]
+        server.app.state.hub.clock.set(lambda: now[0])
         hub = Hub(server, now)
         uid = completed(hub)
         assert hub.result(uid)["deliveries"] == []  # not released yet

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -19,10 +19,12 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
 from aifi.conformance.synthetic import Patient, radiograph_study
+from aifi.hub.orchestration.task_manager import TickReport
 from aifi.hub.settings import Settings
 from tests.conftest import LiveServer, running_hub
 from tests.support.dicom import multipart_related
 from tests.support.ups import completion, new_workitem, state_change
+from tests.support.wait import returns_of, wait_until
 
 JSON = {"Content-Type": "application/dicom+json", "Accept": "application/dicom+json"}
 BONE_AGE = "AIFI-BONEAGE"
@@ -76,14 +78,14 @@ def workitems(server: LiveServer, **query: str) -> list[dict[str, Any]]:
     return result
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def rounds(server: LiveServer) -> list[TickReport]:
+    """The report of every Task Manager round of ``server`` from now on, once it is over."""
+    return returns_of(server.app.state.hub.task_manager, "tick")
+
+
+def routed_then_one_more(reports: list[TickReport]) -> bool:
+    """A round routed a study, and another round ended after it."""
+    return any(r.routed for r in reports[:-1])
 
 
 def value(ds: dict[str, Any], tag: str) -> Any:
@@ -105,7 +107,7 @@ def hand(study_uid: str, images: int = 2, **kwargs: Any) -> list[bytes]:
 def test_a_hand_study_becomes_one_bone_age_workitem_that_a_performer_completes(hub: LiveServer):
     study_uid = str(generate_uid())
     stow(hub, hand(study_uid))
-    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    [item] = wait_until(lambda: bone_age_items(hub, study_uid))
     assert value(item, "00741000") == "SCHEDULED"
     assert value(item, "00404041") == "READY"
     assert value(item, "00741204") == "Skeletal age (bone age)"
@@ -122,7 +124,7 @@ def test_a_hand_study_becomes_one_bone_age_workitem_that_a_performer_completes(h
         found = workitems(hub, StudyInstanceUID=study_uid)
         return {value(value(w, "00404018"), "00080100") for w in found}
 
-    wait_for(lambda: len(codes()) == 2, timeout=2)
+    wait_until(lambda: len(codes()) == 2, timeout=2)
     assert codes() == {BONE_AGE, "AIFI-FRACTURE"}
 
     # A performer (dicomweb-client for DICOMweb, httpx for UPS-RS) claims and works it.
@@ -140,6 +142,7 @@ def test_a_hand_study_becomes_one_bone_age_workitem_that_a_performer_completes(h
     )
     [result] = list(map(_read, radiograph_study(1, study_uid=study_uid, modality="OT")))
     result.SeriesDescription = "AI result"
+    reports = rounds(hub)
     client.store_instances([result])
     output = (study_uid, str(result.SeriesInstanceUID), str(result.SOPInstanceUID))
     assert (
@@ -151,7 +154,8 @@ def test_a_hand_study_becomes_one_bone_age_workitem_that_a_performer_completes(h
     ups.close()
     client._session.close()
 
-    time.sleep(QUIET + 0.5)  # the result changed the study: routed again, nothing new
+    # the result changed the study: routed again after its quiet period, nothing new
+    wait_until(lambda: any(r.routed for r in reports), 5, "the study routed again")
     [done] = bone_age_items(hub, study_uid)
     assert value(done, "00741000") == "COMPLETED"
     outputs = done["00741216"]["Value"][0]["00404033"]["Value"]
@@ -169,13 +173,13 @@ def _read(data: bytes) -> Any:
 def test_instances_arriving_late_update_a_scheduled_workitem(hub: LiveServer):
     study_uid, series_uid = str(generate_uid()), str(generate_uid())
     stow(hub, hand(study_uid, 1, series_uid=series_uid))
-    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    [item] = wait_until(lambda: bone_age_items(hub, study_uid))
     uid = value(item, "00080018")
     stow(hub, hand(study_uid, 1, series_uid=series_uid))
     # At once: the inputs are not complete any more ...
-    wait_for(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "INCOMPLETE", 2)
+    wait_until(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "INCOMPLETE", 2)
     # ... and after the quiet period the same workitem lists both instances, READY.
-    wait_for(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "READY", 5)
+    wait_until(lambda: value(bone_age_items(hub, study_uid)[0], "00404041") == "READY", 5)
     [item] = bone_age_items(hub, study_uid)
     assert value(item, "00080018") == uid
     assert len(item["00404021"]["Value"][0]["00081199"]["Value"]) == 2
@@ -184,7 +188,7 @@ def test_instances_arriving_late_update_a_scheduled_workitem(hub: LiveServer):
 def test_instances_arriving_after_a_claim_get_a_new_workitem(hub: LiveServer):
     study_uid, series_uid = str(generate_uid()), str(generate_uid())
     stow(hub, hand(study_uid, 1, series_uid=series_uid))
-    [item] = wait_for(lambda: bone_age_items(hub, study_uid))
+    [item] = wait_until(lambda: bone_age_items(hub, study_uid))
     claimed = value(item, "00080018")
     response = httpx.put(
         f"{hub.dicomweb}/workitems/{claimed}/state",
@@ -192,14 +196,18 @@ def test_instances_arriving_after_a_claim_get_a_new_workitem(hub: LiveServer):
         headers=JSON,
     )
     assert response.status_code == 200
+    reports = rounds(hub)
     stow(hub, hand(study_uid, 1, series_uid=series_uid))
-    items = wait_for(
-        lambda: len(bone_age_items(hub, study_uid)) == 2 and bone_age_items(hub, study_uid)
-    )
+
+    def both() -> list[dict[str, Any]] | None:
+        found = bone_age_items(hub, study_uid)
+        return found if len(found) == 2 else None
+
+    items = wait_until(both, 10, "a second bone-age workitem")
     newer = [w for w in items if value(w, "00080018") != claimed]
     assert value(newer[0], "00741000") == "SCHEDULED"
     assert len(newer[0]["00404021"]["Value"][0]["00081199"]["Value"]) == 2
-    time.sleep(QUIET + 0.3)
+    wait_until(partial(routed_then_one_more, reports), 5, "a round after the routing")
     assert len(bone_age_items(hub, study_uid)) == 2
 
 
@@ -211,13 +219,15 @@ def test_a_completion_signal_routes_before_the_quiet_period(tmp_path: Path):
     )
     with running_hub(settings, lifespan=True) as server:
         study_uid = str(generate_uid())
+        reports = rounds(server)
         stow(server, hand(study_uid))
-        time.sleep(0.3)
+        after = len(reports)  # the second round to end from here began after the store
+        wait_until(lambda: len(reports) >= after + 2, 5, "two rounds that saw the study")
         assert bone_age_items(server, study_uid) == []
         signalled = time.monotonic()
         response = httpx.post(f"{server.url}/api/v1/studies/{study_uid}/complete")
         assert response.status_code == 202
-        wait_for(lambda: bone_age_items(server, study_uid), timeout=2)
+        wait_until(lambda: bone_age_items(server, study_uid), timeout=2)
         assert time.monotonic() - signalled < 1.0
         missing = httpx.post(f"{server.url}/api/v1/studies/{generate_uid()}/complete")
         assert missing.status_code == 404
@@ -229,9 +239,11 @@ def test_a_completion_signal_routes_before_the_quiet_period(tmp_path: Path):
 def test_an_adult_hand_gets_fracture_detection_but_no_bone_age(hub: LiveServer):
     study_uid = str(generate_uid())
     adult = Patient(name="Demo^Volwassen", patient_id="ADULT-1", birth_date="19700101")
+    reports = rounds(hub)
     stow(hub, hand(study_uid, patient=adult))
-    wait_for(lambda: workitems(hub, StudyInstanceUID=study_uid))
-    time.sleep(QUIET)
+    wait_until(lambda: workitems(hub, StudyInstanceUID=study_uid))
+    # the round that routed the study is over: every product it matched has its workitem
+    wait_until(lambda: any(r.routed for r in reports), 5, "the study's routing round to end")
     codes = [
         value(value(w, "00404018"), "00080100") for w in workitems(hub, StudyInstanceUID=study_uid)
     ]
@@ -251,14 +263,14 @@ def clocked_hub(
     )
     with running_hub(settings) as server:
         now = [datetime.now(UTC)]
-        server.app.state.task_manager.clock = server.app.state.worklist.clock = lambda: now[0]
+        server.app.state.hub.clock.set(lambda: now[0])
         yield server, now
 
 
 def test_deadlines_cancel_and_retry_then_give_up(tmp_path: Path):
     """Driven with a clock of the test's own: claim timeout 1 min, two attempts."""
     with clocked_hub(tmp_path, claim_timeout_minutes=1, max_attempts=2) as (server, now):
-        manager = server.app.state.task_manager
+        manager = server.app.state.hub.task_manager
         study_uid = str(generate_uid())
         stow(server, hand(study_uid))
         now[0] += timedelta(seconds=QUIET + 1)
@@ -305,7 +317,7 @@ def test_a_restart_in_the_middle_loses_nothing(tmp_path: Path, hub_settings: Set
         assert bone_age_items(first, study_uid) == []
     # 2. After the restart the pending study is routed, and a performer claims it.
     with running_hub(quiet_settings, lifespan=True) as second:
-        [item] = wait_for(lambda: bone_age_items(second, study_uid))
+        [item] = wait_until(lambda: bone_age_items(second, study_uid))
         uid, txn = value(item, "00080018"), str(generate_uid())
         response = httpx.put(
             f"{second.dicomweb}/workitems/{uid}/state",
@@ -315,7 +327,10 @@ def test_a_restart_in_the_middle_loses_nothing(tmp_path: Path, hub_settings: Set
         assert response.status_code == 200
     # 3. Another restart while it is IN PROGRESS: the claim, and only it, survives.
     with running_hub(quiet_settings, lifespan=True) as third:
-        time.sleep(2)
+        reports = rounds(third)
+        # two whole rounds as the leader (the study's quiet period is long over): a routing
+        # state lost in the restart would route the study again in the first of them
+        wait_until(lambda: sum(r.leader for r in reports) >= 2, 10, "two rounds of the new hub")
         [item] = bone_age_items(third, study_uid)
         assert value(item, "00741000") == "IN PROGRESS"
         with httpx.Client(base_url=third.dicomweb, headers=JSON) as ups:
@@ -367,12 +382,14 @@ def test_routing_and_late_instances_on_both_databases(backend: str, tmp_path: Pa
         with running_hub(settings, lifespan=True) as server:
             study_uid, series_uid = str(generate_uid()), str(generate_uid())
             stow(server, hand(study_uid, 1, series_uid=series_uid))
-            [item] = wait_for(lambda: bone_age_items(server, study_uid))
+            [item] = wait_until(lambda: bone_age_items(server, study_uid))
             stow(server, hand(study_uid, 1, series_uid=series_uid))
-            wait_for(
+            wait_until(
                 lambda: value(bone_age_items(server, study_uid)[0], "00404041") == "INCOMPLETE", 2
             )
-            wait_for(lambda: value(bone_age_items(server, study_uid)[0], "00404041") == "READY", 5)
+            wait_until(
+                lambda: value(bone_age_items(server, study_uid)[0], "00404041") == "READY", 5
+            )
             [again] = bone_age_items(server, study_uid)
             assert value(again, "00080018") == value(item, "00080018")
             assert len(again["00404021"]["Value"][0]["00081199"]["Value"]) == 2
@@ -381,7 +398,7 @@ def test_routing_and_late_instances_on_both_databases(backend: str, tmp_path: Pa
 def test_a_claimed_workitem_not_finished_in_time_is_ended_and_retried(tmp_path: Path):
     """Run timeout 2 min: the performer went quiet; its late completion is refused."""
     with clocked_hub(tmp_path, run_timeout_minutes=2, max_attempts=3) as (server, now):
-        manager = server.app.state.task_manager
+        manager = server.app.state.hub.task_manager
         study_uid = str(generate_uid())
         stow(server, hand(study_uid))
         now[0] += timedelta(seconds=QUIET + 1)
@@ -435,7 +452,10 @@ def test_two_worker_processes_route_each_study_once(backend: str, tmp_path: Path
         for study_uid in studies:
             stow(server, hand(study_uid))
         for study_uid in studies:
-            wait_for(partial(bone_age_items, server, study_uid), timeout=3)
+            wait_until(partial(bone_age_items, server, study_uid), timeout=3)
+        # A negative check across two processes: a second workitem must not appear. The
+        # worker that does not lead leaves no trace of its rounds to wait on, so time has to
+        # pass: a quiet period and many polls of both Task Managers.
         time.sleep(QUIET + 0.5)
         for study_uid in studies:
             assert len(bone_age_items(server, study_uid)) == 1
@@ -443,7 +463,7 @@ def test_two_worker_processes_route_each_study_once(backend: str, tmp_path: Path
 
 def test_delivered_event_reports_are_removed_after_a_week(tmp_path: Path):
     with clocked_hub(tmp_path) as (server, now):
-        manager = server.app.state.task_manager
+        manager = server.app.state.hub.task_manager
         worklist = server.app.state.worklist
         with httpx.Client(base_url=server.dicomweb, headers=JSON) as ups:
             assert ups.post(f"/workitems/{GLOBAL}/subscribers/KEEPER").status_code == 201

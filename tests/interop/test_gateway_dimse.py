@@ -17,8 +17,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,13 @@ from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.conformance.orthanc import OrthancPeer
 from aifi.dicomweb.instance_checks import transfer_syntax_supported
 from aifi.gateway.app import Gateway, build_gateway
-from aifi.gateway.ingest import Origin
-from aifi.gateway.part10 import PREAMBLE, dataset_offset, encode_file_meta
-from aifi.gateway.scp import TRANSFER_SYNTAXES
+from aifi.gateway.ingest.dimse_scp import TRANSFER_SYNTAXES
+from aifi.gateway.ingest.part10 import PREAMBLE, dataset_offset, encode_file_meta
+from aifi.gateway.ingest.pipeline import Origin
 from aifi.gateway.settings import GatewaySettings
 from tests.conftest import free_port, run_live_server
 from tests.support.dicom import bundled_files, make_ct, to_bytes
+from tests.support.wait import wait_until
 
 AE_TITLE = "AIFI-GW"
 HAS_DCMTK = dcmtk_tool("storescu") is not None and dcmtk_tool("echoscu") is not None
@@ -102,13 +103,9 @@ def gw(tmp_path: Path) -> Iterator[Running]:
         yield running
 
 
-def wait_for(condition: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def _all_due(gw: Running) -> bool:
+    """Every study of the gateway is due for forwarding (its completion was decided)."""
+    return set(gw.studies().values()) <= {"due"}
 
 
 def data_set(data: bytes) -> bytes:
@@ -295,7 +292,7 @@ def test_storescu_sends_pydicom_test_files(gw: Running) -> None:
     rows = gw.rows()
     assert len(rows) == len(files)  # once each
     assert {r["source"] for r in rows.values()} == {"dimse:DCMTK@127.0.0.1"}
-    wait_for(lambda: set(gw.studies().values()) == {"due"}, what="completion after release")
+    wait_until(lambda: set(gw.studies().values()) == {"due"}, 20, "completion after release")
 
 
 # -- pynetdicom as SCU ---------------------------------------------------------------------
@@ -351,7 +348,7 @@ def test_pynetdicom_sends_pydicom_test_files(tmp_path: Path, raw_sending: None) 
             assoc.release()
             assert_stored_as_sent(gw, good)
             assert len(gw.rows()) == len(good) == len(gw.files())
-            wait_for(lambda gw=gw: set(gw.studies().values()) <= {"due"}, what="completion")
+            wait_until(partial(_all_due, gw), 20, "completion")
             syntaxes |= {str(r["transfer_syntax_uid"]) for r in gw.rows().values()}
     assert refused == len(REFUSED_TEST_FILES)
     assert {
@@ -422,7 +419,7 @@ def test_association_end_makes_its_studies_due(gw: Running) -> None:
         assert assoc.send_c_store(make_ct(study_uid=study, instance_number=number)).Status == 0
     assert gw.studies() == {study: "open"}  # the association is still open
     assoc.abort()  # an abort ends it as well as a release
-    wait_for(lambda: gw.studies() == {study: "due"}, what="the study to become due")
+    wait_until(lambda: gw.studies() == {study: "due"}, 20, "the study to become due")
     assert {r["association"] for r in gw.rows().values()} != {None}
 
 
@@ -612,15 +609,15 @@ def test_pynetdicom_s_per_message_logging_is_bound_only_for_debugging(
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
             errors = process.stderr.read().decode()[-2000:] if process.stderr else ""
             raise AssertionError(f"the gateway exited: {errors}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the gateway did not listen")
+            return True
+        return False
+
+    wait_until(listening, timeout, "the gateway to listen")
 
 
 def _serve(data_dir: Path, dimse_port: int) -> subprocess.Popen[bytes]:

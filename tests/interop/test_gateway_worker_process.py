@@ -15,7 +15,7 @@ import pytest
 
 from aifi.gateway.serve import GatewayProcess, gateway_subprocess
 from aifi.hub.serve import free_port
-from tests.support.gateway import wait_until
+from tests.support.wait import wait_until
 
 KEY = "f" * 64
 

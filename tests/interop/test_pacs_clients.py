@@ -275,6 +275,7 @@ def test_a_closed_port_gives_retryable_outcomes(tmp_path: Path) -> None:
             started = time.monotonic()
             outcomes = pacs.send(study.files)
         assert time.monotonic() - started < 3 * QUICK
+        assert len(outcomes) == len(study.files), outcomes  # one for each instance
         assert all(not o.delivered and o.retryable for o in outcomes), outcomes
 
 
@@ -401,6 +402,7 @@ def test_c_store_falls_back_to_implicit_vr_little_endian(
     study = make_study(tmp_path)
     with DimsePacs("127.0.0.1", port, called_ae="TEST-SCP") as pacs:
         outcomes = pacs.send(study.files)
+    assert len(outcomes) == len(study.files), outcomes  # one for each instance
     assert all(o.delivered for o in outcomes), outcomes
     for ds, f in zip(received, study.files, strict=True):
         assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
@@ -512,6 +514,7 @@ def test_stow_request_is_well_formed(tmp_path: Path, stow_server: tuple[str, Can
     headers = {"Authorization": "Bearer t0k3n"}
     with DicomwebPacs(url + "/", headers=headers) as pacs:
         outcomes = pacs.send(study.files)
+    assert len(outcomes) == len(study.files), outcomes  # one for each instance
     assert all(o.delivered for o in outcomes)  # 200 with an empty body: all stored
     [(path, sent, body)] = canned.requests
     assert path == "/dicom-web/studies"
@@ -590,6 +593,7 @@ def test_unreadable_file_is_refused_without_stopping_the_others(
         outcomes = pacs.send([missing, *study.files])
     assert not outcomes[0].delivered and not outcomes[0].retryable
     assert "gone.dcm" in outcomes[0].reason
+    assert len(outcomes) == 1 + len(study.files), outcomes  # one for each instance
     assert all(o.delivered for o in outcomes[1:])
     [(_path, _sent, body)] = canned.requests
     assert len(_parts(body, _sent["Content-Type"])) == len(study.files)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from aifi.vendors.performer import Performer, part10
 from aifi.vendors.products import reference_product
 from tests.conftest import LiveServer, running_hub
 from tests.support.dicom import multipart_related
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.orthanc
 
@@ -67,11 +67,7 @@ def _bone_age(server: LiveServer, pacs: OrthancPeer | None = None) -> str:
         assert client.post(f"{server.url}/api/v1/studies/{uid}/complete").status_code == 202
         product = reference_product("skeletal-age")
         with Performer(server.dicomweb, product.code, "BONEAGE-T", product.factory()) as p:
-            deadline = time.monotonic() + 20
-            state = None
-            while state is None and time.monotonic() < deadline:
-                state = p.run_once()
-                time.sleep(0.05)
+            state = wait_until(p.run_once, 20, "the bone-age workitem to be performed")
         assert state == "COMPLETED"
         [result] = client.get(f"{server.url}/api/v1/results", params={"study": uid}).json()[
             "results"
@@ -80,12 +76,14 @@ def _bone_age(server: LiveServer, pacs: OrthancPeer | None = None) -> str:
 
 
 def _wait(client: httpx.Client, url: str, done: Any, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        detail: dict[str, Any] = client.get(url).json()
-        if done(detail) or time.monotonic() > deadline:
-            return detail
-        time.sleep(0.05)
+    """The result's detail once ``done(detail)`` holds."""
+    seen: list[dict[str, Any]] = []
+
+    def finished() -> dict[str, Any] | None:
+        seen[:] = [client.get(url).json()]
+        return seen[0] if done(seen[0]) else None
+
+    return wait_until(finished, seconds, lambda: f"the result's deliveries; last seen: {seen}")
 
 
 def test_a_released_result_reaches_the_pacs_at_once_inside_the_original_study(
@@ -151,9 +149,8 @@ def test_a_busy_pacs_fails_the_delivery_with_the_reason_and_retry_queues_it_agai
             assert detail["timings"]["delivered"] is None  # failed is not done
             assert _BusyPacs.requests == 1
             assert client.post(f"{result_url}/deliveries/pacs/retry").status_code == 200
-            deadline = time.monotonic() + 10  # the retry wakes the loop: a second attempt
-            while _BusyPacs.requests < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # the retry wakes the loop: a second attempt
+            wait_until(lambda: _BusyPacs.requests >= 2, 10, "a second attempt at the PACS")
             assert _BusyPacs.requests == 2
             detail = _wait(
                 client, result_url, lambda d: d["deliveries"][0]["state"] == "failed", 10

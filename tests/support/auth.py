@@ -52,7 +52,7 @@ def register(
     **extra: Any,
 ) -> Credentials:
     """Register a client in the hub's registry; its credentials for the token endpoint."""
-    registry = server.app.state.clients
+    registry = server.app.state.hub.clients
     private = new_private_jwk() if method == "private_key_jwt" else None
     registration = registry.add(
         tenant=tenant,

@@ -23,13 +23,12 @@ import json
 import re
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from pydicom import Dataset
@@ -44,22 +43,6 @@ from aifi.hub.serve import serve_subprocess
 
 GATEWAY_AE = "AIFI-GW"
 MODALITY_AE = "ZZMODALITY"
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``condition`` (every 0.1 s) until it returns something truthy; that value.
-    AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
-
 
 # -- the hub ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from aifi.hub.audit.events import AuditEntry
 from aifi.hub.audit.syslog import SyslogExporter, SyslogTarget, audit_message, syslog_frame
 from aifi.hub.audit.trail import AuditTrail
 from aifi.hub.persistence.database import Database
+from tests.support.wait import wait_until
 
 RFC5424 = re.compile(
     rb"^<85>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00) (?P<host>\S+) aifi-hub "
@@ -182,10 +183,8 @@ class Listener:
                     buffer = rest[size:]
 
     def wait(self, count: int) -> list[bytes]:
-        for _ in range(100):
-            if len(self.messages) >= count:
-                break
-            self.stop.wait(0.05)
+        """Every message received, once there are at least ``count``."""
+        wait_until(lambda: len(self.messages) >= count, 5, f"{count} syslog messages")
         return list(self.messages)
 
     def close(self) -> None:

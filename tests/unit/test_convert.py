@@ -7,7 +7,7 @@ import pytest
 from pydicom import Dataset
 
 from aifi.conformance.pilot_studies import extremity_xray
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson
 from aifi.ihe_profiles import air
 from aifi.vendors.convert import (
     ConvertingAnalyzer,

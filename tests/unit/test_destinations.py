@@ -217,6 +217,7 @@ def test_200_all_referenced_is_delivered() -> None:
     parsed = parse_store_response(_response(referenced=[(f.sop_instance_uid, None) for f in FILES]))
     assert set(parsed.referenced) == {f.sop_instance_uid for f in FILES}
     outcomes = stow_outcomes(FILES, 200, parsed, pacs="PACS 'main'")
+    assert len(outcomes) == len(FILES)  # one for each instance
     assert all(o.delivered and not o.retryable for o in outcomes)
     assert all(o.reason == "stored by PACS 'main' (HTTP 200)" for o in outcomes)
 
@@ -261,6 +262,7 @@ def test_refusal_is_not_retryable_and_carries_the_failure_reason(status: int) ->
 @pytest.mark.parametrize("status", [408, 429, 503, 504])
 def test_transient_statuses_are_retryable(status: int) -> None:
     outcomes = stow_outcomes(FILES, status, None, pacs="P", retry_after="120")
+    assert len(outcomes) == len(FILES)  # one for each instance
     assert all(not o.delivered and o.retryable for o in outcomes)
     assert f"P is unavailable for now (HTTP {status}, Retry-After: 120)" == outcomes[0].reason
 
@@ -268,11 +270,14 @@ def test_transient_statuses_are_retryable(status: int) -> None:
 @pytest.mark.parametrize("status", [401, 403, 404, 500, 302])
 def test_other_statuses_are_refusals(status: int) -> None:
     outcomes = stow_outcomes(FILES, status, None, pacs="P")
+    assert len(outcomes) == len(FILES)  # one for each instance
     assert all(not o.delivered and not o.retryable for o in outcomes)
 
 
 def test_200_without_a_body_means_all_stored() -> None:
-    assert all(o.delivered for o in stow_outcomes(FILES, 200, None, pacs="P"))
+    outcomes = stow_outcomes(FILES, 200, None, pacs="P")
+    assert len(outcomes) == len(FILES)  # one for each instance
+    assert all(o.delivered for o in outcomes)
 
 
 @pytest.mark.parametrize("body", [b"", b"   ", b"<NativeDicomModel/>", b"[1, 2]", b"{broken"])

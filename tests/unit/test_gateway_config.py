@@ -16,11 +16,11 @@ from aifi.cli import app
 from aifi.gateway.config import (
     ConfigError,
     GatewayConfig,
-    address_allowed,
     load_config,
     parse_pacs,
 )
 from aifi.gateway.deid import Option
+from aifi.gateway.ingest.allowed import address_allowed
 from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
 from aifi.hub.delivery.destinations import DicomwebDestination, DimseDestination
 

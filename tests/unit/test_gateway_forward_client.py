@@ -78,6 +78,7 @@ def test_a_refusal_for_good_carries_the_failure_reason_and_warning() -> None:
     body = store_response([], [("2.25.1", 0xC411), ("2.25.2", 0xC411)])
     headers = {"Warning": "299 hub: Patient Identity Removed (0012,0062) is not YES"}
     outcomes = client(lambda r: httpx.Response(409, content=body, headers=headers)).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     for outcome in outcomes:
         assert not outcome.delivered and not outcome.retryable
         assert "0xC411" in outcome.reason and "Patient Identity Removed" in outcome.reason
@@ -88,6 +89,7 @@ def test_a_refusal_for_good_carries_the_failure_reason_and_warning() -> None:
 def test_transient_statuses_are_retried(status: int) -> None:
     response = httpx.Response(status, headers={"Retry-After": "30"})
     outcomes = client(lambda r: response).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     assert all(o.retryable and not o.delivered for o in outcomes)
     assert all(f"HTTP {status}" in o.reason and "Retry-After: 30" in o.reason for o in outcomes)
 
@@ -95,6 +97,7 @@ def test_transient_statuses_are_retried(status: int) -> None:
 @pytest.mark.parametrize("status", [500, 502])
 def test_a_failing_hub_or_proxy_is_retried_not_blamed_on_the_instances(status: int) -> None:
     outcomes = client(lambda r: httpx.Response(status, text="Bad Gateway")).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     assert all(o.retryable and not o.delivered for o in outcomes)
     assert all(f"failed on STOW-RS (HTTP {status}" in o.reason for o in outcomes)
 
@@ -104,6 +107,7 @@ def test_a_failing_hub_or_proxy_is_retried_not_blamed_on_the_instances(status: i
 )
 def test_401_and_403_are_retried_and_say_what_to_fix(status: int, words: str) -> None:
     outcomes = client(lambda r: httpx.Response(status)).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     assert all(o.retryable and f"HTTP {status}" in o.reason and words in o.reason for o in outcomes)
     signal = client(lambda r: httpx.Response(status)).complete("2.25.9")
     assert signal.retryable and not signal.done and words in signal.reason
@@ -121,6 +125,7 @@ def test_no_answer_is_retried(error: Exception, words: str) -> None:
         raise error
 
     outcomes = client(handler).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     assert all(o.retryable and words in o.reason for o in outcomes)
 
 
@@ -131,6 +136,7 @@ def test_a_token_endpoint_refusal_is_retried_with_the_reason() -> None:
             yield request
 
     outcomes = client(lambda r: httpx.Response(200), auth=Refused()).store(PARTS)
+    assert len(outcomes) == len(PARTS)  # one for each instance
     assert all(o.retryable and "invalid_client" in o.reason for o in outcomes)
     assert all("--credentials" in o.reason for o in outcomes)
 

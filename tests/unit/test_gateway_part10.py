@@ -1,4 +1,4 @@
-"""The C-STORE path's fast header scan (:func:`aifi.gateway.part10.scan_header`): it gives
+"""The C-STORE path's fast header scan (:func:`aifi.gateway.ingest.part10.scan_header`): it gives
 the header :func:`read_header` (pydicom) gives for regular data sets — implicit and
 explicit VR, sequences and items of defined and undefined length, encapsulated pixel data,
 a private UN sequence — and hands everything else back (``None``) to :func:`read_header`,
@@ -27,7 +27,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from aifi.gateway.part10 import (
+from aifi.gateway.ingest.part10 import (
     PREAMBLE,
     InstanceHeader,
     Unreadable,

@@ -8,15 +8,9 @@ from typing import Any
 import pytest
 from starlette.datastructures import QueryParams
 
-from aifi.dicomweb.matching import (
-    DateTimeMatcher,
-    Matcher,
-    MatchKind,
-    QidoQuery,
-    QueryLevel,
-    match_dataset,
-    parse_query,
-)
+from aifi.dicomweb.matching import DateTimeMatcher, Matcher, MatchKind, match_dataset
+from aifi.dicomweb.qido_query import QidoQuery, parse_query
+from aifi.dicomweb.query_attributes import QueryLevel
 from aifi.dicomweb.vr_values import normalize_datetime, normalize_time, pn_ci
 from aifi.errors import InvalidRequest
 

@@ -1,5 +1,6 @@
-"""Transcoding, frame extraction and bulk data (aifi.dicomweb.transcode), checked against
-pydicom's own decoding of its bundled test files (read from disk, never downloaded)."""
+"""Transcoding, frame extraction and bulk data (aifi.dicomweb.transcode, .frames, .bulkdata),
+checked against pydicom's own decoding of its bundled test files (read from disk, never
+downloaded)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,15 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from aifi.dicomweb import transcode
+from aifi.dicomweb import transfer_syntax
+from aifi.dicomweb.bulkdata import parse_tag_path, read_bulkdata
+from aifi.dicomweb.frames import FrameReader, choose_frame_encoding, parse_frame_list
 from aifi.dicomweb.media import parse_accept
-from aifi.dicomweb.transcode import (
+from aifi.dicomweb.transcode import to_explicit_vr_little_endian
+from aifi.dicomweb.transfer_syntax import (
     EXPLICIT_VR_LITTLE_ENDIAN as ELE,
 )
-from aifi.dicomweb.transcode import (
-    FrameReader,
-    TranscodeError,
-    choose_frame_encoding,
-    parse_frame_list,
-    parse_tag_path,
-    producible,
-    read_bulkdata,
-    to_explicit_vr_little_endian,
-)
+from aifi.dicomweb.transfer_syntax import TranscodeError, producible
 from aifi.errors import InvalidRequest, NotAcceptable, NotFound
 from tests.support.dicom import make_ct, to_bytes
 
@@ -192,7 +187,7 @@ def test_encapsulated_frames_and_their_decoding(name: str) -> None:
     pixels = frames_of(original)
     with FrameReader(TEST_FILES / name) as reader:
         assert reader.encapsulated
-        assert reader.media_type == transcode.COMPRESSED_MEDIA_TYPES[reader.stored_syntax]
+        assert reader.media_type == transfer_syntax.COMPRESSED_MEDIA_TYPES[reader.stored_syntax]
         assert list(reader.stored_frames()) == stored
         for number in (count, 1):  # out of order on purpose
             assert reader.stored_frame(number) == stored[number - 1]

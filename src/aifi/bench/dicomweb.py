@@ -35,7 +35,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,9 +48,11 @@ import httpx
 import psutil
 from pydicom import dcmread
 
+from aifi.bench.process import RssSampler, server_cpu
+from aifi.bench.qido_corpus import QidoCorpus, qido_corpus
 from aifi.bench.store_only import NAME as STORE_ONLY
 from aifi.bench.store_only import store_only_process
-from aifi.conformance.synthetic import Patient, ct_study, dx_study, small_instance
+from aifi.conformance.synthetic import Patient, ct_study, dx_study
 from aifi.dicomweb import multipart
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port
 
@@ -272,63 +273,6 @@ def measure_fetch(urls: list[str], concurrency: int) -> float:
     return total / 1e6 / elapsed
 
 
-def process_cpu(pid: int, *, children: bool) -> float:
-    """CPU seconds (user + system) used so far by the process ``pid`` alone, or by its
-    children alone (a process that ends meanwhile counts nothing)."""
-    process = psutil.Process(pid)
-    total = 0.0
-    for p in process.children(recursive=True) if children else [process]:
-        try:
-            times = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by the process ``pid`` and its children
-    (a multi-worker hub is a supervisor and its workers)."""
-    return process_cpu(pid, children=False) + process_cpu(pid, children=True)
-
-
-class RssSampler:
-    """Samples the resident set size of a process and its children every 20 ms; keeps
-    the peak. ``proportional``: their proportional set size (PSS) instead, in which a page
-    the processes share (a library, pages a parent shares with its child) counts once
-    rather than once per process."""
-
-    def __init__(self, pid: int, *, proportional: bool = False) -> None:
-        self.process = psutil.Process(pid)
-        self.proportional = proportional
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                # A multi-worker hub is a supervisor and its workers: count them all.
-                family = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(self._size(p) for p in family))
-            except psutil.Error:
-                return
-            self._stop.wait(0.02)
-
-    def _size(self, process: psutil.Process) -> int:
-        if self.proportional:
-            return int(process.memory_full_info().pss)
-        return int(process.memory_info().rss)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def measure_big_study_rss(target: Target, gigabytes: float) -> tuple[float, float]:
     """(peak RSS MB, seconds) while ONE STOW-RS request streams a study of ``gigabytes``."""
     slices = max(1, int(gigabytes * 1e9 / 525_540))
@@ -358,74 +302,6 @@ def measure_big_study_rss(target: Target, gigabytes: float) -> tuple[float, floa
 
 
 # -- QIDO data and query mix ----------------------------------------------------------------
-
-FAMILY = [
-    "Jansen",
-    "deVries",
-    "Bakker",
-    "Visser",
-    "Smit",
-    "Meijer",
-    "deBoer",
-    "Mulder",
-    "deGroot",
-    "Bos",
-    "Vos",
-    "Peters",
-    "Hendriks",
-    "vanLeeuwen",
-    "Dekker",
-    "Brouwer",
-]
-GIVEN = ["Anna", "Bram", "Cees", "Daan", "Eva", "Fleur", "Gijs", "Hanna", "Isa", "Joris"]
-
-
-@dataclass
-class QidoCorpus:
-    studies: list[dict[str, str]]
-
-    def queries(self, rng: random.Random) -> list[tuple[str, str]]:
-        """(kind, path?query) — one of each kind, drawn at random from the corpus."""
-        s = rng.choice(self.studies)
-        day = s["StudyDate"]
-        return [
-            ("PatientID", f"/studies?PatientID={s['PatientID']}"),
-            ("PatientName*", f"/studies?PatientName={s['PatientName'][:5]}*&limit=50"),
-            ("StudyDate range", f"/studies?StudyDate={day[:6]}01-{day[:6]}07&limit=50"),
-            ("AccessionNumber", f"/studies?AccessionNumber={s['AccessionNumber']}"),
-            ("Modality+date", f"/studies?ModalitiesInStudy=MR&StudyDate={day}&limit=50"),
-            ("series of study", f"/studies/{s['StudyInstanceUID']}/series"),
-            (
-                "instances of series",
-                f"/studies/{s['StudyInstanceUID']}/series/{s['SeriesInstanceUID']}/instances",
-            ),
-        ]
-
-
-def qido_corpus(instances: int, seed: int = 7) -> tuple[QidoCorpus, Iterator[bytes]]:
-    """Studies of 2 series × 5 instances over 5,000 patients and two years."""
-    rng = random.Random(seed)
-    n_studies = max(1, instances // 10)
-    studies: list[dict[str, str]] = []
-    for i in range(n_studies):
-        p = i % 5000
-        name = f"{FAMILY[p % len(FAMILY)]}^{GIVEN[(p // len(FAMILY)) % len(GIVEN)]}{p}"
-        studies.append(
-            {
-                "PatientName": name,
-                "PatientID": f"P{p:06d}",
-                "AccessionNumber": f"A{i:08d}",
-                "StudyDate": f"{2025 + i % 2}{1 + rng.randrange(12):02d}"
-                f"{1 + rng.randrange(28):02d}",
-                "Modality2": rng.choice(["MR", "SR", "SEG", "PR"]),
-            }
-        )
-
-    def files() -> Iterator[bytes]:
-        for s in studies:
-            yield from small_instance(s)  # fills StudyInstanceUID/SeriesInstanceUID into s
-
-    return QidoCorpus(studies), files()
 
 
 def load_corpus(targets: list[Target], files: Iterable[bytes], batch: int = 100) -> None:

@@ -54,7 +54,7 @@ import psutil
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from aifi.bench.dicomweb import RssSampler, process_cpu, server_cpu
+from aifi.bench.process import RssSampler, process_cpu, server_cpu
 from aifi.conformance.dcmtk import dcmtk_tool, require_dcmtk_tool
 from aifi.gateway.serve import gateway_subprocess
 from aifi.hub.serve import free_port, serve_subprocess, wait_for_port

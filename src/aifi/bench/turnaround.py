@@ -19,7 +19,7 @@ the progress updates and the completion. Target (issue 4): p95 < 1 s.
 
 Authentication is on, as in production: the hub runs with its built-in authorization
 server (``auth=builtin``) and every client has its own OAuth2 client
-(:mod:`aifi.hub.auth.local_clients`): the PACS's STOW-RS as the hospital, the benchmark's reads
+(:mod:`aifi.hub.admin.local_clients`): the PACS's STOW-RS as the hospital, the benchmark's reads
 of the routing as the administrator, each product process as a performer client limited
 to its product (``private_key_jwt``). So the overhead includes checking a token on every
 request and getting tokens (one per client, renewed before they expire).
@@ -50,15 +50,15 @@ import httpx
 import yaml
 from pydicom import Dataset
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson, first
+from aifi.hub.admin.local_clients import LocalClients, register_local_clients
 from aifi.hub.api.results import epoch_seconds
-from aifi.hub.auth.local_clients import LocalClients, register_local_clients
 from aifi.hub.serve import free_port, serve_subprocess
 from aifi.hub.settings import Settings
 from aifi.oauth_client import Credentials
 from aifi.vendors.performer import Analyzer, Performer, performer_auth
 from aifi.vendors.transport import stow_request
-from aifi.vendors.workitem import SOP_INSTANCE_UID, first
+from aifi.vendors.workitem import SOP_INSTANCE_UID
 
 
 @dataclass

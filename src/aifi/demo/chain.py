@@ -20,13 +20,14 @@ hub → gateway → PACS, for the three pilot use cases.
    gateway's store), in the original study, with the original patient, every reference to
    an instance pointing at an original instance.
 
-Every call to the hub carries a token (:mod:`aifi.hub.auth.local_clients`): the demo's own as
+Every call to the hub carries a token (:mod:`aifi.hub.admin.local_clients`): the demo's own as
 the hospital (results, review, FHIR) or the administrator (the routing explanation); the
 gateway and each product process as their own clients.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,20 +40,26 @@ from pydicom import Dataset, dcmread
 from sqlmodel import col, select
 
 from aifi.conformance.orthanc import OrthancPeer
+from aifi.conformance.pilot_studies import chest_ct, extremity_xray, hand_xray
 from aifi.demo.peers import GatewayPeer, send_study
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart_reader import read_parts
-from aifi.gateway.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
-from aifi.gateway.results.models import (
+from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.persistence.result_tables import (
     DeliveryState,
     GatewayResult,
     ResultDelivery,
     ResultFile,
     ResultState,
 )
+from aifi.gateway.persistence.tables import (
+    CompletionState,
+    InstanceState,
+    ReceivedInstance,
+    StudyProgress,
+)
+from aifi.hub.admin.local_clients import LocalClients
 from aifi.hub.api.results import epoch_seconds
-from aifi.hub.auth.local_clients import LocalClients
 from aifi.hub.persistence.database import Database
 
 DEMO_REVIEWER = "Demo^Radiologist"
@@ -134,8 +141,6 @@ class ChainResult:
 
 def demo_studies(stamp: str) -> list[SentStudy]:
     """The pilot studies, with accession numbers of this run (``stamp``)."""
-    from aifi.conformance.pilot_studies import chest_ct, extremity_xray, hand_xray
-
     return [
         SentStudy("hand X-ray, 9-year-old", hand_xray(age_years=9.0, accession=f"ACC{stamp}H")),
         SentStudy("wrist X-ray", extremity_xray(fracture=True, accession=f"ACC{stamp}W")),
@@ -417,8 +422,6 @@ def _case(
 
 
 def dcmread_bytes(data: bytes) -> Dataset:
-    import io
-
     return dcmread(io.BytesIO(data))
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -42,6 +42,7 @@ from aifi.errors import UpstreamError
 from aifi.gateway.serve import GatewayProcess, gateway_subprocess
 from aifi.hub.app import create_app
 from aifi.hub.settings import Settings
+from aifi.vendors.products import reference_product
 
 PRODUCT_PROCESSES = ("skeletal-age", "fracture-detection", "incidental-pe")
 """The reference products the demo starts, by their ``aifi vendors run`` names."""
@@ -75,7 +76,7 @@ def running_hub(settings: Settings, host: str, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
-        app.state.db.dispose()
+        app.state.hub.db.dispose()
 
 
 @contextmanager
@@ -180,8 +181,6 @@ def gateway_process(
 
 def product_codes() -> list[str]:
     """The product codes (Scheduled Workitem Code values) of :data:`PRODUCT_PROCESSES`."""
-    from aifi.vendors.products import reference_product
-
     return [reference_product(name).code for name in PRODUCT_PROCESSES]
 
 
@@ -222,8 +221,6 @@ def product_processes(
     """Each reference product as its own ``aifi vendors run`` process with its performer
     client's credentials file (by product code). Yields at once
     (:meth:`Products.wait_ready`); stopped at the end."""
-    from aifi.vendors.products import reference_product
-
     log_dir.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     offsets: list[int] = []
@@ -273,8 +270,6 @@ def send_study(
 
 
 def _pynetdicom_send(files: list[Path], port: int, called_ae: str, calling_ae: str) -> None:
-    from pydicom import dcmread
-
     datasets: list[Dataset] = [dcmread(f) for f in files]
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)

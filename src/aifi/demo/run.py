@@ -6,7 +6,7 @@ What runs (each as its production counterpart would, on loopback ports):
   OAuth2 server, not development mode, whatever ``AIFI_AUTH``/``AIFI_DEV_MODE`` say — and
   its tenant requiring de-identified instances (``require_deidentified``, the production
   posture: STOW-RS refuses an instance without Patient Identity Removed YES, C411). The
-  demo registers its own clients (:mod:`aifi.hub.auth.local_clients`: the hospital, an
+  demo registers its own clients (:mod:`aifi.hub.admin.local_clients`: the hospital, an
   administrator, one performer per product) with their credentials files in
   ``<data>/demo/credentials``;
 - **Orthanc** as the hospital's PACS when it is installed (else the gateway keeps the
@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aifi import dicom_json
 from aifi.conformance.synthetic import Patient, ct_study
 from aifi.demo.chain import EXPECTED_PRODUCTS, ChainResult, run_chain
 from aifi.demo.peers import (
@@ -64,7 +65,7 @@ from aifi.demo.views import ThreeViews, report_chain, report_three_views, three_
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart_reader import read_parts
 from aifi.gateway.deid import Profile, Pseudonymiser
-from aifi.hub.auth.local_clients import register_local_clients
+from aifi.hub.admin.local_clients import register_local_clients
 from aifi.hub.serve import free_port
 from aifi.hub.settings import Settings
 from aifi.hub.store.deidentified import (
@@ -320,8 +321,8 @@ def _guard(http: httpx.Client, dicomweb: str, identified: bytes) -> tuple[str, b
     reasons: list[int] = []
     if response.content and "json" in response.headers.get("content-type", ""):
         answer = response.json()
-        for item in (answer.get(_FAILED_SOP_SEQUENCE) or {}).get("Value") or []:
-            reasons += (item.get(_FAILURE_REASON) or {}).get("Value") or []
+        for item in dicom_json.items(answer, _FAILED_SOP_SEQUENCE):
+            reasons += dicom_json.values(item, _FAILURE_REASON)
     shown = ", ".join(f"{r:04X}" for r in reasons) or "none"
     if PATIENT_IDENTITY_NOT_REMOVED in reasons:
         why = PATIENT_IDENTITY_NOT_REMOVED_REASON
@@ -337,12 +338,7 @@ def _anonymous_status(dicomweb: str, study_uid: str) -> int:
 
 
 def _value(obj: Mapping[str, object], tag: str) -> str:
-    attr = obj.get(tag)
-    if not isinstance(attr, dict):
-        return "-"
-    values = attr.get("Value") or []
-    if not isinstance(values, list):
-        return "-"
+    values = dicom_json.values(obj, tag)
     shown = [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in values]
     return "\\".join(shown) or "-"
 

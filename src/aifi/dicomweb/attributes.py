@@ -17,6 +17,8 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from aifi.dicom_json import values
+
 PATIENT_KEYWORDS = (
     "PatientName",
     "PatientID",
@@ -184,19 +186,13 @@ def _json_str(value: Any) -> str:
     return str(value)
 
 
-def _json_values(metadata: dict[str, Any], keyword: str) -> list[Any] | None:
-    element = metadata.get(_TAG_HEX[keyword])
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values if isinstance(values, list) and values else None
-
-
 def json_text(metadata: dict[str, Any], keyword: str) -> str | None:
     """The value of ``keyword`` (one of the indexed attributes) as the index keeps text:
     values joined with backslashes, person names with their groups; None when empty."""
-    values = _json_values(metadata, keyword)
-    if values is None:
+    found = values(metadata, _TAG_HEX[keyword])
+    if not found:
         return None
-    text = "\\".join(_json_str(v) for v in values)
+    text = "\\".join(_json_str(v) for v in found)
     return text or None
 
 
@@ -205,10 +201,10 @@ def _json_date(metadata: dict[str, Any], keyword: str) -> str | None:
 
 
 def _json_int(metadata: dict[str, Any], keyword: str) -> int | None:
-    values = _json_values(metadata, keyword)
-    if values is None or len(values) != 1:
+    found = values(metadata, _TAG_HEX[keyword])
+    if len(found) != 1:
         return None
-    value = values[0]
+    value = found[0]
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float) and not value.is_integer():

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR
 from pydicom.tag import Tag
 
+from aifi.dicom_json import DicomJson
 from aifi.dicomweb import header_json
 from aifi.dicomweb.header_json import element_json
-from aifi.dicomweb.store import DicomJson
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +115,3 @@ def absolutize_bulkdata(metadata: DicomJson, instance_url: str) -> DicomJson:
 
     walk(result)
     return result
-
-
-def first_value(ds: Mapping[str, Any], tag: str) -> Any:
-    """The first value of ``tag`` in DICOM JSON (PS3.18 F.2), or None."""
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if isinstance(values, list) and values else None
-
-
-def sequence_items(ds: Mapping[str, Any], tag: str) -> list[DicomJson]:
-    """The items of the sequence ``tag`` in DICOM JSON (none when absent or empty)."""
-    element = ds.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []

@@ -33,6 +33,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from pydicom.datadict import keyword_for_tag
 
+from aifi.dicom_json import first
+
 NATIVE_DICOM_NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 """Default namespace of the Native DICOM Model (PS3.19 A.1.6)."""
 
@@ -89,11 +91,8 @@ def _private_creator(tag: str, dataset: Mapping[str, Any]) -> str | None:
     group, element = number >> 16, number & 0xFFFF
     if group % 2 == 0 or element < 0x1000:
         return None
-    creator = dataset.get(f"{group:04X}{element >> 8:04X}")
-    values = creator.get("Value") if isinstance(creator, Mapping) else None
-    if values and isinstance(values[0], str):
-        return values[0]
-    return None
+    creator = first(dataset, f"{group:04X}{element >> 8:04X}")
+    return creator if isinstance(creator, str) else None
 
 
 def _person_name(number: int, value: Any) -> str:

@@ -1,11 +1,11 @@
-"""QIDO-RS query model and attribute matching (PS3.18 §8.3.4, §10.6; PS3.4 C.2.2.2). Pure code.
+"""Attribute matching (PS3.18 §8.3.4, PS3.4 C.2.2.2). Pure code.
 
-:func:`parse_query` turns the query parameters of a Search transaction (as
-``request.query_params.multi_items()`` gives them: already percent-decoded, so
-``PatientName=BRO%2A`` arrives as ``BRO*``) into a validated :class:`QidoQuery`; anything
-malformed raises :class:`~aifi.errors.InvalidRequest` with a reason for the ``Warning``
-header. :func:`match_dataset` evaluates match keys against stored DICOM JSON, for the keys
-the SQL index cannot answer (:mod:`aifi.hub.store.qido` answers the others).
+:func:`build_matcher` validates one match key of a Search transaction and says how it is
+to be matched (a :class:`Matcher`; date/time pairs matched as one range are a
+:class:`DateTimeMatcher`); anything malformed raises :class:`~aifi.errors.InvalidRequest`
+with a reason for the ``Warning`` header. :func:`match_dataset` evaluates match keys against
+stored DICOM JSON, for the keys the SQL index cannot answer (:mod:`aifi.hub.store.qido`
+answers the others). The query they belong to is :mod:`aifi.dicomweb.qido_query`.
 
 Matching (PS3.4 C.2.2.2, as PS3.18 §8.3.4.1 prescribes):
 
@@ -41,14 +41,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
-from aifi.dicomweb.attributes import SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS, fuzzy_pn
-from aifi.dicomweb.store import DicomJson
+from aifi import dicom_json
+from aifi.dicomweb.attributes import fuzzy_pn
+from aifi.dicomweb.query_attributes import UID_SYNTAX, AttributePath
 from aifi.dicomweb.vr_values import (
     fuzzy_patterns,
     has_wildcard,
@@ -62,23 +61,6 @@ from aifi.dicomweb.vr_values import (
 from aifi.errors import InvalidRequest
 
 
-class QueryLevel(enum.Enum):
-    STUDY = "STUDY"
-    SERIES = "SERIES"
-    IMAGE = "IMAGE"
-
-    @property
-    def depth(self) -> int:
-        return _DEPTH[self]
-
-    @property
-    def label(self) -> str:
-        return "instance" if self is QueryLevel.IMAGE else self.value.lower()
-
-
-_DEPTH = {QueryLevel.STUDY: 0, QueryLevel.SERIES: 1, QueryLevel.IMAGE: 2}
-
-
 class MatchKind(enum.Enum):
     UNIVERSAL = "universal"
     SINGLE = "single"
@@ -87,134 +69,9 @@ class MatchKind(enum.Enum):
     LIST = "list"
 
 
-# -- attributes ----------------------------------------------------------------------------
-
-RETRIEVE_URL = "00081190"
-INSTANCE_AVAILABILITY = "00080056"
-SPECIFIC_CHARACTER_SET = "00080005"
-TIMEZONE_OFFSET = "00080201"
-STUDY_INSTANCE_UID = "0020000D"
-SERIES_INSTANCE_UID = "0020000E"
-SOP_INSTANCE_UID = "00080018"
-MODALITIES_IN_STUDY = "00080061"
-SOP_CLASSES_IN_STUDY = "00080062"
-NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
-NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
-NUMBER_OF_SERIES_RELATED_INSTANCES = "00201209"
-
-STUDY_COMPUTED = frozenset(
-    {
-        MODALITIES_IN_STUDY,
-        SOP_CLASSES_IN_STUDY,
-        NUMBER_OF_STUDY_RELATED_SERIES,
-        NUMBER_OF_STUDY_RELATED_INSTANCES,
-    }
-)
-"""Study attributes computed from the stored instances (PS3.4 C.6.1.1.3, C.6.2.1.2)."""
-SERIES_COMPUTED = frozenset({NUMBER_OF_SERIES_RELATED_INSTANCES})
-ANY_LEVEL = frozenset({RETRIEVE_URL, INSTANCE_AVAILABILITY})
-"""Attributes every result carries, whatever its level."""
-
-_STRING_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "SH", "ST", "UC", "UR", "UT", "PN"})
 _NUMERIC_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
 _DATETIME_VRS = frozenset({"DA", "TM", "DT"})
 _UNMATCHABLE_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
-
-RESERVED_PARAMETERS = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
-
-
-def attribute_level(tag: str) -> QueryLevel:
-    """The query level an attribute belongs to (PS3.4 C.6; this hub's level sets).
-    :data:`ANY_LEVEL` attributes count as study level, so every search may use them."""
-    if tag in STUDY_LEVEL_TAGS or tag in STUDY_COMPUTED or tag in ANY_LEVEL:
-        return QueryLevel.STUDY
-    if tag in SERIES_LEVEL_TAGS or tag in SERIES_COMPUTED:
-        return QueryLevel.SERIES
-    return QueryLevel.IMAGE
-
-
-def dictionary_vr(tag: str) -> str:
-    """The VR PS3.6 gives ``tag`` (the first choice where it gives several); private and
-    unknown tags get ``UN``."""
-    number = int(tag, 16)
-    if (number >> 16) % 2 == 1:
-        return "UN"
-    try:
-        vr = str(dictionary_VR(number))
-    except KeyError:
-        return "UN"
-    return vr.split(" or ")[0]
-
-
-def keyword(tag: str) -> str:
-    """``"00100010"`` → ``"PatientName"``; the tag itself when it has no keyword."""
-    try:
-        return keyword_for_tag(int(tag, 16)) or tag
-    except ValueError:
-        return tag
-
-
-_TAG = re.compile(r"[0-9A-Fa-f]{8}")
-
-
-def parse_tag(name: str) -> str:
-    """A keyword (``PatientID``) or a tag (``00100020``) → the upper-case 8-hex-digit tag.
-
-    Raise :class:`InvalidRequest` for an unknown keyword or a public tag PS3.6 does not
-    define. Private tags (odd group) are accepted.
-    """
-    if _TAG.fullmatch(name):
-        tag = name.upper()
-        number = int(tag, 16)
-        if number & 0xFFFF == 0:
-            raise InvalidRequest(f"Group length tags cannot be queried: {name}")
-        if (number >> 16) % 2 == 0 and dictionary_vr(tag) == "UN":
-            raise InvalidRequest(f"Unknown attribute tag: {name}")
-        return tag
-    found = tag_for_keyword(name)
-    if found is None:
-        raise InvalidRequest(f"Unknown attribute keyword: {name!r}")
-    return f"{found:08X}"
-
-
-@dataclass(frozen=True, slots=True)
-class AttributePath:
-    """A top-level attribute, or a path into sequences (``00400275.00401001``)."""
-
-    tags: tuple[str, ...]
-
-    @property
-    def tag(self) -> str:
-        """The top-level tag."""
-        return self.tags[0]
-
-    @property
-    def leaf(self) -> str:
-        return self.tags[-1]
-
-    @property
-    def vr(self) -> str:
-        return dictionary_vr(self.leaf)
-
-    @property
-    def level(self) -> QueryLevel:
-        return attribute_level(self.tag)
-
-    @property
-    def name(self) -> str:
-        return ".".join(keyword(t) for t in self.tags)
-
-
-def parse_path(text: str) -> AttributePath:
-    """``"RequestAttributesSequence.RequestedProcedureID"`` or ``"00400275.00401001"``."""
-    parts = text.strip().split(".")
-    if not all(parts):
-        raise InvalidRequest(f"Malformed attribute path: {text!r}")
-    tags = tuple(parse_tag(p) for p in parts)
-    for tag in tags[:-1]:
-        if dictionary_vr(tag) not in ("SQ", "UN"):
-            raise InvalidRequest(f"{keyword(tag)} in {text!r} is not a sequence")
-    return AttributePath(tags)
 
 
 # -- match keys ---------------------------------------------------------------------------
@@ -313,13 +170,13 @@ class DateTimeMatcher:
     high: str | None
 
     def matches_dataset(self, dataset: Mapping[str, Any]) -> bool:
-        date = _first_value(dataset.get(self.date.tag))
+        date = dicom_json.first(dataset, self.date.tag)
         if date is None:
             return False
         day = normalize_date(str(date))
         if day is None:
             return False
-        time = _first_value(dataset.get(self.time.tag))
+        time = dicom_json.first(dataset, self.time.tag)
         clock = normalize_time(str(time)) if time is not None else None
         if clock is None:
             # No time of day recorded: the date alone decides.
@@ -328,13 +185,6 @@ class DateTimeMatcher:
             )
         stamp = day + clock
         return (self.low is None or stamp >= self.low) and (self.high is None or stamp <= self.high)
-
-
-def _first_value(element: Any) -> Any:
-    if not isinstance(element, Mapping):
-        return None
-    values = element.get("Value") or []
-    return values[0] if values else None
 
 
 def _split_range(text: str) -> tuple[str, str] | None:
@@ -379,10 +229,6 @@ def _normalize(path: AttributePath, value: str, *, upper: bool) -> str | None:
     return normalize_datetime(value, upper=upper)
 
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_CS = re.compile(r"[A-Z0-9 _]*")
-
-
 def build_matcher(path: AttributePath, raw: str, *, fuzzy: bool = False) -> Matcher:
     """Validate one ``{attributeID}={value}`` pair and say how it is to be matched."""
     value = raw.strip()
@@ -408,7 +254,7 @@ def build_matcher(path: AttributePath, raw: str, *, fuzzy: bool = False) -> Matc
     if vr == "UI":
         members = tuple(m.strip() for m in re.split(r"[,\\]", value))
         for uid in members:
-            if not (0 < len(uid) <= 64 and _UID.fullmatch(uid)):
+            if not (0 < len(uid) <= 64 and UID_SYNTAX.fullmatch(uid)):
                 raise InvalidRequest(f"Not a valid UID for {path.name}: {uid!r}")
         if len(members) > 1:
             return Matcher(path, MatchKind.LIST, value, members)
@@ -429,202 +275,6 @@ def build_matcher(path: AttributePath, raw: str, *, fuzzy: bool = False) -> Matc
     if has_wildcard(value):
         return Matcher(path, MatchKind.WILDCARD, value, (value,))
     return Matcher(path, MatchKind.SINGLE, value, (value,))
-
-
-# -- the query ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class QidoQuery:
-    """A validated Search transaction (PS3.18 §10.6.1) at one level.
-
-    ``study_instance_uid``/``series_instance_uid`` come from the target resource path;
-    ``matchers`` are the other match keys (date/time pairs matched as one range are in
-    ``combined`` instead); ``include`` lists the top-level tags to return besides the
-    defaults (includefield values and match keys, PS3.18 §10.6.3.3).
-    """
-
-    level: QueryLevel
-    study_instance_uid: str | None = None
-    series_instance_uid: str | None = None
-    matchers: tuple[Matcher, ...] = ()
-    combined: tuple[DateTimeMatcher, ...] = ()
-    include: tuple[str, ...] = ()
-    include_all: bool = False
-    fuzzy: bool = False
-    limit: int = 1000
-    offset: int = 0
-    notices: tuple[str, ...] = ()
-    """Warnings to send with the response (``Warning: 299``), e.g. a clamped limit."""
-
-
-@dataclass(slots=True)
-class QueryResult:
-    matches: list[DicomJson] = field(default_factory=list)
-    remaining: int = 0
-    """How many further matches exist beyond ``offset + len(matches)``."""
-    warnings: list[str] = field(default_factory=list)
-
-
-def _parse_uint(name: str, values: list[str]) -> int:
-    if len(values) > 1:
-        raise InvalidRequest(f"The {name} parameter is given more than once")
-    text = values[0].strip()
-    if not text.isdigit() or not text.isascii():
-        raise InvalidRequest(f"The {name} parameter must be an unsigned integer, not {text!r}")
-    return int(text)
-
-
-# DA attributes whose TM partner is named like them (PS3.4 C.2.2.2.5.1 pairs).
-def _time_partner(date_tag: str) -> str | None:
-    name = keyword(date_tag)
-    if not name.endswith("Date"):
-        return None
-    number = tag_for_keyword(name[: -len("Date")] + "Time")
-    if number is None or dictionary_vr(f"{number:08X}") != "TM":
-        return None
-    return f"{number:08X}"
-
-
-def parse_query(
-    params: Iterable[tuple[str, str]],
-    level: QueryLevel,
-    *,
-    study_instance_uid: str | None = None,
-    series_instance_uid: str | None = None,
-    default_limit: int = 1000,
-    max_limit: int = 10000,
-) -> QidoQuery:
-    """Validate the query parameters of a Search transaction (PS3.18 §8.3.4, §10.6.1.2).
-
-    ``params`` are decoded (name, value) pairs in request order. A ``limit`` above
-    ``max_limit`` is lowered to it, with a notice (PS3.18 §8.3.4.4.1: the results returned
-    are the minimum of limit and the origin server's maximum).
-    """
-    for label, uid in (("Study", study_instance_uid), ("Series", series_instance_uid)):
-        if uid is not None and not (0 < len(uid) <= 64 and _UID.fullmatch(uid)):
-            raise InvalidRequest(f"Not a valid {label} Instance UID in the path: {uid!r}")
-
-    reserved: dict[str, list[str]] = {}
-    keys: list[tuple[AttributePath, str]] = []
-    seen: dict[tuple[str, ...], str] = {}
-    for name, value in params:
-        lowered = name.strip().lower()
-        if lowered in RESERVED_PARAMETERS:
-            reserved.setdefault(lowered, []).append(value)
-            continue
-        path = parse_path(name)
-        if path.tags in seen:
-            raise InvalidRequest(f"The matching key {path.name} is given more than once")
-        seen[path.tags] = name
-        keys.append((path, value))
-
-    fuzzy = False
-    if "fuzzymatching" in reserved:
-        values = reserved["fuzzymatching"]
-        if len(values) > 1:
-            raise InvalidRequest("The fuzzymatching parameter is given more than once")
-        flag = values[0].strip().lower()
-        if flag not in ("true", "false"):
-            raise InvalidRequest(f"fuzzymatching must be true or false, not {values[0]!r}")
-        fuzzy = flag == "true"
-
-    notices: list[str] = []
-    limit = default_limit
-    if "limit" in reserved:
-        limit = _parse_uint("limit", reserved["limit"])
-        if limit == 0:
-            raise InvalidRequest("The limit parameter must be at least 1")
-    if limit > max_limit:
-        notices.append(
-            f"The limit {limit} exceeds the maximum of {max_limit} results per response; "
-            f"at most {max_limit} are returned"
-        )
-        limit = max_limit
-    offset = _parse_uint("offset", reserved["offset"]) if "offset" in reserved else 0
-
-    include: list[str] = []
-    include_all = False
-    for value in reserved.get("includefield", []):
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            if item.lower() == "all":
-                include_all = True
-                continue
-            tag = parse_path(item).tag
-            if tag not in include:
-                include.append(tag)
-
-    matchers: list[Matcher] = []
-    literal_only: list[str] = []
-    for path, value in keys:
-        if path.tag == STUDY_INSTANCE_UID and study_instance_uid is not None:
-            raise InvalidRequest("StudyInstanceUID is already given in the path")
-        if path.tag == SERIES_INSTANCE_UID and series_instance_uid is not None:
-            raise InvalidRequest("SeriesInstanceUID is already given in the path")
-        if path.level.depth > level.depth:
-            raise InvalidRequest(
-                f"{path.name} is a {path.level.label}-level attribute and cannot be "
-                f"matched in a {level.label}-level search"
-                + (" (use ModalitiesInStudy)" if path.tag == "00080060" else "")
-            )
-        matcher = build_matcher(path, value, fuzzy=fuzzy)
-        if fuzzy and matcher.kind is not MatchKind.UNIVERSAL and path.vr != "PN":
-            literal_only.append(path.name)
-        matchers.append(matcher)
-        if path.tag not in include:
-            include.append(path.tag)
-    if literal_only:
-        notices.append(
-            "Fuzzy matching applies to person names only; literal matching was performed "
-            "for " + ", ".join(literal_only)
-        )
-
-    combined: list[DateTimeMatcher] = []
-    by_tag = {m.path.tags: m for m in matchers}
-    for m in list(matchers):
-        if len(m.path.tags) != 1 or m.vr != "DA" or m.kind is MatchKind.UNIVERSAL:
-            continue
-        partner = _time_partner(m.path.tag)
-        t = by_tag.get((partner,)) if partner else None
-        if t is None or t.kind is MatchKind.UNIVERSAL:
-            continue
-        if m.kind is not MatchKind.RANGE and t.kind is not MatchKind.RANGE:
-            continue  # two single values: matched separately, with the same result
-        low = m.low + t.low if m.low is not None and t.low is not None else None
-        high = m.high + t.high if m.high is not None and t.high is not None else None
-        if m.low is not None and t.low is None:
-            low = m.low + "000000.000000"
-        if m.high is not None and t.high is None:
-            high = m.high + "235959.999999"
-        if low is not None and high is not None and low > high:
-            raise InvalidRequest(
-                f"The combined range of {m.path.name} and {t.path.name} ends before it starts"
-            )
-        combined.append(DateTimeMatcher(m.path, t.path, low, high))
-        matchers.remove(m)
-        matchers.remove(t)
-    for m in matchers:
-        if m.kind is MatchKind.RANGE and m.low and m.high and m.low > m.high:
-            # PS3.4 C.2.2.2.5: <1> shall be less than or equal to <2>; a time range
-            # crosses midnight only as part of a combined date-time range.
-            raise InvalidRequest(f"Range for {m.path.name} ends before it starts: {m.value!r}")
-
-    return QidoQuery(
-        level=level,
-        study_instance_uid=study_instance_uid,
-        series_instance_uid=series_instance_uid,
-        matchers=tuple(matchers),
-        combined=tuple(combined),
-        include=tuple(include),
-        include_all=include_all,
-        fuzzy=fuzzy,
-        limit=limit,
-        offset=offset,
-        notices=tuple(notices),
-    )
 
 
 # -- matching stored data -----------------------------------------------------------------
@@ -649,8 +299,7 @@ def match_dataset(
         elif not m.matches_element(dataset.get(tag)):
             return False
     for tag, group in nested.items():
-        element = dataset.get(tag)
-        items = element.get("Value") if isinstance(element, Mapping) else None
+        items = dicom_json.values(dataset, tag)
         if not items or not any(
             isinstance(item, Mapping) and match_dataset(group, item, depth=depth + 1)
             for item in items

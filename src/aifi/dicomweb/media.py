@@ -10,6 +10,13 @@ from dataclasses import dataclass, field
 
 from aifi.errors import InvalidRequest
 
+DICOM = "application/dicom"
+"""A PS3.10 file (PS3.18 §8.7.3.2)."""
+DICOM_JSON = "application/dicom+json"
+"""DICOM JSON (PS3.18 Annex F)."""
+DICOM_XML = "application/dicom+xml"
+"""The Native DICOM Model in XML (PS3.19)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MediaType:

@@ -2,7 +2,7 @@
 
 ``GET {s}/studies``, ``{s}/series``, ``{s}/instances``, ``{s}/studies/{study}/series``,
 ``{s}/studies/{study}/instances`` and ``{s}/studies/{study}/series/{series}/instances``.
-Query parameters are validated by :func:`aifi.dicomweb.matching.parse_query` and run by the
+Query parameters are validated by :func:`aifi.dicomweb.qido_query.parse_query` and run by the
 store in a worker thread; this module negotiates the media type and writes the response.
 
 Decisions, with the sections they rest on:
@@ -41,22 +41,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from aifi import dicom_json
+from aifi.dicom_json import DicomJson
 from aifi.dicomweb import multipart
 from aifi.dicomweb.deps import ConfigDep, StoreDep
 from aifi.dicomweb.dicomjson import absolutize_bulkdata
 from aifi.dicomweb.dicomxml import json_to_native_xml
 from aifi.dicomweb.errors import warning_header
-from aifi.dicomweb.matching import (
+from aifi.dicomweb.media import parse_accept
+from aifi.dicomweb.qido_query import QidoQuery, parse_query
+from aifi.dicomweb.query_attributes import (
     RETRIEVE_URL,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
-    QidoQuery,
     QueryLevel,
-    parse_query,
 )
-from aifi.dicomweb.media import parse_accept
-from aifi.dicomweb.store import DicomJson
 from aifi.errors import InvalidRequest, NotAcceptable
 from aifi.principal import PrincipalDep
 
@@ -81,18 +81,13 @@ def negotiate(accept: str | None) -> str:
     )
 
 
-def _uid(dataset: DicomJson, tag: str) -> str:
-    values = dataset.get(tag, {}).get("Value") or [""]
-    return str(values[0])
-
-
 def retrieve_url(service: str, level: QueryLevel, dataset: DicomJson) -> str:
     """The WADO-RS URL of a result (Retrieve URL (0008,1190), PS3.18 §10.6.3.3)."""
-    url = f"{service}/studies/{_uid(dataset, STUDY_INSTANCE_UID)}"
+    url = f"{service}/studies/{dicom_json.text(dataset, STUDY_INSTANCE_UID) or ''}"
     if level is not QueryLevel.STUDY:
-        url += f"/series/{_uid(dataset, SERIES_INSTANCE_UID)}"
+        url += f"/series/{dicom_json.text(dataset, SERIES_INSTANCE_UID) or ''}"
     if level is QueryLevel.IMAGE:
-        url += f"/instances/{_uid(dataset, SOP_INSTANCE_UID)}"
+        url += f"/instances/{dicom_json.text(dataset, SOP_INSTANCE_UID) or ''}"
     return url
 
 

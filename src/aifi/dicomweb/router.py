@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from aifi.dicomweb import capabilities, qido, stow, ups_rs, wado
+from aifi.dicomweb import capabilities, qido, stow, ups_rs, wado, wado_rendered
 
 
 def build_router() -> APIRouter:
@@ -14,5 +14,6 @@ def build_router() -> APIRouter:
     router.include_router(stow.router)
     router.include_router(qido.router)
     router.include_router(wado.router)
+    router.include_router(wado_rendered.router)
     router.include_router(ups_rs.router)
     return router

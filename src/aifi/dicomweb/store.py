@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aifi.dicom_json import DicomJson
+
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-    from aifi.dicomweb.matching import QidoQuery, QueryResult
-
-DicomJson = dict[str, Any]
-"""A DICOM JSON object (PS3.18 Annex F): ``{"0020000D": {"vr": "UI", "Value": [...]}}``."""
+    from aifi.dicomweb.qido_query import QidoQuery, QueryResult
 
 
 @dataclass(slots=True)

@@ -45,12 +45,14 @@ from fastapi.responses import Response
 from pydicom.uid import generate_uid
 from starlette.concurrency import run_in_threadpool
 
+from aifi import dicom_json
+from aifi.dicom_json import DicomJson
 from aifi.dicomweb.deps import ConfigDep
 from aifi.dicomweb.errors import warning_header
 from aifi.dicomweb.json_model import dicom_json_problems, upper_case_tags
-from aifi.dicomweb.matching import QueryLevel, parse_query
 from aifi.dicomweb.media import parse_accept
-from aifi.dicomweb.store import DicomJson
+from aifi.dicomweb.qido_query import parse_query
+from aifi.dicomweb.query_attributes import QueryLevel
 from aifi.dicomweb.worklist import (
     FILTERED_WORKLIST,
     GLOBAL_WORKLIST,
@@ -60,7 +62,7 @@ from aifi.dicomweb.worklist import (
 )
 from aifi.errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
 from aifi.ihe_profiles.aiw import absolutize_retrieve_urls
-from aifi.principal import PrincipalDep
+from aifi.principal import PrincipalDep, get_principal
 
 router = APIRouter(tags=["UPS-RS"])
 
@@ -121,7 +123,7 @@ async def _dataset(request: Request, *, required: bool = True) -> DicomJson:
 
 def _single(dataset: DicomJson, tag: str) -> str | None:
     """The one value of ``tag`` (a checked data set: Value is a list of strings)."""
-    values = (dataset.get(tag) or {}).get("Value") or []
+    values = dicom_json.values(dataset, tag)
     if len(values) > 1:
         raise InvalidRequest(f"({tag[:4]},{tag[4:]}) must have one value, not {len(values)}")
     return str(values[0]) if values and values[0] is not None else None
@@ -355,8 +357,6 @@ async def suspend(
 async def event_channel(websocket: WebSocket, ae_title: str) -> None:
     """Open Event Channel (PS3.18 §11.13): events queued for the AE are sent as they
     appear, oldest first, each once; events queued while the AE was away are sent first."""
-    from aifi.principal import get_principal
-
     try:
         ae = _check_ae(ae_title)
     except InvalidRequest:

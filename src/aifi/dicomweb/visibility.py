@@ -26,28 +26,24 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from aifi.dicomweb.matching import (
+from aifi.dicom_json import DicomJson, text
+from aifi.dicomweb.matching import Matcher, MatchKind
+from aifi.dicomweb.qido_query import QidoQuery, QueryResult
+from aifi.dicomweb.query_attributes import (
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
     AttributePath,
-    Matcher,
-    MatchKind,
     QueryLevel,
-    QueryResult,
 )
 from aifi.dicomweb.store import (
-    DicomJson,
     DicomStore,
     IncomingInstance,
     StoredInstance,
     StoreOutcome,
 )
-
-if TYPE_CHECKING:
-    from aifi.dicomweb.matching import QidoQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +85,6 @@ class VisibilityProvider(Protocol):
         """Store as a restricted principal: AI results of ``products``' workitems IN
         PROGRESS only; every other instance refused (Failure Reason 0124)."""
         ...
-
-
-def _sop_of(item: DicomJson) -> str | None:
-    values = (item.get(SOP_INSTANCE_UID) or {}).get("Value") or []
-    return str(values[0]) if values else None
 
 
 def _studies_asked(query: QidoQuery) -> list[str] | None:
@@ -160,7 +151,7 @@ class RestrictedStore:
         found = self.inner.instance_metadata(
             tenant, study_instance_uid, series_instance_uid, sop_instance_uid
         )
-        return [m for m in found if _sop_of(m) in visible.instances]
+        return [m for m in found if text(m, SOP_INSTANCE_UID) in visible.instances]
 
     def query(self, tenant: str, query: QidoQuery) -> QueryResult:
         """The query narrowed to the visible UIDs of its level (one more match key, a UID

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aifi.dicomweb.matching import QidoQuery, QueryLevel, QueryResult, parse_query
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson
+from aifi.dicomweb.qido_query import QidoQuery, QueryResult, parse_query
+from aifi.dicomweb.query_attributes import QueryLevel
 from aifi.errors import HubError, InvalidRequest
 from aifi.ihe_profiles.ups import UpsStatus
 

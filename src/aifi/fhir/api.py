@@ -83,9 +83,8 @@ def outcome_response(error: HubError) -> Response:
     """The OperationOutcome answering ``error`` with its HTTP status. An error may carry
     ``issue_code`` (issue type) and ``expressions`` (paths of the elements at fault), as
     :class:`aifi.fhir.resources.InvalidResource` does."""
-    code = getattr(error, "issue_code", None) or _ISSUE_CODES.get(error.status_code, "exception")
-    expressions = getattr(error, "expressions", None) or ()
-    body = outcome(str(code), error.reason, expression=[str(e) for e in expressions])
+    code = error.issue_code or _ISSUE_CODES.get(error.status_code, "exception")
+    body = outcome(code, error.reason, expression=[str(e) for e in error.expressions])
     return FhirResponse(body, status_code=error.status_code)
 
 

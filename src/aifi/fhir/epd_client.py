@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 import httpx
 
+from aifi.errors import AifiError
 from aifi.fhir.types import Resource
 
 FHIR_JSON = "application/fhir+json"
@@ -44,7 +45,7 @@ RETRYABLE_STATUS = frozenset({408, 429, 503, 504})
 _BODY_CHARS = 300
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(AifiError):
     """A POST did not succeed: ``reason`` says why (status and the peer's words, or the
     network error); ``retryable`` whether trying again later may help."""
 

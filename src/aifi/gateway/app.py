@@ -32,21 +32,24 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 import aifi
+from aifi.clock import Clock, utc_now
 from aifi.dicomweb.errors import dicomweb_error_response
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import HubError
-from aifi.gateway import status as status_module
-from aifi.gateway import stow as stow_module
+from aifi.gateway.api import routes
+from aifi.gateway.api.status import StatusService
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
 from aifi.gateway.deid import load_or_create_key
 from aifi.gateway.hub_connection import hub_client
-from aifi.gateway.index import ingest_database
-from aifi.gateway.ingest import Clock, Ingest, utc_now
-from aifi.gateway.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.ingest.dimse_scp import DimseScp
+from aifi.gateway.ingest.index import ingest_database
+from aifi.gateway.ingest.pipeline import Ingest
+from aifi.gateway.ingest.store import InstanceStore
+from aifi.gateway.ingest.stow import PREFIX as STOW_PREFIX
+from aifi.gateway.ingest.stow import StowService
+from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
 from aifi.gateway.results import results_status
-from aifi.gateway.scp import DimseScp
 from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
-from aifi.gateway.store import InstanceStore
 from aifi.gateway.worker_process import WorkerProcess
 from aifi.gateway.workers import BackgroundWorker, background_workers, start_loops, stop_loops
 from aifi.hub.delivery.destinations import Destination
@@ -175,20 +178,20 @@ def _create_app(gateway: Gateway) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    app.state.stow = stow_module.StowService(
+    app.state.stow = StowService(
         gateway.ingest,
         allowed_addresses=gateway.config.stow.allowed_addresses,
         fsync=gateway.settings.fsync,
     )
     app.state.dicomweb_config = app.state.stow.config  # Warning headers name the service
-    app.state.status = status_module.StatusService(
+    app.state.status = StatusService(
         gateway.db,
         limit=gateway.settings.status_rows,
         results=results_status,
         allowed_addresses=gateway.config.status.allowed_addresses,
     )
-    app.include_router(stow_module.router, prefix=stow_module.PREFIX)
-    app.include_router(status_module.router, prefix=API_PREFIX)
+    app.include_router(routes.stow_router, prefix=STOW_PREFIX)
+    app.include_router(routes.status_router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -196,7 +199,7 @@ def _create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, error: HubError) -> Response:
-        if request.url.path.startswith(stow_module.PREFIX):
+        if request.url.path.startswith(STOW_PREFIX):
             return dicomweb_error_response(request, error)
         return JSONResponse({"detail": error.reason}, status_code=error.status_code)
 

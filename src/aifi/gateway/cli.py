@@ -105,7 +105,7 @@ def status(
 ) -> None:
     """The gateway's queues per state, studies' completion, quarantined instances, last
     errors and per-study progress (GET /api/v1/gateway/status)."""
-    from aifi.gateway.status import render_status
+    from aifi.gateway.api.status import render_status
 
     try:
         response = httpx.get(url.rstrip("/") + "/api/v1/gateway/status", timeout=30)

@@ -42,7 +42,6 @@ an address outside ``allowed_addresses`` with reason 1 (no reason given); with
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +49,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from aifi.errors import ConfigurationError
+from aifi.gateway.ingest.allowed import Network, networks_of
 from aifi.hub.delivery.destinations import (
     Destination,
     DicomwebDestination,
@@ -57,40 +58,13 @@ from aifi.hub.delivery.destinations import (
     validate_ae_title,
 )
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 PACS_NAME = "pacs"
 """The name of the destination given with ``--pacs``."""
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError, ValueError):
     """The configuration file (or ``--pacs``) is unusable; the message names the file and
     the field."""
-
-
-def _networks(values: Sequence[Any]) -> tuple[Network, ...]:
-    out = []
-    for value in values:
-        try:
-            out.append(ipaddress.ip_network(str(value).strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(
-                f"{value!r} is not an IP address or network (e.g. 10.0.0.0/24)"
-            ) from exc
-    return tuple(out)
-
-
-def address_allowed(address: str, networks: tuple[Network, ...]) -> bool:
-    """Is ``address`` (a peer's IP) in one of ``networks``? An empty list allows any."""
-    if not networks:
-        return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
 
 
 class _Section(BaseModel):
@@ -115,7 +89,7 @@ class DimseConfig(_Section):
     @field_validator("allowed_addresses", mode="before")
     @classmethod
     def _addresses(cls, value: Any) -> Any:
-        return _networks(value) if isinstance(value, list | tuple) else value
+        return networks_of(value) if isinstance(value, list | tuple) else value
 
 
 class StowConfig(_Section):
@@ -127,7 +101,7 @@ class StowConfig(_Section):
     @field_validator("allowed_addresses", mode="before")
     @classmethod
     def _addresses(cls, value: Any) -> Any:
-        return _networks(value) if isinstance(value, list | tuple) else value
+        return networks_of(value) if isinstance(value, list | tuple) else value
 
 
 LOOPBACK: tuple[Network, ...] = (
@@ -147,7 +121,7 @@ class StatusConfig(_Section):
     def _addresses(cls, value: Any) -> Any:
         if isinstance(value, list | tuple) and not value:
             raise ValueError("must name at least one address or network (default: loopback)")
-        return _networks(value) if isinstance(value, list | tuple) else value
+        return networks_of(value) if isinstance(value, list | tuple) else value
 
 
 class RetentionConfig(_Section):

@@ -19,10 +19,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aifi.errors import ConfigurationError
 from aifi.hub.delivery.destinations import validate_ae_title
 
 
-class GatewayNotStartable(Exception):
+class GatewayNotStartable(ConfigurationError):
     """The settings are unsafe or incomplete: the gateway refuses to start (the message
     says what to change)."""
 

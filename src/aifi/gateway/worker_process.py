@@ -164,12 +164,12 @@ class WorkerProcess:
 
 
 async def _serve(settings: GatewaySettings, bell: socket.socket) -> None:
+    from aifi.clock import utc_now
     from aifi.dicomweb.worklist import Doorbell
     from aifi.gateway.config import load_config, parse_pacs
     from aifi.gateway.deid import load_or_create_key
     from aifi.gateway.hub_connection import hub_client
-    from aifi.gateway.ingest import utc_now
-    from aifi.gateway.migrations import GATEWAY_MIGRATIONS
+    from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
     from aifi.gateway.workers import background_workers, start_loops, stop_loops
     from aifi.hub.persistence.database import Database
 

@@ -23,7 +23,7 @@ from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.config import GatewayConfig
 from aifi.gateway.deid import Pseudonymiser, Reidentifier
 from aifi.gateway.forward import Forwarder
-from aifi.gateway.pseudonym_map import SqlPseudonymLookup
+from aifi.gateway.forward.pseudonym_map import SqlPseudonymLookup
 from aifi.gateway.results import PacsDeliverer, ResultsWorker
 from aifi.gateway.settings import GatewaySettings
 from aifi.hub.delivery.destinations import Destination

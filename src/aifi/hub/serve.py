@@ -97,9 +97,9 @@ class Transport:
 
 
 def check_startable(settings: Settings) -> None:
-    """Raise :class:`~aifi.hub.app.AuthNotConfigured` when the hub must not start with
+    """Raise :class:`~aifi.hub.wiring.AuthNotConfigured` when the hub must not start with
     ``settings`` (authentication off outside development mode), before any worker starts."""
-    from aifi.hub.app import check_auth
+    from aifi.hub.wiring import check_auth
 
     check_auth(settings)
 
@@ -192,7 +192,7 @@ def serve_subprocess(
     crash tests).
 
     ``auth``: ``"builtin"`` runs the hub with its authorization server (clients registered
-    beforehand, e.g. :func:`aifi.hub.auth.local_clients.register_local_clients` for ``port``),
+    beforehand, e.g. :func:`aifi.hub.admin.local_clients.register_local_clients` for ``port``),
     ``"dev"`` in development mode without authentication, None as the environment says.
     ``tls``: (certificate file, key file): the hub speaks HTTPS, and is probed trusting
     that certificate alone. ``env``: more environment variables for the child.

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aifi.hub.tenancy.names import validate_tenant_id
+from aifi.hub.auth.tenants import validate_tenant_id
 
 
 class Settings(BaseSettings):

@@ -31,7 +31,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aifi.dicomweb.store import DicomJson
+from aifi import dicom_json
+from aifi.dicom_json import DicomJson
 from aifi.ihe_profiles.rules import Decision, Product
 
 PATIENT_KEYS = ("00100010", "00100020", "00100030", "00100040")
@@ -106,9 +107,9 @@ def input_information(study_uid: str, decision: Decision) -> list[DicomJson]:
 def input_uids(workitem: Mapping[str, Any]) -> frozenset[str]:
     """SOP Instance UIDs a workitem's Input Information Sequence references."""
     out: set[str] = set()
-    for item in (workitem.get(INPUT_INFORMATION) or {}).get("Value") or []:
-        for ref in (item.get(REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []:
-            out.update((ref.get(REFERENCED_SOP_INSTANCE) or {}).get("Value") or [])
+    for item in dicom_json.items(workitem, INPUT_INFORMATION):
+        for ref in dicom_json.items(item, REFERENCED_SOP_SEQUENCE):
+            out.update(dicom_json.values(ref, REFERENCED_SOP_INSTANCE))
     return frozenset(out)
 
 
@@ -125,7 +126,7 @@ def new_workitem(
 ) -> DicomJson:
     """The UPS the Task Manager creates for a matched product (RAD-80)."""
     product = decision.product
-    study_uid = ((study_attributes.get(STUDY_INSTANCE_UID) or {}).get("Value") or [""])[0]
+    study_uid = (dicom_json.values(study_attributes, STUDY_INSTANCE_UID) or [""])[0]
     ds: DicomJson = {
         key: study_attributes[key]
         for key in (*PATIENT_KEYS, ACCESSION_NUMBER)
@@ -171,7 +172,7 @@ def absolutize_retrieve_urls(workitem: DicomJson, service: str) -> DicomJson:
             fixed = []
             for r in retrievals:
                 r = dict(r)
-                urls = (r.get(RETRIEVE_URL) or {}).get("Value") or []
+                urls = dicom_json.values(r, RETRIEVE_URL)
                 r[RETRIEVE_URL] = _el("UR", *(_absolute(u, service) for u in urls))
                 fixed.append(r)
             item[WADO_RS_RETRIEVAL] = _el("SQ", *fixed)

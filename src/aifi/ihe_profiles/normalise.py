@@ -27,9 +27,9 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson, items, values
 
 __all__ = [
     "BODY_REGIONS",
@@ -335,22 +335,12 @@ DESCRIPTION_FIELDS: tuple[TextField, ...] = (
 BODY_PART_FIELDS: tuple[TextField, ...] = ("BodyPartExamined", *DESCRIPTION_FIELDS)
 
 
-def _values(ds: DicomJson, tag: str) -> list[Any]:
-    element = ds.get(tag)
-    value = element.get("Value") if isinstance(element, dict) else None
-    return value if isinstance(value, list) else []
-
-
 def _strings(ds: DicomJson, tag: str) -> list[str]:
-    return [str(v).strip() for v in _values(ds, tag) if isinstance(v, str | int | float)]
+    return [str(v).strip() for v in values(ds, tag) if isinstance(v, str | int | float)]
 
 
 def _first(ds: DicomJson, tag: str) -> str:
     return next((v for v in _strings(ds, tag) if v), "")
-
-
-def _items(ds: DicomJson, tag: str) -> list[DicomJson]:
-    return [item for item in _values(ds, tag) if isinstance(item, dict)]
 
 
 @dataclass(frozen=True)
@@ -429,7 +419,7 @@ def _series_facts(uid: str, instances: list[DicomJson]) -> SeriesFacts:
     thicknesses: dict[float, None] = {}
     agents: dict[str, None] = {}
     for ds in instances:
-        sources = [ds, *_items(ds, _REQUEST_ATTRIBUTES)]
+        sources = [ds, *items(ds, _REQUEST_ATTRIBUTES)]
         for keyword, tag in _TEXT_TAGS.items():
             for source in sources:
                 texts.update(((keyword, v), None) for v in _strings(source, tag) if v)
@@ -440,7 +430,7 @@ def _series_facts(uid: str, instances: list[DicomJson]) -> SeriesFacts:
                 except ValueError:
                     continue
         agents.update((v, None) for tag in ("00180010", "00181040") for v in _strings(ds, tag))
-        for item in _items(ds, "00180012"):  # Contrast/Bolus Agent Sequence
+        for item in items(ds, "00180012"):  # Contrast/Bolus Agent Sequence
             agents.update((v, None) for v in _strings(item, "00080104"))
     raw_modality = next((m for ds in instances if (m := _first(ds, "00080060"))), "")
     number = next((n for ds in instances if (n := _first(ds, "00200011"))), "")

@@ -42,9 +42,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson, items, values
+from aifi.errors import AifiError
 
 __all__ = [
     "TRANSITIONS",
@@ -183,7 +183,7 @@ class UpsStatus(enum.Enum):
         return 0xB000 <= self.code <= 0xBFFF
 
 
-class UpsRefused(Exception):
+class UpsRefused(AifiError):
     """An action that Table CC.1.1-2 does not allow; nothing was changed."""
 
     def __init__(self, status: UpsStatus, detail: str) -> None:
@@ -396,24 +396,8 @@ def _name(tag: str) -> str:
     return _KEYWORDS.get(tag, f"({tag[:4]},{tag[4:]})")
 
 
-def _values(attributes: DicomJson, tag: str) -> list[Any] | None:
-    """The Value list of ``tag``, [] when present but empty, None when absent."""
-    element = attributes.get(tag)
-    if element is None:
-        return None
-    if not isinstance(element, dict):
-        return []
-    value = element.get("Value")
-    return list(value) if isinstance(value, list) else []
-
-
 def _has_value(attributes: DicomJson, tag: str) -> bool:
-    values = _values(attributes, tag)
-    return bool(values) and any(v not in (None, "", {}) for v in values or ())
-
-
-def _items(attributes: DicomJson, tag: str) -> list[DicomJson]:
-    return [item for item in _values(attributes, tag) or [] if isinstance(item, dict)]
+    return any(v not in (None, "", {}) for v in values(attributes, tag))
 
 
 def _malformed_tags(attributes: DicomJson) -> list[str]:
@@ -434,8 +418,10 @@ def creation_problems(attributes: DicomJson) -> list[str]:
     them.
     """
     problems = _malformed_tags(attributes)
-    state_values = _values(attributes, PROCEDURE_STEP_STATE)
-    if state_values is not None and state_values != [ProcedureStepState.SCHEDULED.value]:
+    state_values = values(attributes, PROCEDURE_STEP_STATE)
+    if attributes.get(PROCEDURE_STEP_STATE) is not None and state_values != [
+        ProcedureStepState.SCHEDULED.value
+    ]:
         problems.append(
             f"{_name(PROCEDURE_STEP_STATE)} must be SCHEDULED on creation, "
             f"not {state_values!r} ({UpsStatus.NOT_SCHEDULED_ON_CREATE.text})"
@@ -452,7 +438,7 @@ def creation_problems(attributes: DicomJson) -> list[str]:
 def _enumerated_problems(attributes: DicomJson) -> list[str]:
     problems = []
     for tag, allowed in _ENUMERATED.items():
-        for value in _values(attributes, tag) or []:
+        for value in values(attributes, tag):
             if value not in allowed:
                 problems.append(f"{_name(tag)} is {value!r}, not one of {sorted(allowed)}")
     return problems
@@ -489,7 +475,7 @@ def final_state_problems(attributes: DicomJson, target: ProcedureStepState) -> l
         if not _has_value(attributes, tag)
     ]
     if target is _D:
-        performed = _items(attributes, PERFORMED_PROCEDURE_SEQUENCE)
+        performed = items(attributes, PERFORMED_PROCEDURE_SEQUENCE)
         if not performed:
             problems.append(f"{_name(PERFORMED_PROCEDURE_SEQUENCE)} needs an item to complete")
         for item in performed[:1]:
@@ -499,14 +485,14 @@ def final_state_problems(attributes: DicomJson, target: ProcedureStepState) -> l
             ):
                 if not _has_value(item, tag):
                     problems.append(f"{_name(tag)} is required to complete")
-            if not _items(item, PERFORMED_WORKITEM_CODE_SEQUENCE):
+            if not items(item, PERFORMED_WORKITEM_CODE_SEQUENCE):
                 problems.append(
                     f"{_name(PERFORMED_WORKITEM_CODE_SEQUENCE)} needs an item to complete"
                 )
             if OUTPUT_INFORMATION_SEQUENCE not in item:
                 problems.append(f"{_name(OUTPUT_INFORMATION_SEQUENCE)} must be present to complete")
     else:
-        progress = _items(attributes, PROGRESS_INFORMATION_SEQUENCE)
+        progress = items(attributes, PROGRESS_INFORMATION_SEQUENCE)
         if not any(_has_value(i, PROCEDURE_STEP_CANCELLATION_DATETIME) for i in progress):
             problems.append(
                 f"{_name(PROCEDURE_STEP_CANCELLATION_DATETIME)} (in "

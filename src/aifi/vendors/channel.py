@@ -32,12 +32,11 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from aifi.dicom_json import first, items
 from aifi.vendors.workitem import (
     PROCEDURE_STEP_PROGRESS_INFORMATION_SEQUENCE,
     PROCEDURE_STEP_STATE,
     REASON_FOR_CANCELLATION,
-    first,
-    items,
 )
 
 __all__ = ["Cancellation", "EventChannel", "announces_work", "open_channel"]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air import AlgorithmIdentity, QualitativeFinding, Region
 from aifi.ihe_profiles.air.codes import Code

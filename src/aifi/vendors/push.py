@@ -25,8 +25,8 @@ from collections.abc import Mapping
 import httpx
 from pydicom import Dataset
 
+from aifi.dicom_json import DicomJson, first, items
 from aifi.dicomweb.multipart import content_type, encode, new_boundary
-from aifi.dicomweb.store import DicomJson
 from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from aifi.vendors.performer import (
     MULTIPART_DICOM,
@@ -40,8 +40,6 @@ from aifi.vendors.workitem import (
     CODE_VALUE,
     SCHEDULED_WORKITEM_CODE_SEQUENCE,
     SOP_INSTANCE_UID,
-    first,
-    items,
 )
 
 __all__ = ["DEFAULT_TIMEOUT", "PushAnalyzer"]

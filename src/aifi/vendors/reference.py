@@ -19,15 +19,13 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from aifi.dicom_json import DicomJson, first, items
 from aifi.dicomweb.part10 import with_file_meta
-from aifi.dicomweb.store import DicomJson
 from aifi.vendors.performer import AnalysisFailed
 from aifi.vendors.workitem import (
     CODE_VALUE,
     SCHEDULED_WORKITEM_CODE_SEQUENCE,
     SOP_INSTANCE_UID,
-    first,
-    items,
 )
 
 __all__ = ["ReferenceAnalyzer", "reference_report"]

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydicom import Dataset
 
-from aifi.dicomweb.dicomjson import first_value, sequence_items
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson, first, items
 
 # -- DICOM tags (DICOM JSON keys) and keywords used here -------------------------------------
 SOP_CLASS_UID = "00080016"
@@ -57,12 +56,6 @@ PRIORITIES = ("HIGH", "MEDIUM", "LOW")
 def element(vr: str, *values: Any) -> dict[str, Any]:
     """A DICOM JSON attribute (PS3.18 F.2.2); no values: present but empty."""
     return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
-
-
-first = first_value
-"""The first value of ``tag`` in a DICOM JSON data set, or None."""
-items = sequence_items
-"""The items of a sequence attribute (none when absent or empty)."""
 
 
 def now_dt() -> str:

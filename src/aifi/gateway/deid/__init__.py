@@ -5,6 +5,10 @@ PS3.15 Annex E: the Basic Application Level Confidentiality Profile with the opt
 pseudonyms (:func:`load_or_create_key`) so the same original always gets the same pseudonym;
 and re-identification of AI results (E.1.2) through a :class:`PseudonymLookup`. Pure code:
 the only I/O is the key file. See docs/pseudonymisation.md.
+
+May import: pydicom, :mod:`aifi.errors` and the pure Part 10 framing
+(:mod:`aifi.gateway.ingest.part10`); no database, no network, no other gateway package (the
+pseudonym map's SQL is :mod:`aifi.gateway.forward.pseudonym_map`).
 """
 
 from aifi.gateway.deid.keyed import load_or_create_key

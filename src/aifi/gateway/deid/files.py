@@ -32,7 +32,7 @@ from pydicom.uid import (
 )
 
 from aifi.errors import InvalidRequest
-from aifi.gateway.part10 import encode_file_meta
+from aifi.gateway.ingest.part10 import encode_file_meta
 
 
 def _text(ds: Dataset, keyword: str) -> str:

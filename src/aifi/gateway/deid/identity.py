@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pydicom import Dataset
 from pydicom.datadict import tag_for_keyword
 
-from aifi.gateway.deid.types import DicomJson
+from aifi.dicom_json import DicomJson
 
 
 def _tags(keywords: Iterable[str]) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from aifi.dicom_json import DicomJson
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid import clean
 from aifi.gateway.deid.files import (
@@ -44,7 +45,6 @@ from aifi.gateway.deid.keyed import Keyed
 from aifi.gateway.deid.profile import Profile
 from aifi.gateway.deid.table import Action, resolve
 from aifi.gateway.deid.types import (
-    DicomJson,
     Option,
     PatientIdentity,
     Pseudonymised,

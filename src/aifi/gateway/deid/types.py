@@ -1,19 +1,21 @@
 """The public types of pseudonymisation (PS3.15 Annex E) and re-identification (E.1.2).
 
 Shared by the engine (:mod:`aifi.gateway.deid`), the gateway's pseudonym map
-(:mod:`aifi.gateway.pseudonym_map`, SQL) and the parts that use them (forwarding, results).
+(:mod:`aifi.gateway.forward.pseudonym_map`, SQL) and the parts that use them (forwarding,
+results).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from aifi.dicom_json import DicomJson
+from aifi.errors import AifiError
 
 if TYPE_CHECKING:
     from pydicom import Dataset
-
-DicomJson = dict[str, Any]
 
 
 class Option(enum.Enum):
@@ -74,7 +76,7 @@ class Pseudonymised:
     study: StudyIdentity
 
 
-class Quarantine(Exception):
+class Quarantine(AifiError):
     """This instance must not leave the hospital (e.g. Burned In Annotation YES, or absent
     for a SOP class that typically burns text in); ``reason`` says why."""
 
@@ -83,7 +85,7 @@ class Quarantine(Exception):
         self.reason = reason
 
 
-class NotReidentifiable(Exception):
+class NotReidentifiable(AifiError):
     """A result that cannot be fully re-identified (a pseudonym would remain, or the study
     or patient is unknown to this gateway); it is not delivered."""
 

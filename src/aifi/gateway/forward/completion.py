@@ -1,7 +1,7 @@
 """The hub's completion signal for each original study (IHE AIW-I: the Task Manager routes
 a study at once when its sender says it is complete, instead of after its quiet period).
 
-A ``gw_study`` row (:class:`~aifi.gateway.models.StudyProgress`) is the outbox entry of
+A ``gw_study`` row (:class:`~aifi.gateway.persistence.tables.StudyProgress`) is the outbox entry of
 its study's signal. It is looked at when it is **due**: ``DUE`` (the ingest side sets it
 when the DIMSE association that brought the study ends), or ``OPEN`` with no instance
 received for ``quiet_seconds`` (studies pushed over STOW-RS have no association to end);
@@ -28,24 +28,24 @@ signal of the grown study.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_
 from sqlmodel import col, select
 
+from aifi.clock import Clock, as_utc, utc_now
 from aifi.gateway.forward.stow_client import HubClient
-from aifi.gateway.models import CompletionState, InstanceState, ReceivedInstance, StudyProgress
+from aifi.gateway.persistence.tables import (
+    CompletionState,
+    InstanceState,
+    ReceivedInstance,
+    StudyProgress,
+)
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.outbox import retry_delay
 
 WAITING = (InstanceState.RECEIVED, InstanceState.FORWARDING)
-
-
-def utc(moment: datetime) -> datetime:
-    """SQLite hands back naive date-times; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class CompletionSignals:
         db: Database,
         client: HubClient,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock = utc_now,
         quiet_seconds: float,
         backoff_seconds: float,
         max_backoff_seconds: float,
@@ -111,7 +111,7 @@ class CompletionSignals:
                     study_instance_uid=row.study_instance_uid,
                     pseudo_study_instance_uid=row.pseudo_study_instance_uid,
                     completion=CompletionState(row.completion),
-                    last_received_at=utc(row.last_received_at),
+                    last_received_at=as_utc(row.last_received_at),
                 )
                 for row in session.exec(stmt).all()
             ]
@@ -179,7 +179,7 @@ class CompletionSignals:
             if (
                 row is None
                 or row.completion != seen.completion
-                or utc(row.last_received_at) != seen.last_received_at
+                or as_utc(row.last_received_at) != seen.last_received_at
             ):
                 return  # new instances arrived meanwhile: signalled again once forwarded
             if state is None:

@@ -1,10 +1,11 @@
 """Store and forward: the gateway's outbox of received instances to the central hub.
 
-Each ``gw_instance`` row (:class:`~aifi.gateway.models.ReceivedInstance`, written by the
-ingest side once the original Part 10 file is on disk) is its own outbox entry.
-:meth:`Forwarder.tick` (run by :func:`aifi.hub.persistence.outbox.run_outbox_loop`: at once when the
-ingest side rings :attr:`Forwarder.doorbell`, else every poll, and again at once after a
-full batch) does:
+Each ``gw_instance`` row (:class:`~aifi.gateway.persistence.tables.ReceivedInstance`,
+written by the ingest side once the original Part 10 file is on disk) is its own outbox
+entry, claimed, fenced and recorded by the outbox engine
+(:class:`aifi.hub.persistence.outbox.Outbox`). :meth:`Forwarder.tick` (run by
+:func:`aifi.hub.persistence.outbox.run_outbox_loop`: at once when the ingest side rings
+:attr:`Forwarder.doorbell`, else every poll, and again at once after a full batch) does:
 
 1. **Claim** the due rows in one short write transaction: ``RECEIVED`` with
    ``next_attempt_at`` reached, or ``FORWARDING`` with an expired lease (the process that
@@ -17,9 +18,9 @@ full batch) does:
    (e.g. burned-in annotation) or bytes that are not a readable instance -> ``QUARANTINED``
    with the reason, never sent, the file kept for an operator; a file that cannot be read
    (gone, purged) -> ``FAILED``.
-3. **Record the pseudonyms** (:func:`aifi.gateway.pseudonym_map.record`: UIDs, patient,
-   study) and each row's ``pseudo_sop_instance_uid`` / ``pseudo_study_instance_uid`` (and the
-   study's) in ONE transaction that commits before anything is sent: the map never misses
+3. **Record the pseudonyms** (:func:`aifi.gateway.forward.pseudonym_map.record`: UIDs,
+   patient, study) and each row's ``pseudo_sop_instance_uid`` / ``pseudo_study_instance_uid``
+   (and the study's) in ONE transaction that commits before anything is sent: the map never misses
    a pseudonym the hub holds, so every result can be re-identified (PS3.15 E.1.2).
 4. **Send** them in STOW-RS requests (PS3.18 §10.5) of at most ``max_request_bytes``
    (:mod:`aifi.gateway.forward.stow_client`) and record each instance's outcome, fenced by
@@ -54,24 +55,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
+from aifi.clock import Clock, utc_now
 from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.forward.completion import CompletionSignals
 from aifi.gateway.forward.prepare import Claim, FilePseudonymiser, Ready, prepare
+from aifi.gateway.forward.pseudonym_map import record
 from aifi.gateway.forward.purge import purge_forwarded, purge_unsent
 from aifi.gateway.forward.stow_client import HubClient
-from aifi.gateway.models import InstanceState, ReceivedInstance, StudyProgress
-from aifi.gateway.pseudonym_map import record
+from aifi.gateway.persistence.tables import InstanceState, ReceivedInstance, StudyProgress
 from aifi.hub.delivery.dicomweb_client import SendOutcome
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.outbox import retry_delay
+from aifi.hub.persistence.outbox import Failure, Outbox, OutboxStates, Wording
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,20 @@ body with ``socket.send`` and slices off what was sent, a copy of the rest each 
 cost grows with the square of the body (a 32 MiB body cost 18 ms of CPU per CT instance,
 4 MiB 3.6 ms, measured with 200 CT instances against a hub on the same machine)."""
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 PURGE_INTERVAL_SECONDS = 2.0
 """While instances are being forwarded, forwarded originals are purged at most this often."""
+
+STATES = OutboxStates(
+    due=InstanceState.RECEIVED,
+    working=InstanceState.FORWARDING,
+    done=InstanceState.FORWARDED,
+    failed=InstanceState.FAILED,
+)
+WORDING = Wording(
+    refused="{error}", retry="attempt {attempts}: {error}; retry at {at}", timespec="auto"
+)
+"""``last_error``: a refusal is the hub's reason as it is; a retry names the attempt and
+when it is due (no attempt limit: an instance is never given up while the hub is away)."""
 
 
 class Forwarder:
@@ -102,7 +111,7 @@ class Forwarder:
         pseudonymiser: FilePseudonymiser,
         hub: httpx.Client,
         *,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock = utc_now,
         doorbell: Doorbell | None = None,
         batch_size: int = 64,
         max_request_bytes: int = 4 * MiB,
@@ -124,16 +133,24 @@ class Forwarder:
         self.pseudonymiser = pseudonymiser
         self.client = HubClient(hub)
         self.clock = clock
-        self.doorbell = doorbell if doorbell is not None else Doorbell()
+        self.outbox = Outbox(
+            db,
+            ReceivedInstance,
+            STATES,
+            lease_seconds=lease_seconds,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            max_attempts=None,
+            wording=WORDING,
+            doorbell=doorbell,
+        )
+        self.doorbell = self.outbox.doorbell
         """Rung by the ingest side after each commit of received instances (and when a
         study's association ends), so forwarding starts at once."""
         self.batch_size = batch_size
         self.max_request_bytes = max_request_bytes
         self.retention_seconds = retention_seconds
         self.unsent_retention_seconds = unsent_retention_seconds
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self.lease_seconds = lease_seconds
         self.completion = CompletionSignals(
             db,
             self.client,
@@ -197,61 +214,27 @@ class Forwarder:
     # -- 1. claim -----------------------------------------------------------------------------
 
     def _claim(self) -> tuple[list[Claim], bool]:
-        """The claimed rows, and whether ``max_request_bytes`` left due rows behind."""
-        now = self.clock()
-        lease_until = now + timedelta(seconds=self.lease_seconds)
-        due = or_(
-            and_(
-                col(ReceivedInstance.state) == InstanceState.RECEIVED,
-                col(ReceivedInstance.next_attempt_at) <= now,
-            ),
-            and_(
-                col(ReceivedInstance.state) == InstanceState.FORWARDING,
-                col(ReceivedInstance.lease_until) < now,
-            ),
+        """The claimed rows (oldest ``next_attempt_at`` first), and whether
+        ``max_request_bytes`` left due rows behind."""
+        budget = _Budget(self.max_request_bytes)
+        claims = self.outbox.claim(
+            self.clock(),
+            _claim_of,
+            limit=self.batch_size,
+            take=budget.take,
+            taken_over=_taken_over,
         )
-        stmt = (
-            select(ReceivedInstance)
-            .where(due)
-            .order_by(col(ReceivedInstance.next_attempt_at), col(ReceivedInstance.pk))
-            .limit(self.batch_size)
-        )
-        if not self.db.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True)
-        claims: list[Claim] = []
-        total = 0
-        cut = False
-        with self.db.write() as session:
-            for row in session.exec(stmt).all():
-                assert row.pk is not None
-                if claims and total + row.size > self.max_request_bytes:
-                    cut = True
-                    break
-                total += row.size
-                if row.state == InstanceState.FORWARDING:
-                    log.warning(
-                        "instance row %d: lease expired (the process forwarding it stopped); "
-                        "taken over",
-                        row.pk,
-                    )
-                row.state = InstanceState.FORWARDING
-                row.attempts += 1
-                row.lease_until = lease_until
-                claims.append(Claim(row.pk, row.attempts, row.file, row.study_instance_uid))
-        return claims, cut
+        return claims, budget.cut
 
     # -- 2. pseudonymise (prepare.py); 3. record the pseudonyms before sending ---------------
 
     def _locked(self, session: Session, claims: Sequence[Claim]) -> dict[int, ReceivedInstance]:
         """The rows of ``claims`` that this tick still holds (same attempt, FORWARDING)."""
         attempts = {c.pk: c.attempt for c in claims}
-        stmt = select(ReceivedInstance).where(col(ReceivedInstance.pk).in_(attempts))
-        if not self.db.is_sqlite:
-            stmt = stmt.with_for_update()
         held: dict[int, ReceivedInstance] = {}
-        for row in session.exec(stmt).all():
+        for row in self.outbox.lock_all(session, attempts):
             assert row.pk is not None
-            if row.state == InstanceState.FORWARDING and row.attempts == attempts[row.pk]:
+            if self.outbox.owns(row, attempts[row.pk]):
                 held[row.pk] = row
             else:
                 log.warning("instance row %d: claim lost to another forwarder", row.pk)
@@ -320,28 +303,16 @@ class Forwarder:
                 row = held.get(r.claim.pk)
                 if row is None:
                     continue  # taken over: the other forwarder records its own send
-                row.lease_until = None
+                failure = None if outcome.delivered else Failure(outcome.reason, outcome.retryable)
+                self.outbox.settle(row, now, failure)
                 if outcome.delivered:
-                    row.state = InstanceState.FORWARDED
                     row.forwarded_at = now
                     row.reason = None
-                    row.last_error = None
                 elif outcome.retryable:
-                    delay = retry_delay(
-                        row.attempts, self.backoff_seconds, self.max_backoff_seconds
-                    )
-                    row.state = InstanceState.RECEIVED
-                    row.next_attempt_at = now + timedelta(seconds=delay)
-                    row.last_error = (
-                        f"attempt {row.attempts}: {outcome.reason}; "
-                        f"retry at {row.next_attempt_at.isoformat()}"
-                    )
                     if retry_at is None or row.next_attempt_at < retry_at:
                         retry_at = row.next_attempt_at
                 else:
-                    row.state = InstanceState.FAILED
                     row.reason = outcome.reason
-                    row.last_error = outcome.reason
                     log.warning("instance row %d failed: %s", row.pk, outcome.reason)
         return retry_at
 
@@ -367,3 +338,34 @@ class Forwarder:
             limit=self.batch_size,
         )
         return max(forwarded, unsent)
+
+
+@dataclass
+class _Budget:
+    """The rows one claim takes by their recorded sizes: at least one, then as many as fit
+    in ``limit`` bytes (``cut``: due rows were left behind)."""
+
+    limit: int
+    total: int = 0
+    taken: int = 0
+    cut: bool = False
+
+    def take(self, row: ReceivedInstance) -> bool:
+        if self.taken and self.total + row.size > self.limit:
+            self.cut = True
+            return False
+        self.total += row.size
+        self.taken += 1
+        return True
+
+
+def _claim_of(row: ReceivedInstance, _lease_until: datetime) -> Claim:
+    assert row.pk is not None
+    return Claim(row.pk, row.attempts, row.file, row.study_instance_uid)
+
+
+def _taken_over(row: ReceivedInstance) -> None:
+    log.warning(
+        "instance row %d: lease expired (the process forwarding it stopped); taken over",
+        row.pk,
+    )

@@ -19,7 +19,7 @@ from typing import Protocol
 from aifi.errors import InvalidRequest
 from aifi.gateway.deid.types import Pseudonymised, Quarantine
 from aifi.gateway.forward.stow_client import Part
-from aifi.gateway.models import InstanceState
+from aifi.gateway.persistence.tables import InstanceState
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from aifi.gateway.models import InstanceState, ReceivedInstance
+from aifi.gateway.persistence.tables import InstanceState, ReceivedInstance
 from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,15 @@ with a visible answer there.
 - :class:`PacsDeliverer` delivers those files to the configured PACS (STOW-RS or
   C-STORE) with a claim lease, backoff and idempotent SOP Instance UIDs.
 - :func:`results_status` is what the status page shows of both.
+
+Its tables are :mod:`aifi.gateway.persistence.result_tables`. May import:
+:mod:`aifi.gateway.persistence`, :mod:`aifi.gateway.deid`, the hub's outbox and delivery
+plumbing (:mod:`aifi.hub.persistence`, :mod:`aifi.hub.delivery`), :mod:`aifi.dicomweb`,
+:mod:`aifi.ihe_profiles.air`, :mod:`aifi.oauth_client`, :mod:`aifi.errors`. Never
+:mod:`aifi.gateway.ingest` or :mod:`aifi.gateway.forward`.
 """
 
-from aifi.gateway.results.delivery import PacsDeliverer
-from aifi.gateway.results.feed import ResultsWorker, write_atomically
-from aifi.gateway.results.hub_api import HubRefused, HubResults
-from aifi.gateway.results.models import (
+from aifi.gateway.persistence.result_tables import (
     DeliveryState,
     GatewayResult,
     ResultDelivery,
@@ -23,6 +26,9 @@ from aifi.gateway.results.models import (
     ResultFile,
     ResultState,
 )
+from aifi.gateway.results.delivery import PacsDeliverer
+from aifi.gateway.results.feed import ResultsWorker, write_atomically
+from aifi.gateway.results.hub_api import HubRefused, HubResults
 from aifi.gateway.results.reidentify import (
     FileReidentifier,
     ReidentifiedInstance,

@@ -1,19 +1,21 @@
 """Delivery of re-identified results into the hospital's PACS: the gateway's durable outbox
-(``gw_result_delivery``), with the semantics of the hub's (:mod:`aifi.hub.delivery.deliverer`).
+(``gw_result_delivery``), with the semantics of the hub's (:mod:`aifi.hub.delivery.deliverer`)
+and on the same outbox engine (:class:`aifi.hub.persistence.outbox.Outbox`).
 
 The results worker queues one row per result and destination in the transaction that
-records the result's files (:meth:`PacsDeliverer.enqueue`). :meth:`PacsDeliverer.tick`,
-per due row (``pending`` and due, or ``delivering`` with an expired lease): *claims* it
-(``delivering``, ``attempts + 1``, ``lease_until``); *sends* the files the PACS has not
-confirmed, outside any transaction, with the existing clients
-(:func:`aifi.hub.delivery.destinations.client_for`: STOW-RS, PS3.18 §10.5, or C-STORE, PS3.4
-Annex B), recording confirmations after each chunk; *records* the outcome if the claim
-still holds: ``delivered`` only when every instance is confirmed, else ``pending`` with
-exponential backoff (:func:`aifi.hub.persistence.outbox.retry_delay`) and ``last_error`` naming
-the destination, the instances and the PACS's reason, or ``failed`` when all still missing
-was refused for good (non-retryable status) or after ``max_attempts``. A PACS that
-reaches nothing (down or busy) costs one attempt per backoff step: the destination's
-other rows wait untried, without using attempts.
+records the result's files (:meth:`PacsDeliverer.enqueue`; the loop is woken once it
+commits). :meth:`PacsDeliverer.tick`, per due row (``pending`` and due, or ``delivering``
+with an expired lease): *claims* it (``delivering``, ``attempts + 1``, ``lease_until``);
+*sends* the files the PACS has not confirmed, outside any transaction, with the existing
+clients (:func:`aifi.hub.delivery.destinations.client_for`: STOW-RS, PS3.18 §10.5, or
+C-STORE, PS3.4 Annex B), recording confirmations after each chunk; *records* the outcome
+if the claim still holds (:meth:`~aifi.hub.persistence.outbox.Outbox.settle`):
+``delivered`` only when every instance is confirmed, else ``pending`` with exponential
+backoff (:func:`aifi.hub.persistence.outbox.retry_delay`) and ``last_error`` naming the
+destination, the instances and the PACS's reason, or ``failed`` when all still missing was
+refused for good (non-retryable status) or after ``max_attempts``. A PACS that reaches
+nothing (down or busy) costs one attempt per backoff step: the destination's other rows
+wait untried, without using attempts.
 
 **Delivered once.** A confirmed instance is recorded and not sent again for that row; a
 crash between the confirmation and that record resends it with the *same* SOP Instance
@@ -36,13 +38,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, event, or_
 from sqlmodel import Session, col, select
 
+from aifi.clock import Clock, as_utc, utc_now
 from aifi.dicomweb.worklist import Doorbell
-from aifi.gateway.results.models import DeliveryState, ResultDelivery, ResultFile, utc
+from aifi.gateway.persistence.result_tables import DeliveryState, ResultDelivery, ResultFile
 from aifi.gateway.results.purge import purge_delivered_results
 from aifi.gateway.results.status import describe_failures
+from aifi.hub.delivery.attempt import confirmed_uids
 from aifi.hub.delivery.destinations import (
     Destination,
     OutgoingInstance,
@@ -51,19 +54,19 @@ from aifi.hub.delivery.destinations import (
     client_for,
 )
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.outbox import retry_delay
+from aifi.hub.persistence.outbox import Failure, Outbox, OutboxStates
 
 log = logging.getLogger(__name__)
 
+STATES = OutboxStates(
+    due=DeliveryState.PENDING,
+    working=DeliveryState.DELIVERING,
+    done=DeliveryState.DELIVERED,
+    failed=DeliveryState.FAILED,
+)
 CHUNK = 16
 """Instances per send (one STOW-RS request / one association)."""
-_ERROR_ITEMS = 5
 _ERROR_CHARS = 4000
-
-
-def _uids(packed: str) -> set[str]:
-    value = json.loads(packed or "[]")
-    return {str(v) for v in value} if isinstance(value, list) else set()
 
 
 @dataclass
@@ -76,6 +79,18 @@ class _Claim:
     attempt: int
     lease_until: datetime
     confirmed: set[str]
+
+
+def _claim_of(row: ResultDelivery, lease_until: datetime) -> _Claim:
+    assert row.pk is not None
+    return _Claim(
+        pk=row.pk,
+        result_pk=row.result_pk,
+        destination=row.destination,
+        attempt=row.attempts,
+        lease_until=lease_until,
+        confirmed=set(confirmed_uids(row.delivered_sop_uids)),
+    )
 
 
 @dataclass
@@ -98,8 +113,8 @@ class PacsDeliverer:
         data_dir: Path,
         destinations: Sequence[Destination],
         *,
-        clock: Callable[[], datetime],
-        doorbell: Doorbell,
+        clock: Clock = utc_now,
+        doorbell: Doorbell | None = None,
         batch_size: int = 16,
         max_attempts: int = 20,
         backoff_seconds: float = 2.0,
@@ -119,13 +134,20 @@ class PacsDeliverer:
         self.data_dir = data_dir
         self.destinations = {d.name: d for d in destinations}
         self.clock = clock
-        self.doorbell = doorbell
+        self.outbox = Outbox(
+            db,
+            ResultDelivery,
+            STATES,
+            lease_seconds=lease_seconds,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            max_attempts=max_attempts,
+            error_chars=_ERROR_CHARS,
+            doorbell=doorbell,
+        )
+        self.doorbell = self.outbox.doorbell
         """Rung after a transaction that queued deliveries commits."""
         self.batch_size = batch_size
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self.lease_seconds = lease_seconds
         self.client_factory = client_factory
         self.results_retention_seconds = results_retention_seconds
         """Delivered results' files are purged this long after the last PACS confirmed
@@ -157,17 +179,14 @@ class PacsDeliverer:
         session.add_all(rows)
         session.flush()
         if rows:
-            event.listen(session, "after_commit", self._ring, once=True)
+            self.outbox.ring_after_commit(session)
         return rows
-
-    def _ring(self, _session: Session) -> None:
-        self.doorbell.ring()
 
     # -- the loop -------------------------------------------------------------------------
 
     def tick(self) -> int:
         """Claim the due rows, send, record. Returns the rows worked on."""
-        claims = self._claim()
+        claims = self.outbox.claim(self.clock(), _claim_of, limit=self.batch_size)
         by_destination: dict[str, list[_Claim]] = defaultdict(list)
         for claim in claims:
             by_destination[claim.destination].append(claim)
@@ -192,46 +211,6 @@ class PacsDeliverer:
         self._purge_due = now if purged >= self.batch_size else now + timedelta(seconds=60)
         return purged
 
-    def _claim(self) -> list[_Claim]:
-        now = self.clock()
-        lease_until = now + timedelta(seconds=self.lease_seconds)
-        due = or_(
-            and_(
-                col(ResultDelivery.state) == DeliveryState.PENDING,
-                col(ResultDelivery.next_attempt_at) <= now,
-            ),
-            and_(
-                col(ResultDelivery.state) == DeliveryState.DELIVERING,
-                col(ResultDelivery.lease_until) < now,
-            ),
-        )
-        stmt = (
-            select(ResultDelivery)
-            .where(due)
-            .order_by(col(ResultDelivery.next_attempt_at), col(ResultDelivery.pk))
-            .limit(self.batch_size)
-        )
-        if not self.db.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True)
-        claims = []
-        with self.db.write() as session:
-            for row in session.exec(stmt).all():
-                assert row.pk is not None
-                row.state = DeliveryState.DELIVERING
-                row.attempts += 1
-                row.lease_until = lease_until
-                claims.append(
-                    _Claim(
-                        pk=row.pk,
-                        result_pk=row.result_pk,
-                        destination=row.destination,
-                        attempt=row.attempts,
-                        lease_until=lease_until,
-                        confirmed=_uids(row.delivered_sop_uids),
-                    )
-                )
-        return claims
-
     def _work(self, name: str, claims: list[_Claim]) -> None:
         waiting = self._waiting.get(name)
         for claim in claims:
@@ -254,7 +233,7 @@ class PacsDeliverer:
             ):
                 waiting = (
                     f"waiting: {name!r} failed for another result: {row.last_error}",
-                    utc(row.next_attempt_at),
+                    as_utc(row.next_attempt_at),
                 )
                 self._waiting[name] = waiting
             else:
@@ -329,29 +308,17 @@ class PacsDeliverer:
             client.close()
         return attempt
 
-    # -- recording ------------------------------------------------------------------------
-
-    def _owned(self, row: ResultDelivery, claim: _Claim) -> bool:
-        return (
-            row.state == DeliveryState.DELIVERING
-            and row.attempts == claim.attempt
-            and row.lease_until is not None
-            and utc(row.lease_until) == claim.lease_until
-        )
-
-    def _locked(self, session: Session, pk: int) -> ResultDelivery | None:
-        return session.get(ResultDelivery, pk, with_for_update=not self.db.is_sqlite)
+    # -- recording (fenced by the claim: Outbox.lock / Outbox.owns) ------------------------
 
     def _progress(self, claim: _Claim, attempt: _Attempt) -> bool:
         """Record the confirmations so far and renew the lease; False when lost."""
-        lease_until = self.clock() + timedelta(seconds=self.lease_seconds)
+        lease_until = self.outbox.lease_end(self.clock())
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
+            row = self.outbox.lock(session, claim.pk)
             if row is None:
                 return False
-            confirmed = _uids(row.delivered_sop_uids) | attempt.confirmed
-            row.delivered_sop_uids = json.dumps(sorted(confirmed))
-            if not self._owned(row, claim):
+            _add_confirmed(row, attempt.confirmed)
+            if not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 return False
             row.lease_until = lease_until
         claim.lease_until = lease_until
@@ -360,65 +327,51 @@ class PacsDeliverer:
     def _defer(self, claim: _Claim, reason: str, until: datetime) -> None:
         """Give a claimed row back untried (its attempt not counted), due at ``until``."""
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
-            if row is None or not self._owned(row, claim):
+            row = self.outbox.lock(session, claim.pk)
+            if row is None or not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 return
-            row.state = DeliveryState.PENDING
-            row.attempts -= 1
-            row.lease_until = None
-            row.next_attempt_at = until
-            row.last_error = reason[:_ERROR_CHARS]
+            self.outbox.give_back(row, until, reason)
 
     def _record(self, claim: _Claim, attempt: _Attempt) -> ResultDelivery | None:
         now = self.clock()
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
+            row = self.outbox.lock(session, claim.pk)
             if row is None:
                 return None
-            confirmed = _uids(row.delivered_sop_uids) | attempt.confirmed
-            row.delivered_sop_uids = json.dumps(sorted(confirmed))
-            if not self._owned(row, claim):
+            confirmed = _add_confirmed(row, attempt.confirmed)
+            if not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 log.warning("PACS delivery %d: taken over by another process", claim.pk)
                 return None
-            row.lease_until = None
             missing = [uid for uid in attempt.wanted if uid not in confirmed]
             if attempt.wanted and not missing:
-                row.state = DeliveryState.DELIVERED
+                self.outbox.settle(row, now, None)
                 row.delivered_at = now
-                row.last_error = None
                 log.info("PACS delivery %d: delivered to %r", claim.pk, claim.destination)
                 return row
-            failures = {
-                uid: attempt.failures.get(uid)
-                or SendOutcome(
-                    sop_instance_uid=uid, delivered=False, retryable=True, reason="not sent"
-                )
-                for uid in missing
-            }
-            if attempt.error is not None:
-                error = f"attempt {claim.attempt} to {claim.destination!r}: {attempt.error}"
-                retryable = True
-            elif not attempt.wanted:
-                error = f"attempt {claim.attempt} to {claim.destination!r}: the result has no files"
-                retryable = False
-            else:
-                error = describe_failures(
-                    claim.attempt, claim.destination, failures, attempt.wanted
-                )
-                retryable = any(o.retryable for o in failures.values())
-            if not retryable:
-                row.state = DeliveryState.FAILED
-                row.last_error = f"{error}; refused, not retried"
-            elif row.attempts >= self.max_attempts:
-                row.state = DeliveryState.FAILED
-                row.last_error = f"{error}; gave up after {row.attempts} attempts"
-            else:
-                delay = retry_delay(row.attempts, self.backoff_seconds, self.max_backoff_seconds)
-                row.state = DeliveryState.PENDING
-                row.next_attempt_at = now + timedelta(seconds=delay)
-                row.last_error = (
-                    f"{error}; retry at {row.next_attempt_at.isoformat(timespec='seconds')}"
-                )
-            row.last_error = row.last_error[:_ERROR_CHARS]
+            self.outbox.settle(row, now, _failure(claim, attempt, missing))
             log.warning("PACS delivery %d: %s", claim.pk, row.last_error)
             return row
+
+
+def _add_confirmed(row: ResultDelivery, confirmed: set[str]) -> set[str]:
+    """Add ``confirmed`` to the row's ``delivered_sop_uids``; returns them all."""
+    merged = set(confirmed_uids(row.delivered_sop_uids)) | confirmed
+    row.delivered_sop_uids = json.dumps(sorted(merged))
+    return merged
+
+
+def _failure(claim: _Claim, attempt: _Attempt, missing: list[str]) -> Failure:
+    """A failed attempt (``missing`` still unconfirmed) as ``last_error`` starts, and
+    whether a later one may succeed."""
+    prefix = f"attempt {claim.attempt} to {claim.destination!r}: "
+    if attempt.error is not None:
+        return Failure(prefix + attempt.error, retryable=True)
+    if not attempt.wanted:
+        return Failure(prefix + "the result has no files", retryable=False)
+    failures = {
+        uid: attempt.failures.get(uid)
+        or SendOutcome(sop_instance_uid=uid, delivered=False, retryable=True, reason="not sent")
+        for uid in missing
+    }
+    error = describe_failures(claim.attempt, claim.destination, failures, attempt.wanted)
+    return Failure(error, retryable=any(o.retryable for o in failures.values()))

@@ -37,19 +37,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 from sqlmodel import col, select
 
+from aifi.clock import Clock, as_utc, utc_now
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import UpstreamError
 from aifi.gateway.deid.types import NotReidentifiable, PseudonymLookup, StudyIdentity
+from aifi.gateway.persistence.result_tables import (
+    GatewayResult,
+    ResultFeed,
+    ResultFile,
+    ResultState,
+)
 from aifi.gateway.results.delivery import PacsDeliverer
 from aifi.gateway.results.hub_api import HubRefused, HubResults, ResultsPage
-from aifi.gateway.results.models import GatewayResult, ResultFeed, ResultFile, ResultState, utc
 from aifi.gateway.results.reidentify import (
     FileReidentifier,
     ReidentifiedInstance,
@@ -72,7 +77,7 @@ def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except ValueError:
         return None
 
@@ -106,7 +111,7 @@ class ResultsWorker:
         lookup: PseudonymLookup,
         hub: httpx.Client,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock = utc_now,
         doorbell: Doorbell,
         deliverer: PacsDeliverer,
         batch_size: int = 16,
@@ -150,7 +155,7 @@ class ResultsWorker:
             if feed is None:
                 feed = ResultFeed(name=self.feed_name, next_poll_at=now)
                 session.add(feed)
-            if utc(feed.next_poll_at) > now:
+            if as_utc(feed.next_poll_at) > now:
                 return 0
             cursor = feed.cursor
         added = 0
@@ -298,7 +303,7 @@ class ResultsWorker:
             product=row.product or "AI product",
             reason=reason,
             workitem_uid=row.workitem_uid,
-            when=utc(row.released_at or row.received_at),
+            when=as_utc(row.released_at or row.received_at),
         )
 
     def _write(self, row: GatewayResult, instance: ReidentifiedInstance) -> ResultFile:

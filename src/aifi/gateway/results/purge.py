@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import case, func
 from sqlmodel import col, select
 
-from aifi.gateway.results.models import DeliveryState, ResultDelivery, ResultFile
+from aifi.gateway.persistence.result_tables import DeliveryState, ResultDelivery, ResultFile
 from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pydicom.uid import UID
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from aifi.gateway.results.models import (
+from aifi.gateway.persistence.result_tables import (
     DeliveryState,
     GatewayResult,
     ResultDelivery,

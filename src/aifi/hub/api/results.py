@@ -21,7 +21,7 @@ results follow the given cursor, this page included) it has ``"next_cursor"``: t
 item's cursor, or the given one when the page is empty — the client passes it as the next
 ``released_after``. The cursor is opaque (URL-safe base64 of ``"<released_at>|<row>"``);
 one this hub did not give out is a 400. The other filters combine with it; ``offset``
-does not (400). Release order is commit order (:func:`aifi.hub.results.completion.
+does not (400). Release order is commit order (:func:`aifi.hub.results.release.
 serialize_releases`), so a client that follows the cursor misses nothing.
 
 ``GET /api/v1/results/{workitem_uid}`` — the result with its instances (and their
@@ -36,8 +36,8 @@ is no such workitem.
 ``POST /api/v1/results/{workitem_uid}/accept`` and ``/reject`` with
 ``{"reviewer": "...", "reason": "..."}`` (reason required to reject): 200 with the result;
 409 when it is not awaiting review; 404 when unknown; 400 for a bad body. Accepting
-releases the result and queues its deliveries in the same transaction; a rejected result
-is withheld (never delivered).
+releases the result and queues its deliveries in the same transaction
+(:func:`aifi.hub.results.release.release`); a rejected result is withheld (never delivered).
 
 ``POST /api/v1/results/{workitem_uid}/deliveries/{destination}/retry`` — a failed delivery
 back in the queue now (404 when there is no such delivery).
@@ -52,13 +52,15 @@ import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from aifi.clock import Clock
 from aifi.errors import Conflict, InvalidRequest, NotFound
+from aifi.hub.api.deps import ClockDep, DatabaseDep, DelivererDep, DestinationsDep
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import (
     AiResult,
@@ -68,7 +70,8 @@ from aifi.hub.persistence.tables import (
     ResultProblem,
     Workitem,
 )
-from aifi.hub.results.completion import serialize_releases
+from aifi.hub.persistence.tables.results import ReviewState
+from aifi.hub.results.release import Enqueuer, release, serialize_releases
 from aifi.principal import PrincipalDep
 
 router = APIRouter(tags=["aifi-hub results"])
@@ -119,18 +122,6 @@ def _result_json(result: AiResult) -> dict[str, Any]:
         "released_at": _iso(result.released_at),
         "created_at": _iso(result.created_at),
     }
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _destinations(request: Request, tenant: str) -> list[Any]:
-    config = getattr(request.app.state, "destinations", None)
-    if config is None:
-        return []
-    return list(config.for_tenant(tenant))
 
 
 # -- list ---------------------------------------------------------------------------------
@@ -231,7 +222,7 @@ def _feed(
 
 @router.get("/results")
 async def list_results(
-    request: Request,
+    db: DatabaseDep,
     principal: PrincipalDep,
     review_state: str | None = None,
     outcome: str | None = None,
@@ -246,10 +237,8 @@ async def list_results(
     if released_after is not None:
         if offset:
             raise InvalidRequest("offset: the feed (released_after) pages by cursor only")
-        return await run_in_threadpool(
-            _feed, _db(request), principal.tenant, released_after, filters, limit
-        )
-    return await run_in_threadpool(_list, _db(request), principal.tenant, filters, limit, offset)
+        return await run_in_threadpool(_feed, db, principal.tenant, released_after, filters, limit)
+    return await run_in_threadpool(_list, db, principal.tenant, filters, limit, offset)
 
 
 # -- one ----------------------------------------------------------------------------------
@@ -293,6 +282,7 @@ def _detail(db: Database, tenant: str, uid: str, destinations: list[Any]) -> dic
             if result is not None
             else []
         )
+    state: str
     if result is not None:
         state = result.review_state
     elif workitem is not None:
@@ -365,12 +355,12 @@ def _detail(db: Database, tenant: str, uid: str, destinations: list[Any]) -> dic
 
 @router.get("/results/{workitem_uid}")
 async def get_result(
-    workitem_uid: str, request: Request, principal: PrincipalDep
+    workitem_uid: str, db: DatabaseDep, destinations: DestinationsDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """One workitem's result, instances, problems, deliveries and timings."""
-    destinations = _destinations(request, principal.tenant)
+    tenant = principal.tenant
     return await run_in_threadpool(
-        _detail, _db(request), principal.tenant, workitem_uid, destinations
+        _detail, db, tenant, workitem_uid, list(destinations.for_tenant(tenant))
     )
 
 
@@ -378,29 +368,28 @@ async def get_result(
 
 
 def _review(
-    request: Request, tenant: str, uid: str, review: Review, accept: bool
+    db: Database,
+    deliverer: Enqueuer,
+    clock: Clock,
+    tenant: str,
+    uid: str,
+    review: Review,
+    accept: bool,
 ) -> dict[str, Any]:
-    db = _db(request)
-    deliverer = getattr(request.app.state, "deliverer", None)
-    clock = getattr(getattr(request.app.state, "results_hook", None), "clock", None)
     with db.write() as session:
         result = _result_row(session, tenant, uid, lock=not db.is_sqlite)
         if result is None:
             raise NotFound(f"No AI result for workitem {uid}")
-        if result.review_state != "awaiting-review":
+        if result.review_state != ReviewState.AWAITING_REVIEW:
             raise Conflict(f"The result is not awaiting review (it is {result.review_state})")
         serialize_releases(session)  # then the clock: the feed's order is the commit order
-        now = clock() if clock else datetime.now(UTC)
-        result.review_state = "accepted" if accept else "rejected"
+        now = clock()
+        result.review_state = ReviewState.ACCEPTED if accept else ReviewState.REJECTED
         result.reviewer = review.reviewer
         result.review_reason = review.reason
         result.reviewed_at = now
         if accept:
-            result.released_at = now
-            session.add(result)
-            session.flush()
-            if deliverer is not None:
-                deliverer.enqueue(session, result)
+            release(session, result, now, deliverer)
         else:
             session.add(result)
     return _result_json(result)
@@ -408,35 +397,51 @@ def _review(
 
 @router.post("/results/{workitem_uid}/accept")
 async def accept_result(
-    workitem_uid: str, review: Review, request: Request, principal: PrincipalDep
+    workitem_uid: str,
+    review: Review,
+    db: DatabaseDep,
+    deliverer: DelivererDep,
+    clock: ClockDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Accept a supervised result: it is released and delivered."""
-    return await run_in_threadpool(_review, request, principal.tenant, workitem_uid, review, True)
+    return await run_in_threadpool(
+        _review, db, deliverer, clock, principal.tenant, workitem_uid, review, True
+    )
 
 
 @router.post("/results/{workitem_uid}/reject")
 async def reject_result(
-    workitem_uid: str, review: Review, request: Request, principal: PrincipalDep
+    workitem_uid: str,
+    review: Review,
+    db: DatabaseDep,
+    deliverer: DelivererDep,
+    clock: ClockDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Reject a supervised result (a reason is required): it is withheld."""
     if not (review.reason or "").strip():
         raise InvalidRequest("reason: a rejection needs a reason")
-    return await run_in_threadpool(_review, request, principal.tenant, workitem_uid, review, False)
+    return await run_in_threadpool(
+        _review, db, deliverer, clock, principal.tenant, workitem_uid, review, False
+    )
 
 
 @router.post("/results/{workitem_uid}/deliveries/{destination}/retry")
 async def retry_delivery(
-    workitem_uid: str, destination: str, request: Request, principal: PrincipalDep
+    workitem_uid: str,
+    destination: str,
+    db: DatabaseDep,
+    deliverer: DelivererDep,
+    destinations: DestinationsDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Queue a failed (or backing-off) delivery again now, with a fresh set of attempts;
     answers the result's detail. 404 when the result has no delivery to ``destination``."""
-    deliverer = getattr(request.app.state, "deliverer", None)
-    if deliverer is None:
-        raise NotFound("Delivery is not enabled on this hub")
-    await run_in_threadpool(deliverer.retry, principal.tenant, workitem_uid, destination)
-    destinations = _destinations(request, principal.tenant)
+    tenant = principal.tenant
+    await run_in_threadpool(deliverer.retry, tenant, workitem_uid, destination)
     return await run_in_threadpool(
-        _detail, _db(request), principal.tenant, workitem_uid, destinations
+        _detail, db, tenant, workitem_uid, list(destinations.for_tenant(tenant))
     )
 
 
@@ -479,10 +484,10 @@ def _notifications(db: Database, tenant: str, since: str | None, limit: int) -> 
 
 @router.get("/notifications")
 async def list_notifications(
-    request: Request,
+    db: DatabaseDep,
     principal: PrincipalDep,
     since: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Urgent findings (and other notifications), oldest first."""
-    return await run_in_threadpool(_notifications, _db(request), principal.tenant, since, limit)
+    return await run_in_threadpool(_notifications, db, principal.tenant, since, limit)

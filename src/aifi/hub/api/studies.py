@@ -11,38 +11,30 @@ to each AI product (the same text as ``aifi rules explain``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from aifi.clock import utc_now
 from aifi.errors import NotFound
-from aifi.hub.orchestration.task_manager import TaskManager, signal_complete
+from aifi.hub.api.deps import DatabaseDep, RouterDep
+from aifi.hub.orchestration.task_manager import signal_complete
 from aifi.principal import PrincipalDep
 
 router = APIRouter(tags=["aifi-hub"])
 
 
-def _task_manager(request: Request) -> TaskManager:
-    manager: TaskManager = request.app.state.task_manager
-    return manager
-
-
 @router.post("/studies/{StudyInstanceUID}/complete", status_code=202)
 async def complete_study(
-    StudyInstanceUID: str, request: Request, principal: PrincipalDep
+    StudyInstanceUID: str, principal: PrincipalDep, db: DatabaseDep, routing: RouterDep
 ) -> Response:
     """Mark a study complete: route it now instead of after its quiet period."""
-    manager = _task_manager(request)
     found = await run_in_threadpool(
-        manager.store.find_instances, principal.tenant, StudyInstanceUID
+        routing.store.find_instances, principal.tenant, StudyInstanceUID
     )
     if not found:
         raise NotFound(f"No study {StudyInstanceUID}")
-    await run_in_threadpool(
-        signal_complete, manager.db, principal.tenant, StudyInstanceUID, datetime.now(UTC)
-    )
+    await run_in_threadpool(signal_complete, db, principal.tenant, StudyInstanceUID, utc_now())
     return JSONResponse(
         {"study": StudyInstanceUID, "status": "completion recorded; routing on the next round"},
         status_code=202,
@@ -50,7 +42,8 @@ async def complete_study(
 
 
 @router.get("/studies/{StudyInstanceUID}/routing", response_class=PlainTextResponse)
-async def explain_routing(StudyInstanceUID: str, request: Request, principal: PrincipalDep) -> str:
+async def explain_routing(
+    StudyInstanceUID: str, principal: PrincipalDep, routing: RouterDep
+) -> str:
     """Per AI product: matched, or which condition failed and the values seen."""
-    manager = _task_manager(request)
-    return await run_in_threadpool(manager.explain, principal.tenant, StudyInstanceUID)
+    return await run_in_threadpool(routing.explain, principal.tenant, StudyInstanceUID)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aifi.clock import utc_now
 from aifi.fhir import mapping
 from aifi.fhir.codes import DCM, patient_id_system, uid_identifier
 from aifi.fhir.resources import validated
@@ -130,7 +131,9 @@ class AuditEntry:
     subtype: str
     outcome: int
     client_id: str
-    recorded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    recorded_at: datetime = field(default_factory=utc_now)
+    """When; whoever builds an entry passes its injected clock's time (the default is
+    for tests and one-off records)."""
     tenant: str | None = None
     role: str = ""
     address: str | None = None
@@ -324,6 +327,12 @@ def patient_of_identifier(identifier: Any) -> tuple[str, str | None] | None:
     return None
 
 
+def patient_ref(patient_id: str, issuer: str | None) -> str:
+    """The FHIR Patient id of a Patient ID (and its issuer): the ``patient_ref`` column, the
+    key of ``AuditEvent?patient=Patient/…`` searches."""
+    return mapping.patient_id(PatientView(patient_id, issuer))
+
+
 __all__ = [
     "ACCESSED",
     "DCM_EVENTS",
@@ -338,4 +347,5 @@ __all__ = [
     "classify",
     "outcome_of_status",
     "patient_of_identifier",
+    "patient_ref",
 ]

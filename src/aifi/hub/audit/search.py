@@ -1,6 +1,6 @@
 """FHIR AuditEvent read and search answered straight from the ``audit_event`` table.
 
-The audit trail is written once per access (``aifi.hub.audit.trail``); turning every row into a
+The audit trail is written once per access (:mod:`aifi.hub.audit.trail`); turning every row into a
 stored FHIR resource with its search index cost about 7 ms of CPU per access, on the hub's
 hot path. Instead, a search runs as SQL on the table's typed, indexed columns and only the
 page it returns is built as AuditEvents (``aifi.hub.audit.events.audit_event_resource``,
@@ -17,18 +17,16 @@ descending; default oldest first).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, not_, or_
 from sqlmodel import col, select
 
 from aifi.errors import InvalidRequest, NotFound
-from aifi.fhir import mapping
-from aifi.fhir.codes import DICOM_UID_SYSTEM
+from aifi.fhir.codes import DICOM_UID_SYSTEM, patient_id_system
 from aifi.fhir.types import Criterion, SearchQuery, SearchResult, StoredResource
-from aifi.fhir.views import PatientView
 from aifi.hub.audit.events import CLIENT_SYSTEM, audit_event_resource
+from aifi.hub.audit.rows import entry_of_row
 from aifi.hub.fhir.store import column_date, instant
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import AuditRecord
@@ -51,12 +49,10 @@ class AuditEventSearch:
         db: Database,
         *,
         operator_tenant: str,
-        entry_of_row: Callable[[AuditRecord], Any],
         source_id: str = "aifi-hub",
     ) -> None:
         self.db = db
         self.operator_tenant = operator_tenant
-        self.entry_of_row = entry_of_row
         self.source_id = source_id
 
     def _tenant_clause(self, tenant: str) -> ColumnElement[bool]:
@@ -65,10 +61,9 @@ class AuditEventSearch:
         return col(AuditRecord.tenant) == tenant
 
     def _stored(self, row: AuditRecord) -> StoredResource:
-        resource = audit_event_resource(
-            self.entry_of_row(row), f"{ID_PREFIX}{row.pk}", source_id=self.source_id
-        )
-        recorded = self.entry_of_row(row).recorded_at
+        entry = entry_of_row(row)
+        resource = audit_event_resource(entry, f"{ID_PREFIX}{row.pk}", source_id=self.source_id)
+        recorded = entry.recorded_at
         resource["meta"] = {"versionId": "1", "lastUpdated": instant(recorded)}
         return StoredResource("AuditEvent", f"{ID_PREFIX}{row.pk}", 1, recorded, resource)
 
@@ -215,8 +210,6 @@ def _patient_identifier(system: str | None, value: str) -> ColumnElement[bool]:
 def _issuer_of_system(system: str) -> str | bool | None:
     """The Issuer of Patient ID a patient identifier system stands for; False when the
     system is not one the hub writes."""
-    from aifi.fhir.codes import patient_id_system
-
     if system == patient_id_system(None):
         return None
     prefix = patient_id_system("X")[: -len("X")]
@@ -242,8 +235,3 @@ _MISSING_COLUMNS: dict[str, Any] = {
     "patient": col(AuditRecord.patient_id),
     "address": col(AuditRecord.address),
 }
-
-
-def patient_ref(patient_id: str, issuer: str | None) -> str:
-    """The FHIR Patient id of a Patient ID (and its issuer): the ``patient_ref`` column."""
-    return mapping.patient_id(PatientView(patient_id, issuer))

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from sqlmodel import col, select
 
+from aifi.clock import Clock, utc_now
 from aifi.hub.audit.events import (
     DCM_EVENTS,
     DESTINATION_ROLE,
@@ -46,6 +47,7 @@ from aifi.hub.audit.events import (
     UNKNOWN,
     AuditEntry,
 )
+from aifi.hub.audit.rows import entry_of_row
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import AuditCursor, AuditRecord
 
@@ -298,7 +300,8 @@ class SyslogExporter:
 
     ``tenant`` limits the export to one hospital's rows; ``since`` to rows recorded from
     then on. ``cursor_name`` (default ``syslog <url>[ <tenant>]``) names the position kept
-    in ``audit_cursor``; None with ``use_cursor=False`` exports once without keeping one."""
+    in ``audit_cursor``; ``use_cursor=False`` exports once without keeping one. ``ca_file``
+    holds the CA certificates of a TLS target; ``clock`` dates the cursor's moves."""
 
     def __init__(
         self,
@@ -312,6 +315,7 @@ class SyslogExporter:
         batch_size: int = 200,
         ca_file: Path | None = None,
         hostname: str | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         self.db = db
         self.target = SyslogTarget.parse(url)
@@ -322,6 +326,7 @@ class SyslogExporter:
         self.source_id = source_id
         self.batch_size = batch_size
         self.hostname = hostname
+        self.clock = clock
         self.sender = SyslogSender(self.target, ca_file=ca_file)
         self._position = 0
 
@@ -347,7 +352,7 @@ class SyslogExporter:
             elif cursor.last_pk >= last_pk:
                 return
             cursor.last_pk = last_pk
-            cursor.updated_at = datetime.now(UTC)
+            cursor.updated_at = self.clock()
             session.add(cursor)
 
     def _batch(self, after: int) -> list[AuditRecord]:
@@ -365,8 +370,6 @@ class SyslogExporter:
             return list(session.exec(stmt).all())
 
     def messages(self, rows: list[AuditRecord]) -> Iterator[bytes]:
-        from aifi.hub.audit.trail import entry_of_row
-
         for row in rows:
             entry = entry_of_row(row)
             yield syslog_frame(

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -35,6 +35,8 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from aifi.clock import Clock, utc_now
+from aifi.errors import AuthError
 from aifi.hub.auth.policy import (
     DICOMWEB_READ,
     DICOMWEB_WRITE,
@@ -45,9 +47,9 @@ from aifi.hub.auth.policy import (
     RESULTS_REVIEW,
     system_scope,
 )
+from aifi.hub.auth.tenants import validate_tenant_id
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import OAuthClient, OAuthJti, OAuthRevoked, Tenant
-from aifi.hub.tenancy.names import validate_tenant_id
 
 ROLES = ("hospital", "performer", "admin")
 AUTH_METHODS = ("private_key_jwt", "client_secret_basic")
@@ -74,7 +76,7 @@ _ROLE_CEILING: dict[str, frozenset[str]] = {
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class ClientError(ValueError):
+class ClientError(AuthError, ValueError):
     """A registration that cannot be made (the message says why)."""
 
 
@@ -204,7 +206,7 @@ class ClientRegistry:
         *,
         jwks_url_allowlist: Iterable[str] = (),
         cache_seconds: float = 5.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         http: Callable[[str], dict[str, Any]] | None = None,
     ) -> None:
         self.db = db

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aifi.clock import Clock, utc_now
 from aifi.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
 from aifi.hub.auth.clients import ClientRegistry, scope_allowed_for_role
 from aifi.hub.auth.policy import (
@@ -152,7 +152,7 @@ class ExternalResolver:
         products_claim: str,
         client_claim: str,
         fetch: Callable[[str], dict[str, Any]] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
@@ -383,9 +383,10 @@ class Authorizer:
 
 
 def _insufficient(scope: str) -> Forbidden:
-    error = Forbidden(f"the access token lacks the scope {scope}")
-    error.headers = {"WWW-Authenticate": _challenge("insufficient_scope", None, scope)}  # type: ignore[attr-defined]
-    return error
+    return Forbidden(
+        f"the access token lacks the scope {scope}",
+        headers={"WWW-Authenticate": _challenge("insufficient_scope", None, scope)},
+    )
 
 
 class BodyLimit:

@@ -31,6 +31,8 @@ from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 from starlette.concurrency import run_in_threadpool
 
+from aifi.clock import Clock, utc_now
+from aifi.errors import AuthError
 from aifi.hub.auth.clients import (
     Client,
     ClientError,
@@ -50,7 +52,7 @@ MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class OAuthError(Exception):
+class OAuthError(AuthError):
     """An RFC 6749 §5.2 error response."""
 
     def __init__(self, error: str, description: str, status: int = 400) -> None:
@@ -126,7 +128,7 @@ class AuthorizationServer:
         tokens: TokenService,
         *,
         public_url: Callable[[Request], str],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.registry = registry
         self.tokens = tokens

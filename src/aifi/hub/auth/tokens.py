@@ -14,9 +14,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc import jwt
@@ -24,6 +23,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlmodel import col, select
 
+from aifi.clock import Clock, as_utc, utc_now
+from aifi.errors import AuthError
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import SigningKey
 
@@ -33,16 +34,12 @@ AUDIENCE = "aifi-hub"
 """The ``aud`` of every access token the hub issues: the hub's APIs."""
 
 
-class InvalidToken(Exception):
+class InvalidToken(AuthError):
     """An access token that must not be accepted; ``reason`` says why (for the client)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class KeyRing:
@@ -55,7 +52,7 @@ class KeyRing:
         *,
         rotate_after: timedelta,
         keep_after_retired: timedelta,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.db = db
         self.rotate_after = rotate_after
@@ -87,7 +84,7 @@ class KeyRing:
             keys = self._current()
             live = [(row, key) for row, key in keys if row.retired_at is None]
             now = self.clock()
-            if not live or now - _utc(live[-1][0].created_at) > self.rotate_after:
+            if not live or now - as_utc(live[-1][0].created_at) > self.rotate_after:
                 self._rotate_locked()
                 live = [(row, key) for row, key in self._keys if row.retired_at is None]
             row, key = live[-1]
@@ -114,7 +111,7 @@ class KeyRing:
                 select(SigningKey).where(col(SigningKey.retired_at).is_not(None))
             ).all():
                 retired = row.retired_at
-                if retired is not None and now - _utc(retired) > self.keep_after_retired:
+                if retired is not None and now - as_utc(retired) > self.keep_after_retired:
                     session.delete(row)
             session.add(
                 SigningKey(
@@ -165,7 +162,7 @@ class TokenService:
         *,
         issuer: str,
         lifetime: timedelta,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         leeway_seconds: int = 30,
     ) -> None:
         self.keys = keys

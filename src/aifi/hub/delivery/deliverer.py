@@ -13,7 +13,8 @@ its deliveries and nothing is lost by a restart. A tenant without destinations g
 workitem) has nothing to deliver and gets none either.
 
 **Working it off.** :meth:`Deliverer.tick` (run every few seconds by
-:func:`run_delivery_loop`, in every hub process) does, per due row:
+:func:`run_delivery_loop`, in every hub process) works the rows with the outbox engine
+(:class:`aifi.hub.persistence.outbox.Outbox`), per due row:
 
 1. *claim* it in one short write transaction: state ``delivering``, ``attempts + 1`` and
    ``lease_until = now + lease_seconds``. Due means ``pending`` with ``next_attempt_at``
@@ -22,8 +23,9 @@ workitem) has nothing to deliver and gets none either.
    rows; SQLite: write transactions are serialised (``BEGIN IMMEDIATE``), and the second
    process sees the row already ``delivering``.
 2. *send*, outside any database transaction, the result's instances the PACS has not yet
-   confirmed (``delivered_sop_uids``), files from the hub's store, in chunks; after each
-   chunk the confirmations are recorded and the lease renewed.
+   confirmed (``delivered_sop_uids``), files from the hub's store, in chunks
+   (:mod:`aifi.hub.delivery.attempt`); after each chunk the confirmations are recorded and
+   the lease renewed.
 3. *record* the outcome in another short transaction, if the row is still this
    process's (same attempt, same lease): ``delivered`` when every instance of the result is
    confirmed — never before, a partial delivery stays ``pending`` — else ``pending`` again
@@ -61,92 +63,63 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from pydicom.uid import UID
-from sqlalchemy import and_, event, or_
 from sqlmodel import Session, col, select
 
+from aifi.clock import Clock, as_utc, utc_now
 from aifi.dicomweb.store import DicomStore
-from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import NotFound
+from aifi.hub.delivery.attempt import Attempt, Claim, Sender, confirmed_uids, describe
 from aifi.hub.delivery.destinations import (
     Destination,
     DestinationsConfig,
-    OutgoingInstance,
     PacsClient,
-    SendOutcome,
     client_for,
 )
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.outbox import retry_delay, run_outbox_loop
+from aifi.hub.persistence.outbox import (
+    Failure,
+    Outbox,
+    OutboxStates,
+    run_each,
+    run_outbox_loop,
+)
 from aifi.hub.persistence.tables import AiResult, Delivery, ResultInstance
+from aifi.hub.persistence.tables.delivery import DeliveryState
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-DELIVERING = "delivering"
-DELIVERED = "delivered"
-FAILED = "failed"
-STATES = (PENDING, DELIVERING, DELIVERED, FAILED)
-
+STATES = OutboxStates(
+    due=DeliveryState.PENDING,
+    working=DeliveryState.DELIVERING,
+    done=DeliveryState.DELIVERED,
+    failed=DeliveryState.FAILED,
+)
 CLAIM_BATCH = 16
 """Rows claimed per tick (a tick with a full batch is followed at once by the next)."""
-CHUNK = 16
-"""Instances per send (one STOW-RS request / one association); confirmations are
-recorded after each."""
-_ERROR_ITEMS = 5
 _ERROR_CHARS = 4000
+_DESTINATION_THREADS = 8
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+class DeliveryAudit(Protocol):
+    """The audit trail's hook (issue 6, :class:`aifi.hub.audit.exports.PacsDeliveryAudit`),
+    called after each recorded attempt with ``(tenant, result_pk, destination, state,
+    confirmed UIDs, last_error)``: DICOM Instances Transferred (PS3.15 A.5.3.4), the
+    instances confirmed this time."""
 
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive date-times; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _uids(packed: str) -> list[str]:
-    value = json.loads(packed or "[]")
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def _sop_class_name(uid: str) -> str:
-    name = UID(uid).name
-    return name if name and name != uid else uid
-
-
-@dataclass
-class _Claim:
-    """One row this process holds: the fencing token is (attempt, lease_until)."""
-
-    pk: int
-    tenant: str
-    result_pk: int
-    destination: str
-    attempt: int
-    lease_until: datetime
-    confirmed: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Attempt:
-    """What one attempt found out: instances confirmed, and why the others were not."""
-
-    wanted: list[str]
-    """Every SOP Instance UID of the result (empty: nothing to deliver)."""
-    sop_classes: dict[str, str] = field(default_factory=dict)
-    confirmed: set[str] = field(default_factory=set)
-    failures: dict[str, SendOutcome] = field(default_factory=dict)
-    error: str | None = None
-    """A failure of the attempt as a whole (retryable), e.g. an internal error."""
-    lost: bool = False
-    """The lease was taken over by another process meanwhile: record nothing but UIDs."""
+    def __call__(
+        self,
+        tenant: str,
+        result_pk: int,
+        destination: str,
+        state: str,
+        confirmed: list[str],
+        error: str | None,
+        /,
+    ) -> None: ...
 
 
 class Deliverer:
@@ -159,12 +132,13 @@ class Deliverer:
         store: DicomStore,
         destinations: DestinationsConfig,
         *,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock = utc_now,
         max_attempts: int = 20,
         backoff_seconds: float = 2.0,
         max_backoff_seconds: float = 600.0,
         lease_seconds: float = 120.0,
         client_factory: Callable[[Destination], PacsClient] = client_for,
+        audit: DeliveryAudit | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -174,17 +148,21 @@ class Deliverer:
         self.store = store
         self.destinations = destinations
         self.clock = clock
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.max_backoff_seconds = max_backoff_seconds
-        self.lease_seconds = lease_seconds
         self.client_factory = client_factory
         self.batch_size = CLAIM_BATCH
-        self.doorbell = Doorbell()
+        self.outbox = Outbox(
+            db,
+            Delivery,
+            STATES,
+            lease_seconds=lease_seconds,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+            max_attempts=max_attempts,
+            error_chars=_ERROR_CHARS,
+        )
+        self.doorbell = self.outbox.doorbell
         """Rung after a transaction that queued deliveries commits (:func:`run_delivery_loop`)."""
-        self.audit: Callable[[str, int, str, str, list[str], str | None], None] | None = None
-        """``(tenant, result_pk, destination, state, confirmed UIDs, last_error)`` after each
-        recorded attempt: the audit trail's hook (issue 6, :func:`aifi.hub.audit.trail.install`)."""
+        self.audit = audit
         self._waiting: dict[tuple[str, str], tuple[str, datetime]] = {}
         """Destinations that reached nothing this process's last try: why, and until when
         their rows wait (one probe per destination and backoff, however many rows)."""
@@ -223,7 +201,7 @@ class Deliverer:
                 tenant=result.tenant,
                 result_pk=result.pk,
                 destination=destination.name,
-                state=PENDING,
+                state=DeliveryState.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 delivered_sop_uids="[]",
@@ -235,11 +213,8 @@ class Deliverer:
         session.add_all(rows)
         session.flush()
         if rows:  # wake this process's delivery loop once the rows are committed
-            event.listen(session, "after_commit", self._ring, once=True)
+            self.outbox.ring_after_commit(session)
         return rows
-
-    def _ring(self, _session: Session) -> None:
-        self.doorbell.ring()
 
     def retry(self, tenant: str, workitem_uid: str, destination: str) -> None:
         """Deliver a failed (or backing-off pending) delivery again now, with a fresh set of
@@ -254,18 +229,13 @@ class Deliverer:
                     col(Delivery.destination) == destination,
                 )
             ).first()
-            row = self._locked(session, pk) if pk is not None else None
+            row = self.outbox.lock(session, pk) if pk is not None else None
             if row is None:
                 raise NotFound(
                     f"No delivery of the result of workitem {workitem_uid} to {destination!r}"
                 )
-            if row.state not in (FAILED, PENDING):
+            if not self.outbox.requeue(row, self.clock()):
                 return  # delivering or delivered: nothing to do
-            if row.state == FAILED:
-                row.attempts = 0
-            row.state = PENDING
-            row.next_attempt_at = self.clock()
-            row.lease_until = None
         # Asked for now: not held back by an earlier unreachable probe; wake the loop.
         self._waiting.pop((tenant, destination), None)
         self.doorbell.ring()
@@ -275,64 +245,23 @@ class Deliverer:
     def tick(self) -> int:
         """Claim the due rows, send, record (module docstring). One thread per destination,
         so a slow PACS does not hold up another hospital's. Returns the rows worked on."""
-        claims = self._claim()
+        claims = self.outbox.claim(
+            self.clock(), _claim_of, limit=self.batch_size, taken_over=_taken_over
+        )
         if not claims:
             return 0
-        by_destination: dict[tuple[str, str], list[_Claim]] = defaultdict(list)
+        by_destination: dict[tuple[str, str], list[Claim]] = defaultdict(list)
         for claim in claims:
             by_destination[(claim.tenant, claim.destination)].append(claim)
-        groups = list(by_destination.values())
-        if len(groups) == 1:
-            self._work(groups[0])
-        else:
-            with ThreadPoolExecutor(min(len(groups), 8), "aifi-delivery") as pool:
-                for future in [pool.submit(self._work, group) for group in groups]:
-                    future.result()
+        run_each(
+            self._work,
+            list(by_destination.values()),
+            workers=_DESTINATION_THREADS,
+            thread_name="aifi-delivery",
+        )
         return len(claims)
 
-    def _claim(self) -> list[_Claim]:
-        now = self.clock()
-        lease_until = now + timedelta(seconds=self.lease_seconds)
-        due = or_(
-            and_(col(Delivery.state) == PENDING, col(Delivery.next_attempt_at) <= now),
-            and_(col(Delivery.state) == DELIVERING, col(Delivery.lease_until) < now),
-        )
-        stmt = (
-            select(Delivery)
-            .where(due)
-            .order_by(col(Delivery.next_attempt_at), col(Delivery.pk))
-            .limit(self.batch_size)
-        )
-        if not self.db.is_sqlite:
-            stmt = stmt.with_for_update(skip_locked=True)
-        claims = []
-        with self.db.write() as session:
-            for row in session.exec(stmt).all():
-                assert row.pk is not None
-                if row.state == DELIVERING:
-                    log.warning(
-                        "delivery %d to %r: lease expired (the process delivering it "
-                        "stopped); taken over",
-                        row.pk,
-                        row.destination,
-                    )
-                row.state = DELIVERING
-                row.attempts += 1
-                row.lease_until = lease_until
-                claims.append(
-                    _Claim(
-                        pk=row.pk,
-                        tenant=row.tenant,
-                        result_pk=row.result_pk,
-                        destination=row.destination,
-                        attempt=row.attempts,
-                        lease_until=lease_until,
-                        confirmed=set(_uids(row.delivered_sop_uids)),
-                    )
-                )
-        return claims
-
-    def _work(self, claims: list[_Claim]) -> None:
+    def _work(self, claims: list[Claim]) -> None:
         """One destination's rows, one after the other. When an attempt reaches nothing
         (no instance confirmed, every failure retryable: the PACS is down or busy), the
         destination's other rows are not tried until that attempt's retry is due: they
@@ -341,25 +270,26 @@ class Deliverer:
         waiting = self._waiting.get(key)
         if waiting is not None and self.clock() >= waiting[1]:
             waiting = None
+        sender = Sender(self.db, self.store, self.destinations, self.client_factory)
         for claim in claims:
             if waiting is not None:
                 self._defer(claim, *waiting)
                 continue
-            half = timedelta(seconds=self.lease_seconds / 2)
+            half = timedelta(seconds=self.outbox.lease_seconds / 2)
             if self.clock() >= claim.lease_until - half and not self._progress(
-                claim, _Attempt(wanted=[])
+                claim, Attempt(wanted=[])
             ):
                 continue  # held so long in this round that another process took it
             try:
-                attempt = self._attempt(claim)
+                attempt = sender.attempt(claim, self._progress)
             except Exception as exc:  # a bug or a broken store: recorded, retried later
                 log.exception("delivery %d to %r failed", claim.pk, claim.destination)
-                attempt = _Attempt(wanted=[], error=f"internal error: {type(exc).__name__}: {exc}")
+                attempt = Attempt(wanted=[], error=f"internal error: {type(exc).__name__}: {exc}")
             row = self._record(claim, attempt)
             self._audit(claim, attempt, row)
             if (
                 row is not None
-                and row.state == PENDING
+                and row.state == DeliveryState.PENDING
                 and attempt.error is None
                 and not attempt.confirmed
                 and attempt.failures
@@ -368,121 +298,14 @@ class Deliverer:
                 waiting = (
                     f"waiting: {claim.destination!r} failed for another result: "
                     + (row.last_error or ""),
-                    _utc(row.next_attempt_at),
+                    as_utc(row.next_attempt_at),
                 )
                 self._waiting[key] = waiting
             elif row is not None:
                 self._waiting.pop(key, None)
 
-    def _attempt(self, claim: _Claim) -> _Attempt:
-        """Send what the PACS has not confirmed yet; the network I/O is here, outside any
-        database transaction."""
-        with self.db.read() as session:
-            result = session.get(AiResult, claim.result_pk)
-            instances = (
-                list(
-                    session.exec(
-                        select(ResultInstance)
-                        .where(
-                            col(ResultInstance.tenant) == result.tenant,
-                            col(ResultInstance.workitem_uid) == result.workitem_uid,
-                        )
-                        .order_by(col(ResultInstance.pk))
-                    ).all()
-                )
-                if result is not None
-                else []
-            )
-        attempt = _Attempt(
-            wanted=[i.sop_instance_uid for i in instances],
-            sop_classes={i.sop_instance_uid: i.sop_class_uid for i in instances},
-        )
-        todo = [i for i in instances if i.sop_instance_uid not in claim.confirmed]
-        if not todo:
-            return attempt
-        destination = self.destinations.destination(claim.tenant, claim.destination)
-        if destination is None:
-            for item in todo:
-                attempt.failures[item.sop_instance_uid] = SendOutcome(
-                    sop_instance_uid=item.sop_instance_uid,
-                    delivered=False,
-                    retryable=False,
-                    reason="the destination is no longer configured for this tenant",
-                )
-            return attempt
-        outgoing = self._outgoing(claim.tenant, todo, attempt)
-        if not outgoing:
-            return attempt
-        client = self.client_factory(destination)
-        try:
-            for start in range(0, len(outgoing), CHUNK):
-                chunk = outgoing[start : start + CHUNK]
-                try:
-                    outcomes = client.send(chunk)
-                except Exception as exc:  # the client should not raise; if it does, retry
-                    log.exception("PACS client for %r raised", claim.destination)
-                    outcomes = [
-                        SendOutcome(
-                            sop_instance_uid=o.sop_instance_uid,
-                            delivered=False,
-                            retryable=True,
-                            reason=f"{type(exc).__name__}: {exc}",
-                        )
-                        for o in chunk
-                    ]
-                by_uid = {o.sop_instance_uid: o for o in outcomes}
-                for sent in chunk:
-                    outcome = by_uid.get(sent.sop_instance_uid) or SendOutcome(
-                        sop_instance_uid=sent.sop_instance_uid,
-                        delivered=False,
-                        retryable=True,
-                        reason="the PACS's answer did not mention this instance",
-                    )
-                    if outcome.delivered:
-                        attempt.confirmed.add(sent.sop_instance_uid)
-                    else:
-                        attempt.failures[sent.sop_instance_uid] = outcome
-                if start + CHUNK < len(outgoing) and not self._progress(claim, attempt):
-                    attempt.lost = True
-                    break
-        finally:
-            client.close()
-        return attempt
-
-    def _outgoing(
-        self, tenant: str, todo: Sequence[ResultInstance], attempt: _Attempt
-    ) -> list[OutgoingInstance]:
-        """The stored files of ``todo``; one missing from the hub's store is a failure."""
-        stored = {}
-        for study_uid, series_uid in dict.fromkeys(
-            (i.study_instance_uid, i.series_instance_uid) for i in todo
-        ):
-            for s in self.store.find_instances(tenant, study_uid, series_uid):
-                stored[s.sop_instance_uid] = s
-        outgoing = []
-        for item in todo:
-            found = stored.get(item.sop_instance_uid)
-            if found is None or not found.path.is_file():
-                attempt.failures[item.sop_instance_uid] = SendOutcome(
-                    sop_instance_uid=item.sop_instance_uid,
-                    delivered=False,
-                    retryable=False,
-                    reason="not in the hub's store",
-                )
-                continue
-            outgoing.append(
-                OutgoingInstance(
-                    sop_class_uid=found.sop_class_uid,
-                    sop_instance_uid=found.sop_instance_uid,
-                    transfer_syntax_uid=found.transfer_syntax_uid,
-                    path=found.path,
-                )
-            )
-        return outgoing
-
-    def _audit(self, claim: _Claim, attempt: _Attempt, row: Delivery | None) -> None:
-        """Tell the audit trail (issue 6, :mod:`aifi.hub.audit.trail`) about a recorded attempt:
-        DICOM Instances Transferred (PS3.15 A.5.3.4), the instances confirmed this time."""
+    def _audit(self, claim: Claim, attempt: Attempt, row: Delivery | None) -> None:
+        """Tell the audit trail (:class:`DeliveryAudit`) about a recorded attempt."""
         if self.audit is None or row is None:
             return
         try:
@@ -499,69 +322,52 @@ class Deliverer:
 
     # -- recording ----------------------------------------------------------------------
 
-    def _locked(self, session: Session, pk: int) -> Delivery | None:
-        return session.get(Delivery, pk, with_for_update=not self.db.is_sqlite)
-
-    def _owned(self, row: Delivery, claim: _Claim) -> bool:
-        return (
-            row.state == DELIVERING
-            and row.attempts == claim.attempt
-            and row.lease_until is not None
-            and _utc(row.lease_until) == claim.lease_until
-        )
-
-    def _progress(self, claim: _Claim, attempt: _Attempt) -> bool:
+    def _progress(self, claim: Claim, attempt: Attempt) -> bool:
         """Record the confirmations so far and renew the lease; False when the row is no
         longer this process's."""
-        lease_until = self.clock() + timedelta(seconds=self.lease_seconds)
+        lease_until = self.outbox.lease_end(self.clock())
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
+            row = self.outbox.lock(session, claim.pk)
             if row is None:
                 return False
             row.delivered_sop_uids = json.dumps(
-                sorted(set(_uids(row.delivered_sop_uids)) | attempt.confirmed)
+                sorted(set(confirmed_uids(row.delivered_sop_uids)) | attempt.confirmed)
             )
-            if not self._owned(row, claim):
+            if not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 return False
             row.lease_until = lease_until
         claim.lease_until = lease_until
         return True
 
-    def _defer(self, claim: _Claim, reason: str, until: datetime) -> None:
+    def _defer(self, claim: Claim, reason: str, until: datetime) -> None:
         """Give a claimed row back untried (its attempt not counted), due at ``until``."""
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
-            if row is None or not self._owned(row, claim):
+            row = self.outbox.lock(session, claim.pk)
+            if row is None or not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 return
-            row.state = PENDING
-            row.attempts -= 1
-            row.lease_until = None
-            row.next_attempt_at = until
-            row.last_error = reason[:_ERROR_CHARS]
+            self.outbox.give_back(row, until, reason)
 
-    def _record(self, claim: _Claim, attempt: _Attempt) -> Delivery | None:
+    def _record(self, claim: Claim, attempt: Attempt) -> Delivery | None:
         """Write the attempt's outcome; the row as written (None when it is gone or no
         longer this process's)."""
         now = self.clock()
         with self.db.write() as session:
-            row = self._locked(session, claim.pk)
+            row = self.outbox.lock(session, claim.pk)
             if row is None:
                 return None
-            confirmed = set(_uids(row.delivered_sop_uids)) | attempt.confirmed
+            confirmed = set(confirmed_uids(row.delivered_sop_uids)) | attempt.confirmed
             row.delivered_sop_uids = json.dumps(sorted(confirmed))
-            if attempt.lost or not self._owned(row, claim):
+            if attempt.lost or not self.outbox.owns(row, claim.attempt, claim.lease_until):
                 log.warning(
                     "delivery %d to %r: taken over by another process; its state is theirs",
                     claim.pk,
                     claim.destination,
                 )
                 return None
-            row.lease_until = None
             missing = [uid for uid in attempt.wanted if uid not in confirmed]
             if attempt.wanted and not missing:
-                row.state = DELIVERED
+                self.outbox.settle(row, now, None)
                 row.delivered_at = now
-                row.last_error = None
                 log.info(
                     "delivery %d: %d instance(s) delivered to %r",
                     claim.pk,
@@ -569,59 +375,31 @@ class Deliverer:
                     claim.destination,
                 )
                 return row
-            if attempt.error is not None:
-                error = f"attempt {claim.attempt} to {claim.destination!r}: {attempt.error}"
-                retryable = True
-            elif not attempt.wanted:
-                error = (
-                    f"attempt {claim.attempt} to {claim.destination!r}: the result has no instances"
-                )
-                retryable = False
-            else:
-                failures = {
-                    uid: attempt.failures.get(uid)
-                    or SendOutcome(
-                        sop_instance_uid=uid, delivered=False, retryable=True, reason="not sent"
-                    )
-                    for uid in missing
-                }
-                error = _describe(claim, failures, attempt.sop_classes)
-                retryable = any(o.retryable for o in failures.values())
-            if not retryable:
-                row.state = FAILED
-                row.last_error = f"{error}; refused, not retried"
-            elif row.attempts >= self.max_attempts:
-                row.state = FAILED
-                row.last_error = f"{error}; gave up after {row.attempts} attempts"
-            else:
-                delay = retry_delay(row.attempts, self.backoff_seconds, self.max_backoff_seconds)
-                row.state = PENDING
-                row.next_attempt_at = now + timedelta(seconds=delay)
-                row.last_error = (
-                    f"{error}; retry at {row.next_attempt_at.isoformat(timespec='seconds')}"
-                )
-            row.last_error = row.last_error[:_ERROR_CHARS]
+            error, retryable = describe(claim, attempt, missing)
+            self.outbox.settle(row, now, Failure(error, retryable))
             log.warning("delivery %d: %s", claim.pk, row.last_error)
             return row
 
 
-def _describe(claim: _Claim, failures: dict[str, SendOutcome], classes: dict[str, str]) -> str:
-    """``attempt N to 'dest': uid (SOP class): reason; …``, instances with the same
-    reason grouped (a PACS that is down gives one reason for all)."""
-    by_reason: dict[str, list[str]] = defaultdict(list)
-    for uid, outcome in failures.items():
-        by_reason[outcome.reason or "no reason given"].append(uid)
-    parts = []
-    for reason, uids in by_reason.items():
-        named = [
-            f"{uid} ({_sop_class_name(classes[uid])})" if uid in classes else uid
-            for uid in uids[:_ERROR_ITEMS]
-            if uid
-        ]
-        if len(uids) > _ERROR_ITEMS:
-            named.append(f"and {len(uids) - _ERROR_ITEMS} more")
-        parts.append(f"{', '.join(named)}: {reason}" if named else reason)
-    return f"attempt {claim.attempt} to {claim.destination!r}: " + "; ".join(parts)
+def _claim_of(row: Delivery, lease_until: datetime) -> Claim:
+    assert row.pk is not None
+    return Claim(
+        pk=row.pk,
+        tenant=row.tenant,
+        result_pk=row.result_pk,
+        destination=row.destination,
+        attempt=row.attempts,
+        lease_until=lease_until,
+        confirmed=set(confirmed_uids(row.delivered_sop_uids)),
+    )
+
+
+def _taken_over(row: Delivery) -> None:
+    log.warning(
+        "delivery %d to %r: lease expired (the process delivering it stopped); taken over",
+        row.pk,
+        row.destination,
+    )
 
 
 async def run_delivery_loop(deliverer: Deliverer, poll_seconds: float) -> None:
@@ -631,11 +409,10 @@ async def run_delivery_loop(deliverer: Deliverer, poll_seconds: float) -> None:
 
 
 __all__ = [
-    "DELIVERED",
-    "DELIVERING",
-    "FAILED",
-    "PENDING",
+    "CLAIM_BATCH",
     "STATES",
     "Deliverer",
+    "DeliveryAudit",
+    "DeliveryState",
     "run_delivery_loop",
 ]

@@ -174,7 +174,7 @@ class DestinationsConfig(BaseModel):
     @classmethod
     def _tenant_ids(cls, value: dict[str, list[Destination]]) -> dict[str, list[Destination]]:
         for tenant in value:
-            from aifi.hub.tenancy.names import validate_tenant_id  # brings FastAPI: only here
+            from aifi.hub.auth.tenants import validate_tenant_id  # brings FastAPI: only here
 
             validate_tenant_id(tenant)
         return value

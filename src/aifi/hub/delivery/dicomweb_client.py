@@ -38,7 +38,7 @@ from typing import Any, Protocol, Self
 import httpx
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
-from aifi.dicomweb.dicomjson import first_value, sequence_items
+from aifi.dicom_json import first, items
 from aifi.dicomweb.multipart import closing, content_type, new_boundary, part_header, part_separator
 
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 503, 504})
@@ -145,16 +145,16 @@ def _code(value: Any) -> int | None:
 
 def _from_json(module: Mapping[str, Any]) -> StoreResponse:
     response = StoreResponse()
-    for item in sequence_items(module, "00081199"):
-        uid = first_value(item, "00081155")
+    for item in items(module, "00081199"):
+        uid = first(item, "00081155")
         if isinstance(uid, str):
-            response.referenced[uid] = _code(first_value(item, "00081196"))
-    for item in sequence_items(module, "00081198"):
-        uid = first_value(item, "00081155")
+            response.referenced[uid] = _code(first(item, "00081196"))
+    for item in items(module, "00081198"):
+        uid = first(item, "00081155")
         if isinstance(uid, str):
-            response.failed[uid] = _code(first_value(item, "00081197"))
-    for item in sequence_items(module, "0008119A"):
-        response.other_failures.append(_code(first_value(item, "00081197")))
+            response.failed[uid] = _code(first(item, "00081197"))
+    for item in items(module, "0008119A"):
+        response.other_failures.append(_code(first(item, "00081197")))
     return response
 
 

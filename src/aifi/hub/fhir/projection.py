@@ -26,31 +26,34 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydicom import Dataset
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.dicomjson import first_value
-from aifi.dicomweb.store import DicomJson
-from aifi.dicomweb.worklist import Doorbell
+from aifi.clock import as_utc_or_none, utc_now
+from aifi.dicom_json import DicomJson, first, items, values
+from aifi.dicom_json import unpack as unpack_json
 from aifi.errors import NotFound
 from aifi.fhir import mapping
 from aifi.fhir.views import (
     FindingView,
-    InstanceView,
     MeasurementView,
     PatientView,
     ProductView,
     ResultObjectView,
     ResultView,
-    SeriesView,
-    StudyView,
     TaskView,
 )
+from aifi.hub.fhir.changes import STUDY, WORKITEM, ChangeNotes
 from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.fhir.study_view import (
+    STUDY_INSTANCE_UID,
+    patient_of,
+    study_view,
+    text_of,
+)
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import (
     AiRequest,
@@ -61,30 +64,15 @@ from aifi.hub.persistence.tables import (
     ResultInstance,
     Workitem,
 )
-from aifi.hub.store.repository import unpack_json
-from aifi.ihe_profiles.air.summary import summarise
+from aifi.hub.persistence.tables.results import REPORTED_OUTCOMES
+from aifi.hub.results.summary import reported
+from aifi.ihe_profiles.air.summary import FindingSummary, MeasurementSummary, summarise
 from aifi.ihe_profiles.rules import Product, RulesConfig
 
 log = logging.getLogger(__name__)
 
 
-PATIENT_ID = "00100020"
-ISSUER_OF_PATIENT_ID = "00100021"
 ACCESSION_NUMBER = "00080050"
-STUDY_INSTANCE_UID = "0020000D"
-SERIES_INSTANCE_UID = "0020000E"
-SOP_INSTANCE_UID = "00080018"
-SOP_CLASS_UID = "00080016"
-INSTANCE_NUMBER = "00200013"
-SERIES_NUMBER = "00200011"
-MODALITY = "00080060"
-SERIES_DESCRIPTION = "0008103E"
-STUDY_DESCRIPTION = "00081030"
-BODY_PART = "00180015"
-STUDY_DATE = "00080020"
-STUDY_TIME = "00080030"
-PROCEDURE_STEP_STATE = "00741000"
-INPUT_READINESS = "00404041"
 PRIORITY = "00741200"
 PROGRESS_INFORMATION = "00741002"
 PROGRESS = "00741004"
@@ -96,85 +84,6 @@ SOFTWARE_VERSIONS = "00181020"
 
 SR_KINDS = ("SR",)
 SR_CACHE_SIZE = 4096
-WORKITEM = "workitem"
-REQUEST = "request"
-STUDY = "study"
-
-
-def _text(ds: DicomJson, tag: str) -> str | None:
-    value = first_value(ds, tag)
-    if value is None:
-        return None
-    if isinstance(value, dict):  # PN
-        return str(value.get("Alphabetic") or "") or None
-    text = str(value).strip()
-    return text or None
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def patient_of(ds: DicomJson) -> PatientView | None:
-    patient_id = _text(ds, PATIENT_ID)
-    if not patient_id:
-        return None
-    return PatientView(patient_id=patient_id, issuer=_text(ds, ISSUER_OF_PATIENT_ID))
-
-
-def _started(ds: DicomJson) -> datetime | None:
-    date = _text(ds, STUDY_DATE)
-    if not date or len(date) != 8 or not date.isdigit():
-        return None
-    time = (_text(ds, STUDY_TIME) or "").split(".")[0].ljust(6, "0")[:6]
-    if not time.isdigit():
-        time = "000000"
-    try:
-        return datetime.strptime(date + time, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def study_view(metadata: Sequence[DicomJson], wado_rs_base: str) -> StudyView:
-    """The ImagingStudy view of a study from its instances' DICOM JSON (the store's
-    ``instance_metadata``)."""
-    first = metadata[0]
-    series: dict[str, tuple[DicomJson, list[InstanceView]]] = {}
-    for ds in metadata:
-        uid = _text(ds, SERIES_INSTANCE_UID) or ""
-        entry = series.setdefault(uid, (ds, []))
-        number = first_value(ds, INSTANCE_NUMBER)
-        entry[1].append(
-            InstanceView(
-                sop_instance_uid=_text(ds, SOP_INSTANCE_UID) or "",
-                sop_class_uid=_text(ds, SOP_CLASS_UID) or "",
-                instance_number=int(number) if isinstance(number, int | float) else None,
-            )
-        )
-    views = []
-    for uid, (ds, instances) in series.items():
-        number = first_value(ds, SERIES_NUMBER)
-        views.append(
-            SeriesView(
-                series_instance_uid=uid,
-                modality=_text(ds, MODALITY),
-                series_number=int(number) if isinstance(number, int | float) else None,
-                description=_text(ds, SERIES_DESCRIPTION),
-                body_part=_text(ds, BODY_PART),
-                instances=tuple(instances),
-            )
-        )
-    return StudyView(
-        study_instance_uid=_text(first, STUDY_INSTANCE_UID) or "",
-        patient=patient_of(first),
-        accession_number=_text(first, ACCESSION_NUMBER),
-        started=_started(first),
-        description=_text(first, STUDY_DESCRIPTION),
-        series=tuple(views),
-        wado_rs_base=wado_rs_base,
-    )
 
 
 class FhirProjector:
@@ -187,6 +96,7 @@ class FhirProjector:
         rules: RulesConfig,
         *,
         base_url: Callable[[], str],
+        notes: ChangeNotes,
         instances: Callable[[str, str], list[DicomJson]] | None = None,
     ) -> None:
         self.db = db
@@ -196,39 +106,17 @@ class FhirProjector:
         """The DICOMweb service root the resources point at (WADO-RS)."""
         self.instances = instances
         """A study's instances as DICOM JSON (the store's ``instance_metadata``)."""
-        self.doorbell = Doorbell()
+        self.doorbell = notes.doorbell
         """Rung after a commit that noted something (the projection loop listens)."""
         self.batch_size = 200
         self._said: OrderedDict[tuple[str, str], tuple[list[FindingView], list[MeasurementView]]]
         self._said = OrderedDict()
 
-    def install(self) -> None:
-        self.db.before_commit.append(self.note_changes)
-        self.db.after_commit.append(self._wake)
-
-    # -- what changed, and working it off -------------------------------------------------
-
-    def note_changes(self, session: Session) -> None:
-        """``before_commit`` hook: note the workitems and EPD requests the transaction
-        changed (one small insert, in the same commit, so nothing is forgotten even if the
-        process stops right after it)."""
-        session.flush()  # what is still pending is recorded by the flush
-        changed: list[Any] = session.info.get("changed") or []
-        keys: set[tuple[str, str, str]] = set()
-        for obj in changed:
-            if isinstance(obj, AiRequest) and not obj.workitem_uid:
-                keys.add((obj.tenant, REQUEST, obj.task_id))
-                continue
-            key = self._workitem_of(session, obj)
-            if key is not None:
-                keys.add((key[0], WORKITEM, key[1]))
-        changed.clear()
-        if keys:
-            session.execute(
-                insert(FhirPending),
-                [{"tenant": t, "kind": k, "key": v} for t, k, v in sorted(keys)],
-            )
-            session.info["fhir_pending"] = True
+    def note_routed_study(self, tenant: str, metadata: Sequence[DicomJson]) -> None:
+        """The router's ``study_seen``: note the study of ``metadata`` (its instances)."""
+        uid = first(metadata[0], STUDY_INSTANCE_UID) if metadata else None
+        if uid:
+            self.note_study(tenant, str(uid))
 
     def note_study(self, tenant: str, study_uid: str) -> None:
         """The Task Manager saw the study complete: its ImagingStudy (and Patient) are
@@ -236,10 +124,6 @@ class FhirProjector:
         with self.db.write() as session:
             session.add(FhirPending(tenant=tenant, kind=STUDY, key=study_uid))
             session.info["fhir_pending"] = True
-
-    def _wake(self, session: Session) -> None:
-        if session.info.get("fhir_pending"):
-            self.doorbell.ring()
 
     def pending(self, tenant: str) -> bool:
         with self.db.read() as session:
@@ -306,18 +190,6 @@ class FhirProjector:
             self.refresh_workitem(session, tenant, request.workitem_uid)
         elif request is not None:
             self.refresh_request(session, request)
-
-    def _workitem_of(self, session: Session, obj: object) -> tuple[str, str] | None:
-        if isinstance(obj, Workitem):
-            return (obj.tenant, obj.sop_instance_uid)
-        if isinstance(obj, AiResult):
-            return (obj.tenant, obj.workitem_uid)
-        if isinstance(obj, AiRequest) and obj.workitem_uid:
-            return (obj.tenant, obj.workitem_uid)
-        if isinstance(obj, Delivery) and obj.state == "delivered":
-            result = session.get(AiResult, obj.result_pk)
-            return (result.tenant, result.workitem_uid) if result is not None else None
-        return None
 
     # -- devices and studies -------------------------------------------------------------
 
@@ -442,8 +314,8 @@ class FhirProjector:
             product=product,
             study_instance_uid=request.study_instance_uid,
             accession_number=request.accession_number,
-            authored_on=_utc(request.created_at),
-            last_modified=_utc(datetime.now(UTC)) if request.state != "waiting" else None,
+            authored_on=as_utc_or_none(request.created_at),
+            last_modified=utc_now() if request.state != "waiting" else None,
             reason=request.reason,
             waiting_for_study=request.state == "waiting",
             request_failed=request.state == "failed",
@@ -455,8 +327,8 @@ class FhirProjector:
     def _follow_replacement(self, session: Session, tenant: str, uid: str, ds: DicomJson) -> None:
         """A workitem that replaces an earlier attempt (Replaced Procedure Step Sequence)
         takes over the EPD requests that followed the earlier one."""
-        for item in (ds.get(REPLACED_PROCEDURE_STEP) or {}).get("Value") or []:
-            old = _text(item, "00081155")  # Referenced SOP Instance UID
+        for item in items(ds, REPLACED_PROCEDURE_STEP):
+            old = text_of(item, "00081155")  # Referenced SOP Instance UID
             if not old:
                 continue
             for request in session.exec(
@@ -476,16 +348,16 @@ class FhirProjector:
         result: ResultView | None,
         objects: Sequence[ResultInstance],
     ) -> TaskView:
-        progress_items = (ds.get(PROGRESS_INFORMATION) or {}).get("Value") or []
-        progress = first_value(progress_items[0], PROGRESS) if progress_items else None
+        progress_items = items(ds, PROGRESS_INFORMATION)
+        progress = first(progress_items[0], PROGRESS) if progress_items else None
         state = cast(
             Literal["SCHEDULED", "IN PROGRESS", "COMPLETED", "CANCELED"],
             row.procedure_step_state,
         )
-        priority = cast(Literal["HIGH", "MEDIUM", "LOW"], _text(ds, PRIORITY) or "MEDIUM")
+        priority = cast(Literal["HIGH", "MEDIUM", "LOW"], text_of(ds, PRIORITY) or "MEDIUM")
         reason = None
         if state == "CANCELED":
-            reason = (result.reason if result is not None else None) or _text(
+            reason = (result.reason if result is not None else None) or text_of(
                 ds, CANCELLATION_REASON
             )
         elif result is not None and result.outcome == "failed":
@@ -497,11 +369,11 @@ class FhirProjector:
             product=product,
             study_instance_uid=row.study_instance_uid,
             patient=patient,
-            accession_number=_text(ds, ACCESSION_NUMBER),
+            accession_number=text_of(ds, ACCESSION_NUMBER),
             input_readiness=row.input_readiness_state,
             priority=priority if priority in ("HIGH", "MEDIUM", "LOW") else "MEDIUM",
-            authored_on=_utc(row.created_at),
-            last_modified=_utc(row.updated_at),
+            authored_on=as_utc_or_none(row.created_at),
+            last_modified=as_utc_or_none(row.updated_at),
             reason=reason,
             cancelled_by_requester=result is not None and result.outcome == "cancelled",
             progress=float(progress) if isinstance(progress, int | float) else None,
@@ -516,9 +388,9 @@ class FhirProjector:
         result object that names them (IHE AIR algorithm identification)."""
         for obj in reversed(objects):
             ds = self._instance_json(session, tenant, obj.sop_instance_uid)
-            for item in (ds.get(CONTRIBUTING_EQUIPMENT) or {}).get("Value") or []:
-                device_uid = _text(item, DEVICE_UID)
-                versions = (item.get(SOFTWARE_VERSIONS) or {}).get("Value") or []
+            for item in items(ds, CONTRIBUTING_EQUIPMENT):
+                device_uid = text_of(item, DEVICE_UID)
+                versions = values(item, SOFTWARE_VERSIONS)
                 if device_uid or versions:
                     return device_uid, "\\".join(str(v) for v in versions) or None
         return None, None
@@ -541,11 +413,11 @@ class FhirProjector:
     ) -> ResultView:
         findings: list[FindingView] = []
         measurements: list[MeasurementView] = []
-        if row.outcome in ("positive", "negative", "measured"):
+        if row.outcome in REPORTED_OUTCOMES:
             for obj in objects:
                 if obj.kind not in SR_KINDS:
                     continue
-                f, m = self._read_sr(session, tenant, obj.sop_instance_uid)
+                f, m = self._read_sr(session, tenant, obj)
                 findings += f
                 measurements += m
         deliveries = session.exec(
@@ -562,9 +434,9 @@ class FhirProjector:
             urgent=row.urgent,
             reviewer=row.reviewer,
             review_reason=row.review_reason,
-            reviewed_at=_utc(row.reviewed_at),
-            completed_at=_utc(row.completed_at),
-            released_at=_utc(row.released_at),
+            reviewed_at=as_utc_or_none(row.reviewed_at),
+            completed_at=as_utc_or_none(row.completed_at),
+            released_at=as_utc_or_none(row.released_at),
             delivered=bool(deliveries) and all(s == "delivered" for s in deliveries),
             objects=tuple(
                 ResultObjectView(
@@ -581,12 +453,17 @@ class FhirProjector:
         )
 
     def _read_sr(
-        self, session: Session, tenant: str, sop_uid: str
+        self, session: Session, tenant: str, obj: ResultInstance
     ) -> tuple[list[FindingView], list[MeasurementView]]:
-        """What a stored TID 1500 report says, read back with
-        :func:`aifi.ihe_profiles.air.summary.summarise` (its DICOM JSON index copy: no file
-        read). A stored instance never changes, so what it says is kept for the next
-        refresh of the same result (review, delivery)."""
+        """What a stored TID 1500 report says: as the gate summarised it when it accepted
+        the instance (:func:`aifi.hub.results.summary.reported`). An instance stored before
+        the gate kept that is read back with :func:`aifi.ihe_profiles.air.summary.summarise`
+        (its DICOM JSON index copy: no file read); a stored instance never changes, so what
+        it says is kept for the next refresh of the same result (review, delivery)."""
+        sop_uid = obj.sop_instance_uid
+        said = reported(obj)
+        if said is not None:
+            return _views(sop_uid, said.findings, said.measurements)
         key = (tenant, sop_uid)
         cached = self._said.get(key)
         if cached is None:
@@ -608,27 +485,35 @@ class FhirProjector:
             log.warning("a result could not be read back for FHIR: %s", exc)
             log.debug("result %s could not be read back for FHIR", sop_uid)
             return [], []
-        findings = [
-            FindingView(
-                code=f.concept or ("", "", f.name),
-                present=f.present,
-                site=f.site_code,
-                laterality=f.laterality_code,
-                sop_instance_uid=sop_uid,
-            )
-            for f in summary.findings
-            if f.present is not None
-        ]
-        measurements = [
-            MeasurementView(
-                code=m.concept or ("", "", m.name),
-                value=m.value,
-                unit=m.unit,
-                sop_instance_uid=sop_uid,
-            )
-            for m in summary.measurements
-        ]
-        return findings, measurements
+        return _views(sop_uid, summary.findings, summary.measurements)
+
+
+def _views(
+    sop_uid: str,
+    findings: Iterable[FindingSummary],
+    measurements: Iterable[MeasurementSummary],
+) -> tuple[list[FindingView], list[MeasurementView]]:
+    """A result object's findings (those it says are present or absent) and measurements
+    as the FHIR mapping's views."""
+    return [
+        FindingView(
+            code=f.concept or ("", "", f.name),
+            present=f.present,
+            site=f.site_code,
+            laterality=f.laterality_code,
+            sop_instance_uid=sop_uid,
+        )
+        for f in findings
+        if f.present is not None
+    ], [
+        MeasurementView(
+            code=m.concept or ("", "", m.name),
+            value=m.value,
+            unit=m.unit,
+            sop_instance_uid=sop_uid,
+        )
+        for m in measurements
+    ]
 
 
 def project_devices(projector: FhirProjector, db: Database, tenants: Iterable[str]) -> None:

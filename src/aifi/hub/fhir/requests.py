@@ -32,16 +32,16 @@ Cancellation) or withdraws a waiting request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, or_, select
 
+from aifi.clock import Clock, as_utc, utc_now
 from aifi.errors import HubError, NotFound, Unprocessable
 from aifi.fhir.types import Resource, WriteResult
 from aifi.hub.fhir.store import SqlFhirStore
-from aifi.hub.orchestration.task_manager import TaskManager
+from aifi.hub.orchestration.routing import StudyRouter
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import AiRequest, Study, StudyRouting, Workitem
 from aifi.hub.worklist.service import SqlWorklist
@@ -52,16 +52,6 @@ log = logging.getLogger(__name__)
 PRODUCT_SYSTEM = "urn:aifi:product"
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ACSN = "ACSN"
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _is_accession(identifier: dict[str, Any]) -> bool:
@@ -90,16 +80,16 @@ class AiRequests:
         store: SqlFhirStore,
         rules: RulesConfig,
         worklist: SqlWorklist,
-        task_manager: TaskManager,
+        router: StudyRouter,
         *,
         wait: timedelta = timedelta(hours=24),
-        clock: Callable[[], datetime] = _now,
+        clock: Clock = utc_now,
     ) -> None:
         self.db = db
         self.store = store
         self.rules = rules
         self.worklist = worklist
-        self.task_manager = task_manager
+        self.router = router
         self.wait = wait
         self.clock = clock
 
@@ -296,15 +286,19 @@ class AiRequests:
                 else None
             )
         if study is None:
-            deadline = _utc(request.deadline)
+            deadline = as_utc(request.deadline) if request.deadline else None
             if deadline is not None and now >= deadline:
                 hours = self.wait.total_seconds() / 3600
                 return self._finish(
                     request, None, f"the study did not arrive within {hours:g} hours"
                 )
             return 0
-        routed = _utc(routing.routed_version) if routing is not None else None
-        updated = _utc(study.updated_at)
+        routed = (
+            as_utc(routing.routed_version)
+            if routing is not None and routing.routed_version
+            else None
+        )
+        updated = as_utc(study.updated_at)
         if routed is None or (updated is not None and routed < updated):
             return 0  # still arriving, or not yet seen complete by the Task Manager
         uid = study.study_instance_uid
@@ -313,7 +307,7 @@ class AiRequests:
             decision = next(
                 (
                     d
-                    for d in self.task_manager.decisions(tenant, uid)
+                    for d in self.router.decisions(tenant, uid)
                     if d.product.code == request.product
                 ),
                 None,
@@ -329,7 +323,7 @@ class AiRequests:
                 return self._finish(
                     request, None, f"the study does not meet the product's conditions: {failing}"
                 )
-            existing = self.task_manager.create_workitem(tenant, decision, uid)
+            existing = self.router.create_workitem(tenant, decision, uid)
         return self._finish(request, existing, None, study_uid=uid)
 
     def _workitem(self, tenant: str, study_uid: str, product: str) -> str | None:

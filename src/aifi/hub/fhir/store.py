@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, not_, nulls_last, or_, true
 from sqlmodel import Session, col, select
 
+from aifi.clock import Clock, utc_now
 from aifi.errors import InvalidRequest, NotFound, PreconditionFailed
 from aifi.fhir.search import INDEX_FORMAT, SEARCH_PARAMS, index_entries
 from aifi.fhir.types import (
@@ -30,12 +31,6 @@ from aifi.fhir.types import (
 )
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import FhirResource, FhirSearchToken
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChangeListener(Protocol):
@@ -92,10 +87,16 @@ def _as_datetime(text: str) -> datetime:
 class SqlFhirStore:
     """Versioned FHIR resources per tenant, with their search index."""
 
-    def __init__(self, db: Database, *, clock: Clock = _utc_now) -> None:
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
         self.db = db
         self.clock = clock
         self.listeners: list[ChangeListener] = []
+        """Told of every change in the writer's transaction (:meth:`subscribe`)."""
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        """Tell ``listener`` of every change from now on. The composition root subscribes
+        the subscription notifier, which reads from this store too, once both exist."""
+        self.listeners.append(listener)
 
     # --- reads ------------------------------------------------------------------------------
 

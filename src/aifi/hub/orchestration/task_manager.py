@@ -40,29 +40,25 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydicom.uid import generate_uid
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
-from aifi.dicomweb.store import DicomJson, DicomStore
+from aifi.clock import Clock, as_utc, utc_now
+from aifi.dicom_json import unpack as unpack_json
 from aifi.errors import NotFound
+from aifi.hub.orchestration.routing import StudyRouter, routing_row
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.tables import HubLease, Study, StudyRouting, Workitem
-from aifi.hub.store.repository import unpack_json
+from aifi.hub.persistence.tables import HubLease, Study, StudyRouting
 from aifi.hub.worklist.service import SqlWorklist, expiry
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,
-    decision_uids,
-    input_information,
-    input_uids,
-    new_workitem,
-    study_level,
 )
-from aifi.ihe_profiles.rules import Decision, RulesConfig, StudyFacts, evaluate, explain
+from aifi.ihe_profiles.rules import RulesConfig
 from aifi.ihe_profiles.ups import ProcedureStepState
 
 log = logging.getLogger(__name__)
@@ -80,15 +76,6 @@ _S = ProcedureStepState.SCHEDULED.value
 _P = ProcedureStepState.IN_PROGRESS.value
 _D = ProcedureStepState.COMPLETED.value
 _X = ProcedureStepState.CANCELED.value
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive date-times; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # Built once: the Task Manager runs them every poll (20 times a second by default), and
@@ -141,20 +128,24 @@ class TickReport:
 
 
 class TaskManager:
+    """IHE AIW-I's Task Manager rounds: which studies are complete, routing them through
+    :class:`~aifi.hub.orchestration.routing.StudyRouter`, late instances and deadlines."""
+
     def __init__(
         self,
         db: Database,
-        store: DicomStore,
         worklist: SqlWorklist,
         rules: RulesConfig,
+        router: StudyRouter,
         *,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock = utc_now,
         lookback: timedelta = timedelta(hours=24),
+        after_round: Callable[[datetime], None] | None = None,
     ) -> None:
         self.db = db
-        self.store = store
         self.worklist = worklist
         self.rules = rules
+        self.router = router
         self.clock = clock
         self.lookback = lookback
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -162,11 +153,8 @@ class TaskManager:
         self._cursor: datetime | None = None
         self._lease_until: datetime | None = None
         self._next_purge: datetime | None = None
-        self.study_seen: Callable[[str, list[DicomJson]], None] | None = None
-        """Called with a study's instances when it is routed (the FHIR ImagingStudy)."""
-        self.after_round: Callable[[datetime], None] | None = None
+        self.after_round = after_round
         """Called at the end of each round this process leads (EPD requests for AI)."""
-        worklist.run_timeouts = {p.code: p.run_timeout_minutes for p in rules.products}
 
     # -- leadership ---------------------------------------------------------------------
 
@@ -192,7 +180,7 @@ class TaskManager:
                             expires_at=now + timedelta(seconds=LEASE_SECONDS),
                         )
                     )
-                elif lease.holder == self.holder or _utc(lease.expires_at) < now:
+                elif lease.holder == self.holder or as_utc(lease.expires_at) < now:
                     if lease.holder != self.holder:
                         self._cursor = None  # a new leader looks at everything pending
                         self._pending.clear()
@@ -239,7 +227,9 @@ class TaskManager:
                 and pending.complete_requested >= pending.version
             )
             if signalled or now - pending.version >= timedelta(seconds=quiet):
-                self._route(tenant, study_uid, pending.version, report)
+                created, updated = self.router.route(tenant, study_uid, pending.version)
+                report.created += created
+                report.updated += updated
                 report.routed += 1
                 del self._pending[key]
             elif not pending.marked:
@@ -261,9 +251,9 @@ class TaskManager:
             signals = conn.execute(_COMPLETION_SIGNALS, {"since": since}).all()
         latest = self._cursor
         for tenant, study_uid, updated, modalities, routed, requested in rows:
-            updated = _utc(updated)
+            updated = as_utc(updated)
             latest = max(latest, updated) if latest else updated
-            if routed is not None and _utc(routed) >= updated:
+            if routed is not None and as_utc(routed) >= updated:
                 continue
             entry = self._pending.get((tenant, study_uid))
             mods = tuple(m for m in modalities.split("|") if m)
@@ -273,110 +263,15 @@ class TaskManager:
                 self._pending[(tenant, study_uid)] = _Pending(
                     updated,
                     mods,
-                    _utc(requested) if requested else None,
+                    as_utc(requested) if requested else None,
                     marked=entry is not None and entry.marked,
                 )
         for tenant, study_uid, requested in signals:
             entry = self._pending.get((tenant, study_uid))
             if entry is not None and requested is not None:
-                entry.complete_requested = _utc(requested)
-            latest = max(latest, _utc(requested)) if latest and requested else latest
+                entry.complete_requested = as_utc(requested)
+            latest = max(latest, as_utc(requested)) if latest and requested else latest
         self._cursor = max(latest or now - self.lookback, now - DISCOVERY_MARGIN)
-
-    # -- routing --------------------------------------------------------------------------
-
-    def decisions(self, tenant: str, study_uid: str) -> list[Decision]:
-        metadata = self.store.instance_metadata(tenant, study_uid)
-        if not metadata:
-            raise NotFound(f"No study {study_uid} for tenant {tenant}")
-        return evaluate(self.rules, tenant, StudyFacts.from_metadata(metadata))
-
-    def explain(self, tenant: str, study_uid: str) -> str:
-        return explain(self.decisions(tenant, study_uid))
-
-    def _route(self, tenant: str, study_uid: str, version: datetime, report: TickReport) -> None:
-        metadata: list[DicomJson] = []
-        try:
-            metadata = self.store.instance_metadata(tenant, study_uid)
-            decisions = (
-                evaluate(self.rules, tenant, StudyFacts.from_metadata(metadata)) if metadata else []
-            )
-        except NotFound:
-            decisions = []  # a tenant without rules: nothing to route
-        except ValueError as exc:
-            # no identifiers at INFO and above (issue 6); the study UID for debugging only
-            log.warning("a study cannot be routed: %s", exc)
-            log.debug("study %s cannot be routed", study_uid)
-            decisions = []
-        header = study_level(metadata) if decisions else {}
-        existing = self.worklist.workitems_for_study(tenant, study_uid)
-        now = self.clock()
-        for decision in decisions:
-            if not decision.matched or decision.product.on_request:
-                continue
-            product = decision.product
-            mine = [w for w in existing if w.product == product.code]
-            latest = mine[-1] if mine else None
-            wanted = decision_uids(decision)
-            if latest is None:
-                report.created.append(self._create(tenant, decision, header, now))
-                continue
-            attributes = unpack_json(latest.attributes)
-            have = input_uids(attributes)
-            if latest.procedure_step_state == _S:
-                if have != wanted or latest.input_readiness_state != "READY":
-                    inputs = input_information(study_uid, decision)
-                    if self.worklist.set_inputs(tenant, latest.sop_instance_uid, "READY", inputs):
-                        report.updated.append(latest.sop_instance_uid)
-                        continue
-                    latest = self._reload(tenant, latest.sop_instance_uid)
-                else:
-                    continue
-            if latest.procedure_step_state in (_P, _D) and wanted - have:
-                report.created.append(self._create(tenant, decision, header, now))
-        with self.db.write() as session:
-            row = _routing_row(session, tenant, study_uid)
-            if row.routed_version is None or _utc(row.routed_version) < version:
-                row.routed_version = version
-        if metadata and self.study_seen is not None:
-            self.study_seen(tenant, metadata)  # after the workitems: not on their path
-
-    def create_workitem(self, tenant: str, decision: Decision, study_uid: str) -> str:
-        """A workitem for a matched decision outside the routing round (an EPD asked for
-        the product): the same workitem the round would create."""
-        header = study_level(self.store.instance_metadata(tenant, study_uid))
-        return self._create(tenant, decision, header, self.clock())
-
-    def _reload(self, tenant: str, uid: str) -> Workitem:
-        with self.db.read() as session:
-            return session.exec(
-                select(Workitem).where(
-                    col(Workitem.tenant) == tenant, col(Workitem.sop_instance_uid) == uid
-                )
-            ).one()
-
-    def _create(
-        self,
-        tenant: str,
-        decision: Decision,
-        header: dict[str, object],
-        now: datetime,
-        *,
-        attempt: int = 1,
-        replaces: tuple[str, ...] = (),
-    ) -> str:
-        uid = str(generate_uid())
-        product = decision.product
-        self.worklist.create(
-            tenant,
-            uid,
-            new_workitem(decision, header, now, replaces=replaces),
-            product=product.code,
-            attempt=attempt,
-            deadline=expiry(product.claim_timeout_minutes, now),
-        )
-        log.info("workitem %s: %s (attempt %d)", uid, product.code, attempt)
-        return uid
 
     def _mark_incomplete(self, tenant: str, study_uid: str) -> list[str]:
         """New instances for a study whose workitems are still SCHEDULED: their inputs are
@@ -472,21 +367,7 @@ def signal_complete(db: Database, tenant: str, study_uid: str, now: datetime) ->
     """Record an explicit completion signal for a study (the Task Manager routes it on its
     next round, without waiting for the quiet period)."""
     with db.write() as session:
-        _routing_row(session, tenant, study_uid).complete_requested_at = now
-
-
-def _routing_row(session: Session, tenant: str, study_uid: str) -> StudyRouting:
-    """The study's routing row, added to the session when it has none yet."""
-    row = session.exec(
-        select(StudyRouting).where(
-            col(StudyRouting.tenant) == tenant,
-            col(StudyRouting.study_instance_uid) == study_uid,
-        )
-    ).first()
-    if row is None:
-        row = StudyRouting(tenant=tenant, study_instance_uid=study_uid)
-        session.add(row)
-    return row
+        routing_row(session, tenant, study_uid).complete_requested_at = now
 
 
 __all__ = ["INPUT_INFORMATION", "TaskManager", "TickReport", "signal_complete"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,12 +95,18 @@ class Database:
     """A reader and a writer engine over one database URL."""
 
     def __init__(
-        self, url: str, *, migrations: Path = MIGRATIONS, poll_write_lock: bool = False
+        self,
+        url: str,
+        *,
+        migrations: Path = MIGRATIONS,
+        poll_write_lock: bool = False,
+        before_commit: Sequence[CommitHook] = (),
+        after_commit: Sequence[CommitHook] = (),
     ) -> None:
         self.url = url
         self.migrations = migrations
         """The Alembic script folder of this database's schema (the hub's, or the
-        gateway's own: :mod:`aifi.gateway.migrations`)."""
+        gateway's own: :mod:`aifi.gateway.persistence.migrations`)."""
         # poll_write_lock (SQLite): the writer waits for the write lock by short looks of
         # its own (begin_polling), for a latency-bound writer such as the gateway's
         # C-STORE path sharing the database with another process.
@@ -114,9 +120,9 @@ class Database:
         else:
             self.reader = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self.writer = self.reader
-        self.before_commit: list[CommitHook] = []
+        self.before_commit: tuple[CommitHook, ...] = tuple(before_commit)
         """Called with each write session before it commits (see the module docstring)."""
-        self.after_commit: list[CommitHook] = []
+        self.after_commit: tuple[CommitHook, ...] = tuple(after_commit)
         """Called with each write session after it committed."""
         self.before_dispose: list[Callable[[], None]] = []
         """Called before the engines close (e.g. the audit writer writes what it holds)."""

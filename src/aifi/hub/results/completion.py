@@ -31,14 +31,11 @@ the transaction that ends a workitem the Task Manager routed, i.e. with a produc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.store import DicomJson
+from aifi.clock import Clock, utc_now
+from aifi.dicom_json import DicomJson
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import (
     AiResult,
@@ -48,37 +45,17 @@ from aifi.hub.persistence.tables import (
     ResultProblem,
     Workitem,
 )
-from aifi.hub.results.gate import Cause, _now, cancellation_reason, output_uids, product_of
+from aifi.hub.persistence.tables.results import REPORTED_OUTCOMES, Outcome, ReviewState
+from aifi.hub.results.release import Enqueuer, release, serialize_releases
+from aifi.hub.results.workitem import Cause, cancellation_reason, output_uids, product_of
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.rules import Product, RulesConfig
 from aifi.ihe_profiles.ups import ProcedureStepState
-
-if TYPE_CHECKING:
-    from aifi.hub.persistence.tables import Delivery
 
 log = logging.getLogger(__name__)
 
 NO_RESULT = "no result objects"
 """The reason of a COMPLETED workitem whose Output Information Sequence names nothing."""
-RELEASE_LOCK = 0x41494649_52454C
-"""PostgreSQL advisory lock key that orders the transactions releasing results."""
-
-
-def serialize_releases(session: Session) -> None:
-    """Make the transactions that release results commit in the order of their
-    ``released_at`` (call before reading the clock): the released-results feed pages by
-    ``released_at``, and a release committed after a later one would be skipped. SQLite has
-    one writer at a time already; PostgreSQL takes a transaction-level advisory lock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": RELEASE_LOCK}
-        )
-
-
-class Enqueuer(Protocol):
-    """What the hook needs of :class:`aifi.hub.delivery.deliverer.Deliverer`."""
-
-    def enqueue(self, session: Session, result: AiResult) -> list[Delivery]: ...
 
 
 class ResultsHook:
@@ -91,7 +68,7 @@ class ResultsHook:
         rules: RulesConfig,
         *,
         deliverer: Enqueuer | None = None,
-        clock: Callable[[], datetime] = _now,
+        clock: Clock = utc_now,
     ) -> None:
         self.db = db
         self.rules = rules
@@ -136,10 +113,10 @@ class ResultsHook:
             self._result(
                 row,
                 product,
-                outcome="cancelled" if cause == "requester" else "failed",
+                outcome=Outcome.CANCELLED if cause == "requester" else Outcome.FAILED,
                 summary="",
                 reason=reason,
-                release=True,  # final at once: nothing to review, nothing to deliver
+                final=True,  # final at once: nothing to review, nothing to deliver
             )
         )
         return None
@@ -168,17 +145,17 @@ class ResultsHook:
             # IHE AIW-I: the absence of a result must never read as a negative.
             session.add(
                 self._result(
-                    row, product, outcome="failed", summary="", reason=NO_RESULT, release=True
+                    row, product, outcome=Outcome.FAILED, summary="", reason=NO_RESULT, final=True
                 )
             )
             return None
         positive = any(r.positive for r in instances)
         if positive:
-            outcome = "positive"
+            outcome = Outcome.POSITIVE
         elif not any(r.findings for r in instances) and any(r.measurements for r in instances):
-            outcome = "measured"  # quantification only (bone age): nothing to be absent
+            outcome = Outcome.MEASURED  # quantification only (bone age): nothing to be absent
         else:
-            outcome = "negative"
+            outcome = Outcome.NEGATIVE
         texts: list[str] = []
         for r in instances:
             if r.summary and r.summary not in texts:
@@ -191,13 +168,14 @@ class ResultsHook:
             outcome=outcome,
             summary="; ".join(texts) if texts else "no result instances",
             reason=None,
-            release=not supervised,
+            final=False,
         )
         result.urgent = urgent
-        session.add(result)
-        session.flush()
-        if result.released_at is not None and self.deliverer is not None:
-            self.deliverer.enqueue(session, result)
+        if supervised:  # awaits review: released when a reviewer accepts it
+            session.add(result)
+            session.flush()
+        else:
+            release(session, result, result.created_at, self.deliverer)
         if urgent:
             session.add(
                 Notification(
@@ -260,16 +238,18 @@ class ResultsHook:
         row: Workitem,
         product: Product | None,
         *,
-        outcome: str,
+        outcome: Outcome,
         summary: str,
         reason: str | None,
-        release: bool,
+        final: bool,
     ) -> AiResult:
+        """The workitem's AiResult, completed now; ``final``: released as it is created (a
+        failed or cancelled outcome), else not yet (see :mod:`aifi.hub.results.release`)."""
         now = self.clock()
         supervised = product is None or product.supervision == "supervised"
-        review = "not-required"
-        if outcome in ("positive", "negative", "measured") and supervised:
-            review = "awaiting-review"
+        review = ReviewState.NOT_REQUIRED
+        if outcome in REPORTED_OUTCOMES and supervised:
+            review = ReviewState.AWAITING_REVIEW
         return AiResult(
             tenant=row.tenant,
             workitem_uid=row.sop_instance_uid,
@@ -282,7 +262,7 @@ class ResultsHook:
             review_state=review,
             workitem_created_at=row.created_at,
             completed_at=now,
-            released_at=now if release else None,
+            released_at=now if final else None,
             created_at=now,
         )
 

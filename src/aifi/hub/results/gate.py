@@ -16,7 +16,8 @@ instances of a listed series — and the patient of the stored inputs) when
 
 With several workitems IN PROGRESS for the study, the result's algorithm identification
 (Manufacturer's Model Name of the Contributing Equipment) picks the product
-(``model_name``, else ``name`` or ``code`` of :class:`~aifi.ihe_profiles.rules.Product`).
+(``model_name``, else ``name`` or ``code`` of :class:`~aifi.ihe_profiles.rules.Product`;
+:mod:`aifi.hub.results.attribution`).
 A declared AI result for a study without a workitem IN PROGRESS is refused.
 
 A refused instance is not stored: :attr:`~aifi.dicomweb.store.StoreStatus.REFUSED`, which
@@ -44,13 +45,13 @@ is refused with **0124** "Refused: Not Authorized" (PS3.4
 Annex C status codes) and one fixed reason, so the answer says nothing about other data.
 
 An accepted result is stored as usual and gets a
-:class:`~aifi.hub.persistence.tables.ResultInstance`
-row with its summary (:func:`aifi.ihe_profiles.air.summarise`), written right after the
-store's own transaction; if the process dies in between, the performer's re-send (an
-identical instance: "already stored") writes it, and the completion check below refuses to
-complete until then. The hot path stays cheap: a batch without any instance of a result
-SOP class costs nothing, a batch with some costs one query for the studies' IN PROGRESS
-workitems.
+:class:`~aifi.hub.persistence.tables.ResultInstance` row with its summary
+(:func:`aifi.ihe_profiles.air.summarise`, read once here and kept with the row:
+:mod:`aifi.hub.results.summary`), written right after the store's own transaction; if the
+process dies in between, the performer's re-send (an identical instance: "already stored")
+writes it, and the completion check refuses to complete until then. The hot path stays
+cheap: a batch without any instance of a result SOP class costs nothing, a batch with some
+costs one query for the studies' IN PROGRESS workitems.
 
 **A tenant that requires de-identified data** (issue 15, :mod:`aifi.hub.store.deidentified`):
 an unrestricted caller's instances whose Patient Identity Removed (0012,0062) is not YES
@@ -63,40 +64,45 @@ The answer of each workitem (its AI result) is :mod:`aifi.hub.results.completion
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from aifi.dicomweb.dicomjson import first_value, sequence_items
+from aifi import dicom_json
 from aifi.dicomweb.store import (
-    DicomJson,
     DicomStore,
     IncomingInstance,
     StoredInstance,
     StoreOutcome,
     StoreStatus,
 )
-from aifi.errors import NotFound
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import (
     ResultInstance,
     ResultProblem,
     Workitem,
 )
+from aifi.hub.results.attribution import (
+    SR_DOCUMENT_PREFIX,
+    Candidate,
+    model_name,
+    own_report,
+    pick,
+    score,
+)
+from aifi.hub.results.summary import result_row
+from aifi.hub.results.workitem import product_of
 from aifi.hub.store.deidentified import (
     PATIENT_IDENTITY_NOT_REMOVED,
     PATIENT_IDENTITY_NOT_REMOVED_REASON,
     TenantPolicy,
     is_deidentified,
 )
-from aifi.hub.store.repository import unpack_json
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,
@@ -106,11 +112,12 @@ from aifi.ihe_profiles.aiw import (
     STUDY_INSTANCE_UID,
     input_uids,
 )
-from aifi.ihe_profiles.rules import Product, RulesConfig
+from aifi.ihe_profiles.rules import RulesConfig
 from aifi.ihe_profiles.ups import ProcedureStepState
 
 if TYPE_CHECKING:
-    from aifi.dicomweb.matching import QidoQuery, QueryResult
+    from aifi.dicom_json import DicomJson
+    from aifi.dicomweb.qido_query import QidoQuery, QueryResult
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +125,6 @@ MISMATCH_WITH_SOP_CLASS = 0xA900
 """Failure Reason: the result does not conform to its IOD / template (PS3.18 Table I.2-2)."""
 NOT_THIS_WORKITEM = 0xC410
 """Failure Reason (implementation-specific): the result does not fit its workitem (AIW-I)."""
-SR_DOCUMENT_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
-"""SOP Class UIDs of the Structured Report documents (PS3.4 B.5, "…1.1.88.x")."""
 NOT_AUTHORIZED = 0x0124
 """Failure Reason "Refused: Not Authorized" (PS3.4 Annex C; PS3.18 §10.5.3)."""
 NOT_AUTHORIZED_REASON = (
@@ -132,20 +137,8 @@ NO_WORKITEM = (
     "the workitem is IN PROGRESS (IHE AIW-I)"
 )
 
-PERFORMED_PROCEDURE = "00741216"
-OUTPUT_INFORMATION = "00404033"
-PROGRESS_INFORMATION = "00741002"
-REASON_FOR_CANCELLATION = "00741238"
 PATIENT_NAME = "00100010"
 PATIENT_ID = "00100020"
-
-Cause = Literal["performer", "requester", "manager"]
-"""Who ended a workitem: its performer (RAD-85 / discontinue), a requester (RAD-88, while
-SCHEDULED) or the Task Manager (deadline)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _person_name(value: Any) -> str:
@@ -158,59 +151,15 @@ def _person_name(value: Any) -> str:
     return str(value or "")
 
 
-def _norm(text: str | None) -> str:
-    return re.sub(r"[^a-z0-9]", "", (text or "").lower())
-
-
-def product_of(rules: RulesConfig, row: Workitem) -> Product | None:
-    """The routing rules' product of a workitem (its routed product, else its code)."""
-    for code in (row.product, row.workitem_code):
-        if code:
-            try:
-                return rules.product(code)
-            except NotFound:
-                continue
-    return None
-
-
-def output_uids(ds: DicomJson) -> list[str]:
-    """SOP Instance UIDs in the Output Information Sequence of the UPS Performed Procedure
-    Sequence (PS3.4 Table CC.2.5-3), in order."""
-    found: list[str] = []
-    for performed in sequence_items(ds, PERFORMED_PROCEDURE):
-        for output in sequence_items(performed, OUTPUT_INFORMATION):
-            for ref in sequence_items(output, REFERENCED_SOP_SEQUENCE):
-                uid = first_value(ref, REFERENCED_SOP_INSTANCE)
-                if uid and str(uid) not in found:
-                    found.append(str(uid))
-    return found
-
-
-def cancellation_reason(ds: DicomJson) -> str | None:
-    for item in sequence_items(ds, PROGRESS_INFORMATION):
-        text = first_value(item, REASON_FOR_CANCELLATION)
-        if text:
-            return str(text)
-    return None
-
-
 # -- the gate -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    row: Workitem
-    attributes: DicomJson
-    inputs: frozenset[str]
-    product: Product | None
 
 
 @dataclass(slots=True)
 class _Verdict:
-    workitem: _Candidate | None
+    workitem: Candidate | None
     reason: str = ""
     failure: int | None = None
-    summary: Any = None
+    summary: air.ResultSummary | None = None
 
     @property
     def accepted(self) -> bool:
@@ -381,12 +330,16 @@ class ResultGate:
                 and verdict.workitem is not None
                 and outcome.status in (StoreStatus.STORED, StoreStatus.ALREADY_STORED)
             ):
-                accepted.append(_result_row(tenant, verdict.workitem, header, verdict.summary))
+                accepted.append(
+                    result_row(
+                        tenant, verdict.workitem.row.sop_instance_uid, header, verdict.summary
+                    )
+                )
         if accepted or problems:
             self._record(tenant, accepted, problems)
         return outcomes
 
-    def _in_progress(self, tenant: str, studies: set[str]) -> dict[str, list[_Candidate]]:
+    def _in_progress(self, tenant: str, studies: set[str]) -> dict[str, list[Candidate]]:
         """The IN PROGRESS workitems of the studies (one query), oldest first."""
         with self.db.read() as session:
             rows = session.exec(
@@ -398,11 +351,11 @@ class ResultGate:
                 )
                 .order_by(col(Workitem.pk))
             ).all()
-        out: dict[str, list[_Candidate]] = {}
+        out: dict[str, list[Candidate]] = {}
         for row in rows:
-            attributes = unpack_json(row.attributes)
+            attributes = dicom_json.unpack(row.attributes)
             out.setdefault(row.study_instance_uid or "", []).append(
-                _Candidate(row, attributes, input_uids(attributes), product_of(self.rules, row))
+                Candidate(row, attributes, input_uids(attributes), product_of(self.rules, row))
             )
         return out
 
@@ -410,7 +363,7 @@ class ResultGate:
         self,
         tenant: str,
         instance: IncomingInstance,
-        candidates: dict[str, list[_Candidate]],
+        candidates: dict[str, list[Candidate]],
         contexts: dict[str, air.InputContext],
         *,
         restricted: bool = False,
@@ -421,7 +374,7 @@ class ResultGate:
         header = instance.header
         sop_class = str(header.get("SOPClassUID", ""))
         if sop_class not in air.RESULT_SOP_CLASSES:
-            if restricted and not _own_report(instance, candidates):
+            if restricted and not own_report(instance, candidates):
                 return _Verdict(None, NOT_AUTHORIZED_REASON, NOT_AUTHORIZED)
             return None
         sop = str(header.SOPInstanceUID)
@@ -434,7 +387,7 @@ class ResultGate:
             if not declared or in_study:  # an ordinary instance, or an input sent again
                 return None
             return self._misplaced(tenant, header, contexts)
-        chosen = _pick(open_, header)
+        chosen = pick(open_, header)
         if chosen is None:
             names = ", ".join(c.row.product or c.row.workitem_code or "?" for c in open_)
             return _Verdict(
@@ -474,14 +427,14 @@ class ResultGate:
                 .order_by(col(Workitem.pk))
                 .limit(200)
             ).all()
-        model = _model_name(header)
+        model = model_name(header)
         named = [
             c
             for c in (
-                _Candidate(r, a, input_uids(a), product_of(self.rules, r))
-                for r, a in ((r, unpack_json(r.attributes)) for r in rows)
+                Candidate(r, a, input_uids(a), product_of(self.rules, r))
+                for r, a in ((r, dicom_json.unpack(r.attributes)) for r in rows)
             )
-            if _score(c, model) > 0
+            if score(c, model) > 0
         ]
         if len(named) != 1:
             return _Verdict(None, NO_WORKITEM, NOT_THIS_WORKITEM)
@@ -494,21 +447,23 @@ class ResultGate:
         reason = "; ".join([NO_WORKITEM, *(str(v) for v in violations)])
         return _Verdict(chosen, reason, MISMATCH_WITH_SOP_CLASS if own else NOT_THIS_WORKITEM)
 
-    def _context(self, tenant: str, candidate: _Candidate) -> air.InputContext:
+    def _context(self, tenant: str, candidate: Candidate) -> air.InputContext:
         """What the workitem's results must agree with: its inputs (the Input Information
         Sequence's instances, or every stored instance of a series listed without them)
         and the patient of the stored inputs (else of the workitem)."""
         ds = candidate.attributes
-        study = candidate.row.study_instance_uid or str(first_value(ds, STUDY_INSTANCE_UID) or "")
+        study = candidate.row.study_instance_uid or str(
+            dicom_json.first(ds, STUDY_INSTANCE_UID) or ""
+        )
         uids = set(candidate.inputs)
         first: tuple[str, str | None, str | None] | None = None
-        for item in sequence_items(ds, INPUT_INFORMATION):
-            item_study = str(first_value(item, STUDY_INSTANCE_UID) or study)
-            series = first_value(item, SERIES_INSTANCE_UID)
+        for item in dicom_json.items(ds, INPUT_INFORMATION):
+            item_study = str(dicom_json.first(item, STUDY_INSTANCE_UID) or study)
+            series = dicom_json.first(item, SERIES_INSTANCE_UID)
             refs = [
-                str(first_value(r, REFERENCED_SOP_INSTANCE))
-                for r in sequence_items(item, REFERENCED_SOP_SEQUENCE)
-                if first_value(r, REFERENCED_SOP_INSTANCE)
+                str(dicom_json.first(r, REFERENCED_SOP_INSTANCE))
+                for r in dicom_json.items(item, REFERENCED_SOP_SEQUENCE)
+                if dicom_json.first(r, REFERENCED_SOP_INSTANCE)
             ]
             if not refs and series:
                 refs = [
@@ -518,13 +473,13 @@ class ResultGate:
                 uids.update(refs)
             if first is None and refs:
                 first = (item_study, str(series) if series else None, refs[0])
-        patient_id = str(first_value(ds, PATIENT_ID) or "")
-        patient_name = _person_name(first_value(ds, PATIENT_NAME))
+        patient_id = str(dicom_json.first(ds, PATIENT_ID) or "")
+        patient_name = _person_name(dicom_json.first(ds, PATIENT_NAME))
         if first is not None:
             stored = self.inner.instance_metadata(tenant, first[0], first[1], first[2])
             if stored:
-                patient_id = str(first_value(stored[0], PATIENT_ID) or "")
-                patient_name = _person_name(first_value(stored[0], PATIENT_NAME))
+                patient_id = str(dicom_json.first(stored[0], PATIENT_ID) or "")
+                patient_name = _person_name(dicom_json.first(stored[0], PATIENT_NAME))
         return air.InputContext(
             study_instance_uid=study,
             patient_id=patient_id,
@@ -559,66 +514,3 @@ class ResultGate:
             except IntegrityError:  # a concurrent re-send wrote the same row first
                 if attempt == 2:
                     raise
-
-
-def _own_report(instance: IncomingInstance, candidates: dict[str, list[_Candidate]]) -> bool:
-    """A restricted performer's Structured Report of a class outside IHE AIR's (a Basic
-    Text SR, say) into the study of one of its workitems IN PROGRESS, not one of its inputs:
-    accepted and stored as an ordinary instance, as it is from anyone else."""
-    header = instance.header
-    if not str(header.get("SOPClassUID", "")).startswith(SR_DOCUMENT_PREFIX):
-        return False
-    sop = str(header.SOPInstanceUID)
-    own = candidates.get(str(header.get("StudyInstanceUID", "")), [])
-    return any(sop not in c.inputs for c in own)
-
-
-def _model_name(header: Dataset) -> str:
-    identity = air.AlgorithmIdentity.from_dataset(header)
-    return _norm(identity.model_name if identity else "")
-
-
-def _score(candidate: _Candidate, model: str) -> int:
-    """How well a result's (normalised) Manufacturer's Model Name names the workitem's
-    product: 2 exactly (``model_name``, else ``name`` or ``code``), 1 as a part of it."""
-    p = candidate.product
-    if p is None or not model:
-        return 0
-    names = [_norm(p.model_name)] if p.model_name else [_norm(p.name), _norm(p.code)]
-    if model in names:
-        return 2
-    if any(n and min(len(n), len(model)) >= 5 and (n in model or model in n) for n in names):
-        return 1
-    return 0
-
-
-def _pick(candidates: list[_Candidate], header: Dataset) -> _Candidate | None:
-    """The workitem a result belongs to: the only one, else the one whose product the
-    algorithm identification names best; None if that does not tell."""
-    if len(candidates) == 1:
-        return candidates[0]
-    model = _model_name(header)
-    scores = [_score(c, model) for c in candidates]
-    best = max(scores)
-    winners = [c for c, s in zip(candidates, scores, strict=True) if s == best]
-    if best == 0 or len({w.product.code if w.product else "" for w in winners}) > 1:
-        return None
-    return winners[-1]  # the same product twice (a new input set): the newest workitem
-
-
-def _result_row(
-    tenant: str, candidate: _Candidate, header: Dataset, summary: Any
-) -> ResultInstance:
-    return ResultInstance(
-        tenant=tenant,
-        workitem_uid=candidate.row.sop_instance_uid,
-        study_instance_uid=str(header.StudyInstanceUID),
-        series_instance_uid=str(header.SeriesInstanceUID),
-        sop_instance_uid=str(header.SOPInstanceUID),
-        sop_class_uid=str(header.SOPClassUID),
-        kind=str(getattr(summary, "kind", "OTHER"))[:16],
-        summary=(summary.text() if summary is not None else "")[:4000],
-        positive=bool(getattr(summary, "positive", False)),
-        findings=len(getattr(summary, "findings", ())),
-        measurements=len(getattr(summary, "measurements", ())),
-    )

@@ -1,6 +1,6 @@
 """QIDO-RS queries (PS3.18 §10.6) over the SQL index: the same results on SQLite and PostgreSQL.
 
-How a :class:`~aifi.dicomweb.matching.QidoQuery` runs:
+How a :class:`~aifi.dicomweb.qido_query.QidoQuery` runs:
 
 1. The path UIDs (``/studies/{study}/series/{series}/…``) are resolved to row keys.
 2. Every match key the index can answer becomes a SQL condition (table ``_COLUMNS``): UIDs
@@ -22,18 +22,12 @@ How a :class:`~aifi.dicomweb.matching.QidoQuery` runs:
    and the number of further matches counted only when the page is full (PS3.18
    §8.3.4.4.1). Each page is built with one query per table, never one per result.
 
-Returned attributes: the defaults of PS3.18 Tables 10.6.3-3 (study), -4 (series) and -5
-(instance) — a required key without a value is returned empty — plus match keys and
-``includefield`` values of the same or a higher level (§10.6.3.3); series results carry
-the study defaults unless the study is in the path, instance results the series and study
-defaults likewise. ``includefield=all`` returns every attribute kept at the level (the
-whole instance at the instance level). The Retrieve URL is added by the router, which
-knows the service URL.
+Returned attributes: :mod:`aifi.hub.store.qido_attributes`. The Retrieve URL is added by
+the router, which knows the service URL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +35,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from aifi.dicomweb.matching import (
+from aifi.dicomweb.matching import DateTimeMatcher, Matcher, MatchKind, match_dataset
+from aifi.dicomweb.qido_query import QidoQuery, QueryResult
+from aifi.dicomweb.query_attributes import (
     ANY_LEVEL,
-    INSTANCE_AVAILABILITY,
     MODALITIES_IN_STUDY,
     NUMBER_OF_SERIES_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
@@ -52,89 +47,18 @@ from aifi.dicomweb.matching import (
     SOP_CLASSES_IN_STUDY,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
-    DateTimeMatcher,
-    Matcher,
-    MatchKind,
-    QidoQuery,
     QueryLevel,
-    QueryResult,
-    attribute_level,
-    dictionary_vr,
-    match_dataset,
 )
-from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.vr_values import fuzzy_patterns
 from aifi.errors import PayloadTooLarge
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.tables import Instance, Series, Study
-from aifi.hub.store.repository import unpack_json
+from aifi.hub.store.qido_attributes import ResultBuilder, level_record, record_source
+from aifi.hub.store.statements import INSTANCE, SERIES, STUDY
 
 MAX_PYTHON_CANDIDATES = 50_000
 """Most rows a search may read to match keys the index cannot answer."""
 
-_STUDY: sa.Table = Study.__table__  # type: ignore[attr-defined]
-_SERIES: sa.Table = Series.__table__  # type: ignore[attr-defined]
-_INSTANCE: sa.Table = Instance.__table__  # type: ignore[attr-defined]
-_TABLE = {QueryLevel.STUDY: _STUDY, QueryLevel.SERIES: _SERIES, QueryLevel.IMAGE: _INSTANCE}
-
-# -- default return attributes (PS3.18 Tables 10.6.3-3/4/5) --------------------------------
-
-# (tag, required): a required attribute is returned empty when it has no value.
-STUDY_DEFAULTS: tuple[tuple[str, bool], ...] = (
-    ("00080005", False),  # SpecificCharacterSet
-    ("00080020", True),  # StudyDate
-    ("00080030", True),  # StudyTime
-    ("00080050", True),  # AccessionNumber
-    (INSTANCE_AVAILABILITY, True),
-    (MODALITIES_IN_STUDY, True),
-    ("00080090", True),  # ReferringPhysicianName
-    ("00080201", False),  # TimezoneOffsetFromUTC
-    ("00100010", True),  # PatientName
-    ("00100020", True),  # PatientID
-    ("00100030", False),  # PatientBirthDate
-    ("00100040", False),  # PatientSex
-    (STUDY_INSTANCE_UID, True),
-    ("00200010", True),  # StudyID
-    (NUMBER_OF_STUDY_RELATED_SERIES, True),
-    (NUMBER_OF_STUDY_RELATED_INSTANCES, True),
-)
-SERIES_DEFAULTS: tuple[tuple[str, bool], ...] = (
-    ("00080005", False),  # SpecificCharacterSet (kept with the study)
-    ("00080060", True),  # Modality
-    ("00080201", False),  # TimezoneOffsetFromUTC (kept with the study)
-    ("0008103E", False),  # SeriesDescription
-    (INSTANCE_AVAILABILITY, True),
-    (SERIES_INSTANCE_UID, True),
-    ("00200011", True),  # SeriesNumber
-    (NUMBER_OF_SERIES_RELATED_INSTANCES, True),
-    ("00400244", False),  # PerformedProcedureStepStartDate
-    ("00400245", False),  # PerformedProcedureStepStartTime
-    ("00400275", False),  # RequestAttributesSequence
-)
-INSTANCE_DEFAULTS: tuple[tuple[str, bool], ...] = (
-    ("00080005", False),  # SpecificCharacterSet (kept with the study)
-    ("00080016", True),  # SOPClassUID
-    (SOP_INSTANCE_UID, True),
-    (INSTANCE_AVAILABILITY, True),
-    ("00080201", False),  # TimezoneOffsetFromUTC (kept with the study)
-    ("00200013", True),  # InstanceNumber
-    ("00280008", False),  # NumberOfFrames
-    ("00280010", False),  # Rows
-    ("00280011", False),  # Columns
-    ("00280100", False),  # BitsAllocated
-)
-_INSTANCE_COLUMNS = {
-    "00080016": ("sop_class_uid", "UI"),
-    SOP_INSTANCE_UID: ("sop_instance_uid", "UI"),
-    "00200013": ("instance_number", "IS"),
-    "00280008": ("number_of_frames", "IS"),
-    "00280010": ("rows", "US"),
-    "00280011": ("columns", "US"),
-    "00280100": ("bits_allocated", "US"),
-}
-"""Instance attributes answered from index columns, without reading the stored JSON."""
-_FROM_STUDY_JSON = ("00080005", "00080201")
-"""Attributes kept with the study but returned at every level."""
+_TABLE = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.IMAGE: INSTANCE}
 
 # -- match keys the index answers ---------------------------------------------------------
 
@@ -159,32 +83,32 @@ class _Column:
 
 
 _COLUMNS: dict[str, _Column] = {
-    STUDY_INSTANCE_UID: _Column(_STUDY, "study_instance_uid", _UID),
-    "00100020": _Column(_STUDY, "patient_id", _TEXT),
-    "00080050": _Column(_STUDY, "accession_number", _TEXT),
-    "00200010": _Column(_STUDY, "study_id", _TEXT),
-    "00081030": _Column(_STUDY, "study_description", _TEXT),
-    "00080020": _Column(_STUDY, "study_date", _DATE),
-    "00080030": _Column(_STUDY, "study_datetime", _TIME),
-    "00100010": _Column(_STUDY, "patient_name_ci", _NAME, "patient_name_fuzzy"),
+    STUDY_INSTANCE_UID: _Column(STUDY, "study_instance_uid", _UID),
+    "00100020": _Column(STUDY, "patient_id", _TEXT),
+    "00080050": _Column(STUDY, "accession_number", _TEXT),
+    "00200010": _Column(STUDY, "study_id", _TEXT),
+    "00081030": _Column(STUDY, "study_description", _TEXT),
+    "00080020": _Column(STUDY, "study_date", _DATE),
+    "00080030": _Column(STUDY, "study_datetime", _TIME),
+    "00100010": _Column(STUDY, "patient_name_ci", _NAME, "patient_name_fuzzy"),
     "00080090": _Column(
-        _STUDY, "referring_physician_name_ci", _NAME, "referring_physician_name_fuzzy"
+        STUDY, "referring_physician_name_ci", _NAME, "referring_physician_name_fuzzy"
     ),
-    MODALITIES_IN_STUDY: _Column(_STUDY, "modalities_in_study", _MEMBERS),
-    SOP_CLASSES_IN_STUDY: _Column(_STUDY, "sop_classes_in_study", _MEMBERS),
-    NUMBER_OF_STUDY_RELATED_SERIES: _Column(_STUDY, "number_of_series", _INT),
-    NUMBER_OF_STUDY_RELATED_INSTANCES: _Column(_STUDY, "number_of_instances", _INT),
-    SERIES_INSTANCE_UID: _Column(_SERIES, "series_instance_uid", _UID),
-    "00080060": _Column(_SERIES, "modality", _TEXT),
-    "00200011": _Column(_SERIES, "series_number", _INT),
-    "00400244": _Column(_SERIES, "pps_start_date", _DATE),
-    NUMBER_OF_SERIES_RELATED_INSTANCES: _Column(_SERIES, "number_of_instances", _INT),
-    SOP_INSTANCE_UID: _Column(_INSTANCE, "sop_instance_uid", _UID),
-    "00080016": _Column(_INSTANCE, "sop_class_uid", _UID),
-    "00200013": _Column(_INSTANCE, "instance_number", _INT),
-    "00280008": _Column(_INSTANCE, "number_of_frames", _INT),
-    "00280010": _Column(_INSTANCE, "rows", _INT),
-    "00280011": _Column(_INSTANCE, "columns", _INT),
+    MODALITIES_IN_STUDY: _Column(STUDY, "modalities_in_study", _MEMBERS),
+    SOP_CLASSES_IN_STUDY: _Column(STUDY, "sop_classes_in_study", _MEMBERS),
+    NUMBER_OF_STUDY_RELATED_SERIES: _Column(STUDY, "number_of_series", _INT),
+    NUMBER_OF_STUDY_RELATED_INSTANCES: _Column(STUDY, "number_of_instances", _INT),
+    SERIES_INSTANCE_UID: _Column(SERIES, "series_instance_uid", _UID),
+    "00080060": _Column(SERIES, "modality", _TEXT),
+    "00200011": _Column(SERIES, "series_number", _INT),
+    "00400244": _Column(SERIES, "pps_start_date", _DATE),
+    NUMBER_OF_SERIES_RELATED_INSTANCES: _Column(SERIES, "number_of_instances", _INT),
+    SOP_INSTANCE_UID: _Column(INSTANCE, "sop_instance_uid", _UID),
+    "00080016": _Column(INSTANCE, "sop_class_uid", _UID),
+    "00200013": _Column(INSTANCE, "instance_number", _INT),
+    "00280008": _Column(INSTANCE, "number_of_frames", _INT),
+    "00280010": _Column(INSTANCE, "rows", _INT),
+    "00280011": _Column(INSTANCE, "columns", _INT),
 }
 
 
@@ -266,7 +190,7 @@ def _combined_condition(c: DateTimeMatcher) -> ColumnElement[bool] | None:
     A study without a time of day is matched on its date alone."""
     if c.date.tag != "00080020":
         return None
-    col = _STUDY.c.study_datetime
+    col = STUDY.c.study_datetime
     conditions: list[ColumnElement[bool]] = []
     if c.low is not None:
         # The date-only prefix bounds the index range; the rest is checked per row.
@@ -282,16 +206,16 @@ def _combined_condition(c: DateTimeMatcher) -> ColumnElement[bool] | None:
 
 def _from_clause(level: QueryLevel, tables: set[sa.Table]) -> sa.FromClause:
     if level is QueryLevel.STUDY:
-        return _STUDY
+        return STUDY
     if level is QueryLevel.SERIES:
-        if _STUDY in tables:
-            return _SERIES.join(_STUDY, _STUDY.c.pk == _SERIES.c.study_pk)
-        return _SERIES
-    joined: sa.FromClause = _INSTANCE
-    if _SERIES in tables:
-        joined = joined.join(_SERIES, _SERIES.c.pk == _INSTANCE.c.series_pk)
-    if _STUDY in tables:
-        joined = joined.join(_STUDY, _STUDY.c.pk == _INSTANCE.c.study_pk)
+        if STUDY in tables:
+            return SERIES.join(STUDY, STUDY.c.pk == SERIES.c.study_pk)
+        return SERIES
+    joined: sa.FromClause = INSTANCE
+    if SERIES in tables:
+        joined = joined.join(SERIES, SERIES.c.pk == INSTANCE.c.series_pk)
+    if STUDY in tables:
+        joined = joined.join(STUDY, STUDY.c.pk == INSTANCE.c.study_pk)
     return joined
 
 
@@ -307,9 +231,9 @@ def run_query(db: Database, tenant: str, query: QidoQuery) -> QueryResult:
         path: list[ColumnElement[bool]] = []
         if query.study_instance_uid is not None:
             study_pk = conn.execute(
-                sa.select(_STUDY.c.pk).where(
-                    _STUDY.c.tenant == tenant,
-                    _STUDY.c.study_instance_uid == query.study_instance_uid,
+                sa.select(STUDY.c.pk).where(
+                    STUDY.c.tenant == tenant,
+                    STUDY.c.study_instance_uid == query.study_instance_uid,
                 )
             ).scalar()
             if study_pk is None:
@@ -317,10 +241,10 @@ def run_query(db: Database, tenant: str, query: QidoQuery) -> QueryResult:
             path.append(base.c.study_pk == study_pk)
         if query.series_instance_uid is not None:
             series_pk = conn.execute(
-                sa.select(_SERIES.c.pk).where(
-                    _SERIES.c.tenant == tenant,
-                    _SERIES.c.series_instance_uid == query.series_instance_uid,
-                    *([_SERIES.c.study_pk == study_pk] if query.study_instance_uid else []),
+                sa.select(SERIES.c.pk).where(
+                    SERIES.c.tenant == tenant,
+                    SERIES.c.series_instance_uid == query.series_instance_uid,
+                    *([SERIES.c.study_pk == study_pk] if query.study_instance_uid else []),
                 )
             ).scalar()
             if series_pk is None:
@@ -345,7 +269,7 @@ def run_query(db: Database, tenant: str, query: QidoQuery) -> QueryResult:
             if condition is None:
                 python_combined.append(c)
             else:
-                conditions.setdefault(_STUDY, []).append(condition)
+                conditions.setdefault(STUDY, []).append(condition)
         where = _where(tenant, base, path, conditions, base in unique_keys)
 
         if python_matchers or python_combined:
@@ -354,7 +278,7 @@ def run_query(db: Database, tenant: str, query: QidoQuery) -> QueryResult:
             )
         else:
             page, remaining = _page_in_sql(conn, tenant, query, base, where)
-        matches = _Builder(conn, query).build(page)
+        matches = ResultBuilder(conn, query).build(page)
     return QueryResult(matches=matches, remaining=remaining)
 
 
@@ -377,13 +301,13 @@ def _where(
     checked with ``EXPLAIN QUERY PLAN`` at 100,000 instances).
     """
     own = conditions.get(base, [])
-    higher = [t for t in (_STUDY, _SERIES) if t is not base and t in conditions]
+    higher = [t for t in (STUDY, SERIES) if t is not base and t in conditions]
     indexed_tenant = unique_key or (own and not higher)
     tenant_test = base.c.tenant == tenant if indexed_tenant else base.c.tenant.concat("") == tenant
     where = [tenant_test, *path, *own]
     for table in higher:
         keys = sa.select(table.c.pk).where(table.c.tenant == tenant, *conditions[table])
-        link = base.c.study_pk if table is _STUDY else base.c.series_pk
+        link = base.c.study_pk if table is STUDY else base.c.series_pk
         where.append(link.in_(keys))
     return where
 
@@ -437,7 +361,7 @@ def _filter_in_python(
     for level in levels:
         table = _TABLE[level]
         tables.add(table)
-        record_columns[level] = [table.c.pk, *_record_source(table)]
+        record_columns[level] = [table.c.pk, *record_source(table)]
         columns += record_columns[level]
     source = _from_clause(query.level, tables)
     count = conn.execute(sa.select(sa.func.count()).select_from(base).where(*where)).scalar()
@@ -459,7 +383,7 @@ def _filter_in_python(
             offset += width
             key = (level, int(values[0]))
             if key not in cache:
-                record = _record(level, values[1:])
+                record = level_record(level, values[1:])
                 cache[key] = match_dataset(
                     by_level.get(level, ()), record, combined_by_level.get(level, ())
                 )
@@ -470,188 +394,3 @@ def _filter_in_python(
             matched.append(int(row[0]))
     page = matched[query.offset : query.offset + query.limit]
     return page, max(0, len(matched) - query.offset - len(page))
-
-
-def _record_source(table: sa.Table) -> list[Any]:
-    if table is _STUDY:
-        return [
-            table.c.attributes,
-            table.c.modalities_in_study,
-            table.c.sop_classes_in_study,
-            table.c.number_of_series,
-            table.c.number_of_instances,
-        ]
-    if table is _SERIES:
-        return [table.c.attributes, table.c.number_of_instances]
-    return [table.c.attributes]
-
-
-def _record(level: QueryLevel, values: Iterable[Any]) -> DicomJson:
-    """The stored JSON of one level plus its computed attributes."""
-    values = list(values)
-    record = unpack_json(values[0])
-    if level is QueryLevel.STUDY:
-        record.update(_study_computed(*values[1:]))
-    elif level is QueryLevel.SERIES:
-        record[NUMBER_OF_SERIES_RELATED_INSTANCES] = _number(values[1])
-    record[INSTANCE_AVAILABILITY] = {"vr": "CS", "Value": ["ONLINE"]}
-    return record
-
-
-def _members(delimited: str | None, vr: str) -> dict[str, Any]:
-    values = [m for m in (delimited or "").split("|") if m]
-    return {"vr": vr, "Value": values} if values else {"vr": vr}
-
-
-def _number(value: int | None) -> dict[str, Any]:
-    return {"vr": "IS", "Value": [int(value)]} if value is not None else {"vr": "IS"}
-
-
-def _study_computed(modalities: str, sop_classes: str, series: int, instances: int) -> DicomJson:
-    """Computed study attributes (PS3.4 C.6.1.1.3.1 and Table C.6-5)."""
-    return {
-        MODALITIES_IN_STUDY: _members(modalities, "CS"),
-        SOP_CLASSES_IN_STUDY: _members(sop_classes, "UI"),
-        NUMBER_OF_STUDY_RELATED_SERIES: _number(series),
-        NUMBER_OF_STUDY_RELATED_INSTANCES: _number(instances),
-    }
-
-
-# -- building the results -----------------------------------------------------------------
-
-
-def _select(
-    record: Mapping[str, Any],
-    defaults: Iterable[tuple[str, bool]],
-    wanted: Iterable[str],
-    out: DicomJson,
-) -> None:
-    """Copy defaults and wanted attributes from ``record`` into ``out``; required defaults
-    and wanted attributes without a value are returned empty (PS3.4 C.2.2.1)."""
-    for tag, required in defaults:
-        element = record.get(tag)
-        if element is not None:
-            out[tag] = element
-        elif required:
-            out[tag] = {"vr": dictionary_vr(tag)}
-    for tag in wanted:
-        element = record.get(tag)
-        out[tag] = element if element is not None else {"vr": dictionary_vr(tag)}
-
-
-class _Builder:
-    """Builds the DICOM JSON of one page of results with one query per table."""
-
-    def __init__(self, conn: Connection, query: QidoQuery) -> None:
-        self.conn = conn
-        self.query = query
-        wanted: dict[QueryLevel, list[str]] = {level: [] for level in QueryLevel}
-        for tag in query.include:
-            level = query.level if tag in ANY_LEVEL else attribute_level(tag)
-            if level.depth <= query.level.depth:  # deeper levels are never returned
-                wanted[level].append(tag)
-        self.wanted = wanted
-
-    def build(self, pks: list[int]) -> list[DicomJson]:
-        if not pks:
-            return []
-        if self.query.level is QueryLevel.STUDY:
-            return self._studies(pks)
-        if self.query.level is QueryLevel.SERIES:
-            return self._series(pks)
-        return self._instances(pks)
-
-    # Rows ------------------------------------------------------------------------------
-
-    def _study_records(self, pks: Iterable[int]) -> dict[int, DicomJson]:
-        rows = self.conn.execute(
-            sa.select(_STUDY.c.pk, *_record_source(_STUDY)).where(_STUDY.c.pk.in_(set(pks)))
-        )
-        return {int(r[0]): _record(QueryLevel.STUDY, r[1:]) for r in rows}
-
-    def _series_records(self, pks: Iterable[int]) -> dict[int, tuple[int, DicomJson]]:
-        rows = self.conn.execute(
-            sa.select(_SERIES.c.pk, _SERIES.c.study_pk, *_record_source(_SERIES)).where(
-                _SERIES.c.pk.in_(set(pks))
-            )
-        )
-        return {int(r[0]): (int(r[1]), _record(QueryLevel.SERIES, r[2:])) for r in rows}
-
-    # Per level -------------------------------------------------------------------------
-
-    def _study_part(self, record: Mapping[str, Any], out: DicomJson, *, full: bool) -> None:
-        """Study attributes of a result: all defaults when ``full``, else the unique key
-        and the character set/timezone that apply to the whole result."""
-        if self.query.level is QueryLevel.STUDY and self.query.include_all:
-            out.update(record)
-        if full:
-            _select(record, STUDY_DEFAULTS, self.wanted[QueryLevel.STUDY], out)
-        else:
-            _select(
-                record,
-                [(STUDY_INSTANCE_UID, True), *((t, False) for t in _FROM_STUDY_JSON)],
-                self.wanted[QueryLevel.STUDY],
-                out,
-            )
-
-    def _series_part(self, record: Mapping[str, Any], out: DicomJson, *, full: bool) -> None:
-        if self.query.level is QueryLevel.SERIES and self.query.include_all:
-            out.update(record)
-        defaults = SERIES_DEFAULTS if full else ((SERIES_INSTANCE_UID, True),)
-        _select(record, defaults, self.wanted[QueryLevel.SERIES], out)
-
-    def _studies(self, pks: list[int]) -> list[DicomJson]:
-        records = self._study_records(pks)
-        results = []
-        for pk in pks:
-            out: DicomJson = {}
-            self._study_part(records[pk], out, full=True)
-            results.append(_sorted(out))
-        return results
-
-    def _series(self, pks: list[int]) -> list[DicomJson]:
-        series = self._series_records(pks)
-        studies = self._study_records(study_pk for study_pk, _ in series.values())
-        with_study = self.query.study_instance_uid is None
-        results = []
-        for pk in pks:
-            study_pk, record = series[pk]
-            out: DicomJson = {}
-            self._study_part(studies[study_pk], out, full=with_study)
-            self._series_part(record, out, full=True)
-            results.append(_sorted(out))
-        return results
-
-    def _instances(self, pks: list[int]) -> list[DicomJson]:
-        columns = [_INSTANCE.c.pk, _INSTANCE.c.study_pk, _INSTANCE.c.series_pk]
-        columns += [_INSTANCE.c[name] for name, _vr in _INSTANCE_COLUMNS.values()]
-        wanted_here = self.wanted[QueryLevel.IMAGE]
-        need_json = self.query.include_all or any(t not in _INSTANCE_COLUMNS for t in wanted_here)
-        if need_json:
-            columns.append(_INSTANCE.c.attributes)
-        rows = {
-            int(r[0]): r
-            for r in self.conn.execute(sa.select(*columns).where(_INSTANCE.c.pk.in_(pks)))
-        }
-        series = self._series_records(int(r[2]) for r in rows.values())
-        studies = self._study_records(int(r[1]) for r in rows.values())
-        with_study = self.query.study_instance_uid is None
-        with_series = self.query.series_instance_uid is None
-        results = []
-        for pk in pks:
-            row = rows[pk]
-            record: DicomJson = unpack_json(row[-1]) if need_json else {}
-            for (tag, (_name, vr)), value in zip(_INSTANCE_COLUMNS.items(), row[3:], strict=False):
-                if value is not None:
-                    record[tag] = {"vr": vr, "Value": [value]}
-            record[INSTANCE_AVAILABILITY] = {"vr": "CS", "Value": ["ONLINE"]}
-            out: DicomJson = dict(record) if self.query.include_all else {}
-            self._study_part(studies[int(row[1])], out, full=with_study)
-            self._series_part(series[int(row[2])][1], out, full=with_series)
-            _select(record, INSTANCE_DEFAULTS, wanted_here, out)
-            results.append(_sorted(out))
-        return results
-
-
-def _sorted(dataset: DicomJson) -> DicomJson:
-    return {tag: dataset[tag] for tag in sorted(dataset)}

@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, update
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.dicomjson import first_value
+from aifi.clock import utc_now
+from aifi.dicom_json import DicomJson, first, items, text
+from aifi.dicom_json import pack as pack_json
+from aifi.dicom_json import unpack as unpack_json
 from aifi.dicomweb.matching import match_dataset
-from aifi.dicomweb.store import DicomJson
 from aifi.dicomweb.worklist import (
     FILTERED_WORKLIST,
     GLOBAL_WORKLIST,
@@ -33,7 +35,6 @@ from aifi.dicomweb.worklist import (
 from aifi.errors import NotFound
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import UpsEvent, UpsSubscription, Workitem
-from aifi.hub.store.repository import pack_json, unpack_json
 from aifi.ihe_profiles.ups import (
     ProcedureStepState,
     UpsStatus,
@@ -86,11 +87,6 @@ DEFAULT_WORKLIST_LABEL = "AIFI"
 """Worklist Label given to workitems created without one (PS3.4 CC.2.5.1.1: the SCP may)."""
 
 
-def _text(ds: DicomJson, tag: str) -> str | None:
-    value = first_value(ds, tag)
-    return str(value) if value is not None else None
-
-
 def _put(ds: DicomJson, tag: str, vr: str, *values: Any) -> None:
     ds[tag] = {"vr": vr, "Value": list(values)} if values else {"vr": vr}
 
@@ -99,30 +95,26 @@ def _dt(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f") + "+0000"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _study_of(ds: DicomJson) -> str | None:
     """The study a workitem is about: its own Study Instance UID, else the first input's."""
-    direct = _text(ds, STUDY_INSTANCE_UID)
+    direct = text(ds, STUDY_INSTANCE_UID)
     if direct:
         return direct
-    for item in (ds.get(INPUT_INFORMATION) or {}).get("Value") or []:
-        if isinstance(item, dict) and _text(item, STUDY_INSTANCE_UID):
-            return _text(item, STUDY_INSTANCE_UID)
+    for item in items(ds, INPUT_INFORMATION):
+        if text(item, STUDY_INSTANCE_UID):
+            return text(item, STUDY_INSTANCE_UID)
     return None
 
 
 def _code_of(ds: DicomJson) -> str | None:
-    item = first_value(ds, SCHEDULED_WORKITEM_CODE)
-    return _text(item, CODE_VALUE) if isinstance(item, dict) else None
+    item = first(ds, SCHEDULED_WORKITEM_CODE)
+    return text(item, CODE_VALUE) if isinstance(item, dict) else None
 
 
 def of_products(products: frozenset[str]) -> ColumnElement[bool]:
     """SQL: the workitem belongs to one of ``products`` — its routed product, else the
     Code Value of its Scheduled Workitem Code Sequence (as
-    :func:`aifi.hub.results.gate.product_of` tells a workitem's product)."""
+    :func:`aifi.hub.results.workitem.product_of` tells a workitem's product)."""
     return func.coalesce(col(Workitem.product), col(Workitem.workitem_code)).in_(sorted(products))
 
 
@@ -149,7 +141,7 @@ def _public(ds: DicomJson) -> DicomJson:
 class WorklistBase:
     """Subscriptions and events on the hub's database (see the module docstring)."""
 
-    def __init__(self, db: Database, *, clock: Any = _now) -> None:
+    def __init__(self, db: Database, *, clock: Any = utc_now) -> None:
         self.db = db
         self.clock = clock
         self.doorbell = Doorbell()
@@ -189,9 +181,9 @@ class WorklistBase:
         return row
 
     def _store(self, row: Workitem, ds: DicomJson) -> None:
-        row.procedure_step_state = _text(ds, PROCEDURE_STEP_STATE) or row.procedure_step_state
-        row.priority = _text(ds, PRIORITY) or row.priority
-        row.input_readiness_state = _text(ds, INPUT_READINESS_STATE) or row.input_readiness_state
+        row.procedure_step_state = text(ds, PROCEDURE_STEP_STATE) or row.procedure_step_state
+        row.priority = text(ds, PRIORITY) or row.priority
+        row.input_readiness_state = text(ds, INPUT_READINESS_STATE) or row.input_readiness_state
         row.study_instance_uid = _study_of(ds)
         row.workitem_code = _code_of(ds)
         row.attributes = pack_json(ds)

@@ -15,6 +15,7 @@ Performers query (RAD-81), claim (RAD-82), read (RAD-83), update (RAD-84) and co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -22,18 +23,20 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from aifi.dicomweb.dicomjson import first_value
-from aifi.dicomweb.matching import MatchKind, QidoQuery, QueryResult, match_dataset
-from aifi.dicomweb.store import DicomJson
+from aifi import dicom_json
+from aifi.clock import Clock, utc_now
+from aifi.dicom_json import DicomJson
+from aifi.dicom_json import unpack as unpack_json
+from aifi.dicomweb.matching import MatchKind, match_dataset
+from aifi.dicomweb.qido_query import QidoQuery, QueryResult
 from aifi.dicomweb.worklist import (
     UPS_PUSH_SOP_CLASS,
     ActionResult,
     UpsError,
 )
-from aifi.errors import Conflict, InvalidRequest
+from aifi.errors import AifiError, Conflict, InvalidRequest
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import Workitem
-from aifi.hub.store.repository import unpack_json
 from aifi.hub.worklist.events import (
     _INDEXED,
     CANCELLATION_DATETIME,
@@ -57,10 +60,8 @@ from aifi.hub.worklist.events import (
     WorklistBase,
     _code_of,
     _dt,
-    _now,
     _public,
     _put,
-    _text,
     of_products,
 )
 from aifi.ihe_profiles.ups import (
@@ -97,7 +98,7 @@ class FinalStateHook(Protocol):
     def refused(self, tenant: str, uid: str, problem: str) -> None: ...
 
 
-class _HookRefused(Exception):
+class _HookRefused(AifiError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -107,12 +108,21 @@ class SqlWorklist(WorklistBase):
     """:class:`aifi.dicomweb.worklist.Worklist` on
     :class:`~aifi.hub.persistence.database.Database`."""
 
-    def __init__(self, db: Database, *, clock: Any = _now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock = utc_now,
+        run_timeouts: Mapping[str, float] | None = None,
+        final_state_hook: FinalStateHook | None = None,
+    ) -> None:
         super().__init__(db, clock=clock)
-        self.run_timeouts: dict[str, float] = {}
+        self.run_timeouts: dict[str, float] = dict(run_timeouts or {})
         """Minutes an IN PROGRESS workitem of a product (routing rules) may take before
         the Task Manager ends it; products not listed have no deadline."""
-        self.final_state_hook: FinalStateHook | None = None
+        self.final_state_hook = final_state_hook
+        """Told, in the same transaction, when a workitem of a product ends (the results
+        of :mod:`aifi.hub.results.completion`)."""
 
     # -- Worklist ------------------------------------------------------------------------
 
@@ -127,24 +137,24 @@ class SqlWorklist(WorklistBase):
         deadline: datetime | None = None,
     ) -> DicomJson:
         ds = dict(attributes)
-        given = _text(ds, SOP_INSTANCE_UID)
+        given = dicom_json.text(ds, SOP_INSTANCE_UID)
         if given and given != uid:
             raise InvalidRequest(
                 f"The SOP Instance UID in the data set ({given}) differs from the one "
                 f"requested ({uid})"
             )
-        if TRANSACTION_UID in ds and _text(ds, TRANSACTION_UID):
+        if TRANSACTION_UID in ds and dicom_json.text(ds, TRANSACTION_UID):
             raise InvalidRequest(
                 "A new workitem must not have a Transaction UID (PS3.4 CC.2.5.1.1)"
             )
         ds.pop(TRANSACTION_UID, None)
-        state = _text(ds, PROCEDURE_STEP_STATE)
+        state = dicom_json.text(ds, PROCEDURE_STEP_STATE)
         if state is None:
             _put(ds, PROCEDURE_STEP_STATE, "CS", ProcedureStepState.SCHEDULED.value)
         _put(ds, SOP_CLASS_UID, "UI", UPS_PUSH_SOP_CLASS)
         _put(ds, SOP_INSTANCE_UID, "UI", uid)
         _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
-        if not _text(ds, WORKLIST_LABEL):
+        if not dicom_json.text(ds, WORKLIST_LABEL):
             _put(ds, WORKLIST_LABEL, "LO", DEFAULT_WORKLIST_LABEL)
         problems = creation_problems(ds)
         if problems:
@@ -216,13 +226,13 @@ class SqlWorklist(WorklistBase):
                 for tag in (STATION_NAME_CODE, HUMAN_PERFORMERS)
             ):
                 events.append(EventType.ASSIGNED)
-            readiness_before = _text(ds, INPUT_READINESS_STATE)
+            readiness_before = dicom_json.text(ds, INPUT_READINESS_STATE)
             ds.update(changes)
             emptied = [p for p in creation_problems(ds) if "(Type 1)" in p]
             if emptied:
                 raise InvalidRequest("Not a valid workitem update: " + "; ".join(emptied))
             _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
-            if _text(ds, INPUT_READINESS_STATE) != readiness_before:
+            if dicom_json.text(ds, INPUT_READINESS_STATE) != readiness_before:
                 events.append(EventType.STATE_REPORT)
             self._store(row, ds)
             self._emit(session, tenant, uid, events + list(outcome.events), ds)
@@ -405,7 +415,7 @@ class SqlWorklist(WorklistBase):
             if row.procedure_step_state != ProcedureStepState.SCHEDULED.value:
                 return False
             ds = unpack_json(row.attributes)
-            before = _text(ds, INPUT_READINESS_STATE)
+            before = dicom_json.text(ds, INPUT_READINESS_STATE)
             if inputs is not None:
                 ds[INPUT_INFORMATION] = {"vr": "SQ", "Value": inputs}
             _put(ds, INPUT_READINESS_STATE, "CS", readiness)
@@ -489,7 +499,7 @@ def _cancellation_info(info: DicomJson, now: datetime, reason: str | None = None
     """The Cancel Requested / cancellation attributes (PS3.4 Table CC.2.4-1, CC.2.5-3)."""
     out: DicomJson = {}
     _put(out, CANCELLATION_DATETIME, "DT", _dt(now))
-    text = reason or _text(info, REASON_FOR_CANCELLATION)
+    text = reason or dicom_json.text(info, REASON_FOR_CANCELLATION)
     if text:
         _put(out, REASON_FOR_CANCELLATION, "LT", text)
     for tag in (DISCONTINUATION_REASON_CODE, CONTACT_URI, CONTACT_DISPLAY_NAME):
@@ -499,14 +509,14 @@ def _cancellation_info(info: DicomJson, now: datetime, reason: str | None = None
 
 
 def _cancelled_at(ds: DicomJson) -> str | None:
-    item = first_value(ds, PROGRESS_INFORMATION)
-    return _text(item, CANCELLATION_DATETIME) if isinstance(item, dict) else None
+    item = dicom_json.first(ds, PROGRESS_INFORMATION)
+    return dicom_json.text(item, CANCELLATION_DATETIME) if isinstance(item, dict) else None
 
 
 def _record_cancellation(ds: DicomJson, info: DicomJson) -> None:
     """Put the cancellation date-time and reason in the Procedure Step Progress
     Information Sequence, where PS3.4 Table CC.2.5-3 keeps them."""
-    first = first_value(ds, PROGRESS_INFORMATION)
+    first = dicom_json.first(ds, PROGRESS_INFORMATION)
     item = dict(first) if isinstance(first, dict) else {}
     for tag in (CANCELLATION_DATETIME, REASON_FOR_CANCELLATION, DISCONTINUATION_REASON_CODE):
         if tag in info:

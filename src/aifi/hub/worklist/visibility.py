@@ -26,13 +26,14 @@ from collections.abc import Collection, Sequence
 
 from sqlmodel import col, select
 
-from aifi.dicomweb.dicomjson import first_value, sequence_items
+from aifi.dicom_json import first, items
+from aifi.dicom_json import unpack as unpack_json
 from aifi.dicomweb.store import IncomingInstance, StoreOutcome
 from aifi.dicomweb.visibility import Visible
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import ResultInstance, Workitem
-from aifi.hub.results.gate import OUTPUT_INFORMATION, PERFORMED_PROCEDURE, ResultGate
-from aifi.hub.store.repository import unpack_json
+from aifi.hub.results.gate import ResultGate
+from aifi.hub.results.workitem import OUTPUT_INFORMATION, PERFORMED_PROCEDURE
 from aifi.hub.worklist.events import of_products
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,
@@ -88,22 +89,22 @@ class HubVisibility:
             sop_uids.add(result_sop)
         for _workitem, own_study, blob in rows:
             ds = unpack_json(blob)
-            default_study = str(first_value(ds, STUDY_INSTANCE_UID) or own_study or "")
+            default_study = str(first(ds, STUDY_INSTANCE_UID) or own_study or "")
             outputs = [
                 item
-                for performed in sequence_items(ds, PERFORMED_PROCEDURE)
-                for item in sequence_items(performed, OUTPUT_INFORMATION)
+                for performed in items(ds, PERFORMED_PROCEDURE)
+                for item in items(performed, OUTPUT_INFORMATION)
                 # results belong in the inputs' study (IHE AIW-I); nothing elsewhere counts
-                if str(first_value(item, STUDY_INSTANCE_UID) or default_study) == default_study
+                if str(first(item, STUDY_INSTANCE_UID) or default_study) == default_study
             ]
-            for item in [*sequence_items(ds, INPUT_INFORMATION), *outputs]:
-                study = str(first_value(item, STUDY_INSTANCE_UID) or default_study)
-                series = first_value(item, SERIES_INSTANCE_UID)
+            for item in [*items(ds, INPUT_INFORMATION), *outputs]:
+                study = str(first(item, STUDY_INSTANCE_UID) or default_study)
+                series = first(item, SERIES_INSTANCE_UID)
                 series = str(series) if series else None
                 refs = [
                     str(uid)
-                    for ref in sequence_items(item, REFERENCED_SOP_SEQUENCE)
-                    if (uid := first_value(ref, REFERENCED_SOP_INSTANCE))
+                    for ref in items(item, REFERENCED_SOP_SEQUENCE)
+                    if (uid := first(ref, REFERENCED_SOP_INSTANCE))
                 ]
                 if not refs and series and study:
                     # A series listed without its instances: all of its stored instances.

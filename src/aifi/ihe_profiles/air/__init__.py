@@ -15,6 +15,10 @@ Model Name, Software Versions and Device UID):
 :func:`validate` checks a (header-only) result against these rules and, given an
 :class:`InputContext`, against the inputs (IHE AIW-I: results in the inputs' study);
 :func:`summarise` reads a result back into a :class:`ResultSummary`.
+
+What it may import: pydicom, highdicom and numpy, and nothing of :mod:`aifi` outside this
+package (its modules import only each other), so that AI products can build results with it
+alone.
 """
 
 from aifi.ihe_profiles.air._common import Region

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson
 from aifi.ihe_profiles import air
 from aifi.vendors.products.common import (
     finding_site,

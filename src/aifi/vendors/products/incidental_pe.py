@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 
-from aifi.dicomweb.store import DicomJson
+from aifi.dicom_json import DicomJson
 from aifi.ihe_profiles import air
 from aifi.ihe_profiles.air.codes import PULMONARY_ARTERY
 from aifi.vendors.products.common import identity, one_study, with_pixels

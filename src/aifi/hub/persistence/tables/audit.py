@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from aifi.clock import utc_now as _now
+from aifi.clock import utc_now
 
 
 class AuditRecord(SQLModel, table=True):
@@ -32,7 +32,7 @@ class AuditRecord(SQLModel, table=True):
     pk: int | None = Field(default=None, primary_key=True)
     tenant: str | None = Field(default=None, max_length=63)
     """The caller's tenant; None when the caller could not be identified (bad token)."""
-    recorded_at: datetime = Field(default_factory=_now)
+    recorded_at: datetime = Field(default_factory=utc_now)
     action: str = Field(max_length=1)
     """FHIR AuditEvent.action / DICOM EventActionCode: C R U D E."""
     interaction: str = Field(max_length=24)
@@ -73,4 +73,4 @@ class AuditCursor(SQLModel, table=True):
     pk: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=400)
     last_pk: int = 0
-    updated_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=utc_now)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
-from aifi.clock import utc_now as _now
+from aifi.clock import utc_now
+
+
+class DeliveryState(enum.StrEnum):
+    """Where a delivery is (``delivery.state``; stored as its text)."""
+
+    PENDING = "pending"
+    """Waiting for ``next_attempt_at`` (a first attempt, or a retry after backoff)."""
+    DELIVERING = "delivering"
+    """Claimed by a hub process until ``lease_until``; an expired lease makes it due again."""
+    DELIVERED = "delivered"
+    """The PACS confirmed every instance of the result."""
+    FAILED = "failed"
+    """Given up: refused for good, or out of attempts (a user may retry it)."""
 
 
 class Delivery(SQLModel, table=True):
@@ -26,13 +40,13 @@ class Delivery(SQLModel, table=True):
     tenant: str = Field(foreign_key="tenant.id", max_length=63)
     result_pk: int = Field(foreign_key="ai_result.pk")
     destination: str = Field(max_length=200)
-    state: str = Field(default="pending", max_length=16)
-    """pending, delivering, delivered, failed."""
+    state: DeliveryState = Field(default=DeliveryState.PENDING, sa_type=AutoString(length=16))
+    """A :class:`DeliveryState` (read back as its text, which compares equal)."""
     attempts: int = 0
-    next_attempt_at: datetime = Field(default_factory=_now)
+    next_attempt_at: datetime = Field(default_factory=utc_now)
     lease_until: datetime | None = None
     last_error: str | None = Field(default=None, sa_type=Text)
     delivered_sop_uids: str = Field(default="[]", sa_type=Text)
     """JSON list of the SOP Instance UIDs the PACS confirmed so far."""
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utc_now)
     delivered_at: datetime | None = None

@@ -3,10 +3,11 @@ notification outbox, and EPD requests."""
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
 
 from aifi.clock import utc_now as _now
 
@@ -93,6 +94,19 @@ class FhirSubscriptionState(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
+class FhirOutboxState(enum.StrEnum):
+    """Where a queued FHIR message is (``fhir_outbox.state``; stored as its text)."""
+
+    PENDING = "pending"
+    """Waiting for ``next_attempt_at`` (and for the rows queued before it)."""
+    SENDING = "sending"
+    """Claimed by a hub process until ``lease_until``; an expired lease makes it due again."""
+    DELIVERED = "delivered"
+    """The receiver accepted it."""
+    FAILED = "failed"
+    """Given up: refused for good, or out of attempts."""
+
+
 class FhirOutbox(SQLModel, table=True):
     """A FHIR message waiting to go out (durable, retried with backoff): a subscription
     notification (``channel`` "subscription": handshake, heartbeat or event-notification)
@@ -115,8 +129,8 @@ class FhirOutbox(SQLModel, table=True):
     focus_type: str | None = Field(default=None, max_length=40)
     focus_id: str | None = Field(default=None, max_length=64)
     focus_version: int | None = None
-    state: str = Field(default="pending", max_length=16)
-    """pending, sending, delivered, failed."""
+    state: FhirOutboxState = Field(default=FhirOutboxState.PENDING, sa_type=AutoString(length=16))
+    """A :class:`FhirOutboxState` (read back as its text, which compares equal)."""
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=_now)
     lease_until: datetime | None = None

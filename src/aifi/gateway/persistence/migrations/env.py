@@ -1,0 +1,12 @@
+"""Alembic environment of the gateway's own database (``Database(url,
+migrations=GATEWAY_MIGRATIONS).migrate()``), or on ``sqlalchemy.url`` from the command line."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from aifi.gateway.persistence import result_tables as _results  # noqa: F401  (gw_result*)
+from aifi.gateway.persistence.tables import GatewayModel
+from aifi.hub.persistence.database import run_migrations
+
+run_migrations(context, GatewayModel.metadata)

@@ -113,3 +113,44 @@ class DicomStore(Protocol):
     def query(self, tenant: str, query: QidoQuery) -> QueryResult:
         """Run a QIDO-RS query (PS3.18 §10.6) for the tenant."""
         ...
+
+
+class StoreInFront:
+    """A :class:`DicomStore` in front of another one, ``inner``: every method goes to it
+    unless a subclass checks or narrows it (the hub's IHE AIR result gate, a performer's
+    restricted view). ``fsync`` is the inner store's (the STOW-RS writer reads it)."""
+
+    def __init__(self, inner: DicomStore) -> None:
+        self.inner = inner
+        self.fsync = bool(getattr(inner, "fsync", True))
+
+    def staging_dir(self) -> Path:
+        return self.inner.staging_dir()
+
+    def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
+        return self.inner.put(tenant, instances)
+
+    def find_instances(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[StoredInstance]:
+        return self.inner.find_instances(
+            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
+        )
+
+    def instance_metadata(
+        self,
+        tenant: str,
+        study_instance_uid: str,
+        series_instance_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+    ) -> list[DicomJson]:
+        return self.inner.instance_metadata(
+            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
+        )
+
+    def query(self, tenant: str, query: QidoQuery) -> QueryResult:
+        return self.inner.query(tenant, query)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from aifi.dicom_json import DicomJson, text
@@ -42,6 +41,7 @@ from aifi.dicomweb.store import (
     DicomStore,
     IncomingInstance,
     StoredInstance,
+    StoreInFront,
     StoreOutcome,
 )
 
@@ -98,20 +98,16 @@ def _studies_asked(query: QidoQuery) -> list[str] | None:
     return None
 
 
-class RestrictedStore:
+class RestrictedStore(StoreInFront):
     """A :class:`~aifi.dicomweb.store.DicomStore` showing only what ``products`` may see
     (see the module docstring). One is made per request (:func:`aifi.dicomweb.deps.get_store`)."""
 
     def __init__(
         self, inner: DicomStore, provider: VisibilityProvider, products: frozenset[str]
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.provider = provider
         self.products = products
-        self.fsync = bool(getattr(inner, "fsync", True))
-
-    def staging_dir(self) -> Path:
-        return self.inner.staging_dir()
 
     def put(self, tenant: str, instances: Sequence[IncomingInstance]) -> list[StoreOutcome]:
         return self.provider.put(tenant, self.products, instances)

@@ -10,19 +10,13 @@ from typing import Annotated
 
 import typer
 
+from aifi.hub.admin.options import DatabaseUrl, DataDir, open_database
+
 clients_app = typer.Typer(
     help="OAuth2 clients (SMART Backend Services): add, list, rotate, revoke.",
     no_args_is_help=True,
 )
 
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="The hub's data folder (env AIFI_DATA_DIR)."),
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="The hub's database (env AIFI_DATABASE_URL)."),
-]
 PublicUrl = Annotated[
     str,
     typer.Option(
@@ -36,13 +30,8 @@ PublicUrl = Annotated[
 
 def _registry(data_dir: Path | None, database_url: str | None):  # type: ignore[no-untyped-def]
     from aifi.hub.auth.clients import ClientRegistry
-    from aifi.hub.persistence.database import Database
-    from aifi.hub.serve import build_settings
 
-    settings = build_settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
+    db, settings = open_database(data_dir, database_url)
     return ClientRegistry(db, jwks_url_allowlist=settings.jwks_url_allowlist), db, settings
 
 

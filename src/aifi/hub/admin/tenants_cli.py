@@ -12,39 +12,19 @@ hospital that pseudonymises by other means than the aifi gateway may turn it off
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from aifi.hub.admin.options import DatabaseUrl, DataDir, open_database
+
 if TYPE_CHECKING:
-    from aifi.hub.persistence.database import Database
-    from aifi.hub.settings import Settings
+    pass
 
 tenants_app = typer.Typer(
     help="Tenants (hospitals): list them, set whether they accept only de-identified data.",
     no_args_is_help=True,
 )
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="The hub's data folder (env AIFI_DATA_DIR)."),
-]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", help="The hub's database (env AIFI_DATABASE_URL)."),
-]
-
-
-def _database(data_dir: Path | None, database_url: str | None) -> tuple[Database, Settings]:
-    from aifi.hub.persistence.database import Database
-    from aifi.hub.serve import build_settings
-
-    settings = build_settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    return db, settings
 
 
 def _describe(own: bool | None, default: bool) -> str:
@@ -60,7 +40,7 @@ def list_tenants(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> 
 
     from aifi.hub.persistence.tables import Tenant
 
-    db, settings = _database(data_dir, database_url)
+    db, settings = open_database(data_dir, database_url)
     try:
         with db.read() as session:
             rows = session.exec(select(Tenant).order_by(col(Tenant.id))).all()
@@ -108,7 +88,7 @@ def set_tenant(
         validate_tenant_id(tenant)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    db, settings = _database(data_dir, database_url)
+    db, settings = open_database(data_dir, database_url)
     try:
         with db.write() as session:
             row = session.get(Tenant, tenant)

@@ -66,7 +66,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
@@ -75,9 +74,8 @@ from sqlmodel import col, select
 
 from aifi import dicom_json
 from aifi.dicomweb.store import (
-    DicomStore,
     IncomingInstance,
-    StoredInstance,
+    StoreInFront,
     StoreOutcome,
     StoreStatus,
 )
@@ -116,8 +114,7 @@ from aifi.ihe_profiles.rules import RulesConfig
 from aifi.ihe_profiles.ups import ProcedureStepState
 
 if TYPE_CHECKING:
-    from aifi.dicom_json import DicomJson
-    from aifi.dicomweb.qido_query import QidoQuery, QueryResult
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +163,7 @@ class _Verdict:
         return self.failure is None
 
 
-class ResultGate:
+class ResultGate(StoreInFront):
     """The hub's :class:`~aifi.dicomweb.store.DicomStore` with the IHE AIR gate in front
     of :meth:`put` (see the module docstring); everything else goes to ``inner``."""
 
@@ -178,48 +175,19 @@ class ResultGate:
         *,
         tenants: TenantPolicy | None = None,
     ) -> None:
-        self.inner: DicomStore = inner
+        super().__init__(inner)
         self.db = db
         self.rules = rules
         self.tenants = tenants
         """Whether a tenant accepts only de-identified instances
         (:mod:`aifi.hub.store.deidentified`);
         None: every instance may be identified."""
-        self.fsync = bool(getattr(inner, "fsync", True))
 
     # -- delegated ---------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
         """Everything else of the hub's store (``root``, ``ensure_tenant``, ``close``...)."""
         return getattr(self.inner, name)
-
-    def staging_dir(self) -> Path:
-        return self.inner.staging_dir()
-
-    def find_instances(
-        self,
-        tenant: str,
-        study_instance_uid: str,
-        series_instance_uid: str | None = None,
-        sop_instance_uid: str | None = None,
-    ) -> list[StoredInstance]:
-        return self.inner.find_instances(
-            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
-        )
-
-    def instance_metadata(
-        self,
-        tenant: str,
-        study_instance_uid: str,
-        series_instance_uid: str | None = None,
-        sop_instance_uid: str | None = None,
-    ) -> list[DicomJson]:
-        return self.inner.instance_metadata(
-            tenant, study_instance_uid, series_instance_uid, sop_instance_uid
-        )
-
-    def query(self, tenant: str, query: QidoQuery) -> QueryResult:
-        return self.inner.query(tenant, query)
 
     # -- put ---------------------------------------------------------------------------
 

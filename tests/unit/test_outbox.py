@@ -117,3 +117,40 @@ def test_a_claim_is_owned_only_with_its_attempt_and_lease():
     assert not box.owns(row, 2, lease + timedelta(seconds=1))
     row.state = "pending"
     assert not box.owns(row, 2)
+
+
+def test_every_wording_sees_the_error_the_attempts_and_no_retry_time_when_final():
+    wording = Wording(
+        refused="refused [{error}] after {attempts} [{at}]",
+        gave_up="gave up [{error}] after {attempts} [{at}]",
+        retry="{error}",
+    )
+    box = outbox(wording=wording)
+    refused = Row(attempts=2)
+    box.settle(refused, NOW, Failure("HTTP 400", retryable=False))
+    assert refused.last_error == "refused [HTTP 400] after 2 []"
+    last = Row(attempts=3)
+    box.settle(last, NOW, Failure("HTTP 503", retryable=True))
+    assert last.last_error == "gave up [HTTP 503] after 3 []"
+
+
+def test_a_reason_given_back_is_cut_to_the_outbox_limit_and_kept_whole_without_one():
+    cut = Row(attempts=2)
+    outbox(error_chars=7).give_back(cut, NOW, "waiting: the PACS is down")
+    assert cut.last_error == "waiting"
+    whole = Row(attempts=2)
+    outbox(error_chars=None).give_back(whole, NOW, "waiting: the PACS is down")
+    assert whole.last_error == "waiting: the PACS is down"
+
+
+def test_a_requeued_row_holds_no_lease():
+    row = Row(state="failed", attempts=3, lease_until=NOW)
+    assert outbox().requeue(row, NOW + timedelta(seconds=5))
+    assert row.lease_until is None and row.next_attempt_at == NOW + timedelta(seconds=5)
+    waiting = Row(state="pending", attempts=2, lease_until=NOW)
+    assert outbox().requeue(waiting, NOW)
+    assert (waiting.attempts, waiting.lease_until) == (2, None)
+
+
+def test_a_claim_s_lease_ends_its_lease_time_after_now():
+    assert outbox(lease_seconds=90.0).lease_end(NOW) == NOW + timedelta(seconds=90)

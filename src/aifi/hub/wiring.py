@@ -168,7 +168,9 @@ class Hub:
                 await run_in_threadpool(self.task_manager.release)
 
     def close(self) -> None:
-        """Close the store's files and the database's engines (after the loops stopped)."""
+        """After the loops stopped: write the audit trail's last queued rows, then close the
+        store's files and the database's engines."""
+        self.audit.close()
         self.store.close()
         self.db.dispose()
 

@@ -67,8 +67,9 @@ class AuditTrail:
 
     ``fhir_store`` (optional) finds the patient of a FHIR access; ``operator_tenant`` owns the
     rows without a tenant (an unidentified caller); ``source_id`` names the hub as an agent
-    and audit source; ``clock`` dates the entries its reporters build. The writer stops
-    (:meth:`close`, what is queued written) before ``db`` is disposed of."""
+    and audit source; ``clock`` dates the entries its reporters build. Whoever owns ``db``
+    stops the writer (:meth:`close`, what is queued written) before disposing of it: the
+    app's lifespan and :meth:`aifi.hub.wiring.Hub.close`."""
 
     def __init__(
         self,
@@ -93,7 +94,6 @@ class AuditTrail:
         self._idle = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
         self._closed = False
-        db.before_dispose.append(self.close)
 
     def count_failure(self) -> None:
         """Count an entry lost before it reached the trail (a reporter's own failure)."""

@@ -124,8 +124,6 @@ class Database:
         """Called with each write session before it commits (see the module docstring)."""
         self.after_commit: tuple[CommitHook, ...] = tuple(after_commit)
         """Called with each write session after it committed."""
-        self.before_dispose: list[Callable[[], None]] = []
-        """Called before the engines close (e.g. the audit writer writes what it holds)."""
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
@@ -165,8 +163,6 @@ class Database:
             yield connection
 
     def dispose(self) -> None:
-        for hook in self.before_dispose:
-            hook()
         self.reader.dispose()
         if self.writer is not self.reader:
             self.writer.dispose()

@@ -10,6 +10,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import anyio.to_thread
+
 from aifi.hub.audit.syslog import SyslogExporter
 from aifi.hub.audit.trail import AuditTrail
 
@@ -23,7 +25,7 @@ async def run_audit_loop(exporter: SyslogExporter | None, poll_seconds: float) -
     while True:
         if exporter is not None:
             try:
-                await asyncio.to_thread(exporter.export_pending)
+                await anyio.to_thread.run_sync(exporter.export_pending)
             except Exception as exc:
                 log.warning("audit syslog export failed (retried): %s", exc)
         with contextlib.suppress(TimeoutError):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, cast
 
+import anyio.to_thread
 from pydicom import Dataset
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
@@ -531,7 +532,8 @@ async def run_projection_loop(
     progress reports, completion, delivery) are projected once, in one transaction, then
     work off everything pending; and every ``poll_seconds`` for notes of other processes.
     Readers of the FHIR API never wait for it (they work off their hospital's notes
-    themselves). An error in one round is logged; the loop goes on."""
+    themselves). An error in one round is logged; the loop goes on. Cancelling waits for
+    the round under way (anyio's thread, as :func:`aifi.hub.persistence.outbox.run_outbox_loop`)."""
     with projector.doorbell.listen() as bell:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -539,7 +541,7 @@ async def run_projection_loop(
             await asyncio.sleep(settle_seconds)
             bell.clear()  # before looking: a ring during the round is not lost
             try:
-                while await asyncio.to_thread(projector.tick) >= projector.batch_size:
+                while await anyio.to_thread.run_sync(projector.tick) >= projector.batch_size:
                     pass
             except Exception:
                 log.exception("FHIR projection round failed")

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import ColumnElement, and_, event, or_
 from sqlmodel import Session, col, select
 
@@ -304,13 +305,18 @@ class OutboxWorker(Protocol):
 
 
 async def run_outbox_loop(worker: OutboxWorker, poll_seconds: float, name: str) -> None:
-    """Run ``worker``'s rounds until cancelled (module docstring, "Wake-up")."""
+    """Run ``worker``'s rounds until cancelled (module docstring, "Wake-up").
+
+    Each round runs in a worker thread through anyio, which, unlike ``asyncio.to_thread``,
+    does not abandon the thread when the loop is cancelled: cancelling waits for the round
+    under way, so an app's shutdown never disposes the database under a round's open
+    connection (which would leak it: psycopg's "deleted while still open")."""
     with worker.doorbell.listen() as bell:
         while True:
             bell.clear()  # before looking: a ring during the round is not lost
             worked = 0
             try:
-                worked = await asyncio.to_thread(worker.tick)
+                worked = await anyio.to_thread.run_sync(worker.tick)
             except Exception:
                 log.exception("%s round failed", name)
             if worked >= worker.batch_size:

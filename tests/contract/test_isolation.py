@@ -171,6 +171,7 @@ def _fill(path: str, ids: dict[str, str], resource_type: str, resource_id: str) 
         "workitem_uid": ids["workitem"],
         "ae_title": "BRAVO_AE",
         "destination": "pacs",
+        "request_id": "0" * 32,  # a prior request (issue 17); B has none to leak
         "resource_type": resource_type,
         "resource_id": resource_id,
         "version_id": "1",

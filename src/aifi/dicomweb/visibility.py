@@ -15,9 +15,9 @@ QIDO-RS narrows the query itself with a UID list (PS3.18 §8.3.4.1, C.2.2.2.2), 
 counts of "additional results" and limits stay right.
 
 Known limits: study- and series-level QIDO-RS results carry the counts computed over the
-whole study or series (Number of Study Related Instances, Modalities in Study, ...); inputs
-of a workitem from another study than its own (priors) are visible through searches
-across all studies but not through the other study's path.
+whole study or series (Number of Study Related Instances, Modalities in Study, ...). The
+inputs of a workitem from another study than its own (a comparison product's priors) are
+visible through that study's path when the hub registered it as the workitem's prior.
 """
 
 from __future__ import annotations

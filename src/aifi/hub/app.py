@@ -38,6 +38,7 @@ from aifi.hub.auth.server import AuthorizationServer
 from aifi.hub.auth.server import build_router as build_oauth_router
 from aifi.hub.fhir.notify import FhirNotifier
 from aifi.hub.fhir.projection import FhirProjector
+from aifi.hub.priors import api as priors_api
 from aifi.hub.settings import Settings
 from aifi.hub.wiring import DICOMWEB_PREFIX, FHIR_PREFIX, BaseUrl, Hub, build_hub
 from aifi.principal import PrincipalDep
@@ -141,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(build_router(), prefix=DICOMWEB_PREFIX)
     app.include_router(studies_api.router, prefix=API_PREFIX)
     app.include_router(results_api.router, prefix=API_PREFIX)
+    app.include_router(priors_api.router, prefix=API_PREFIX)  # issue 17
     app.include_router(_subscription_status(hub.notifier, hub.projector), prefix=FHIR_PREFIX)
     app.include_router(build_fhir_router(), prefix=FHIR_PREFIX)
 

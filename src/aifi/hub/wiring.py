@@ -57,6 +57,7 @@ from aifi.hub.fhir.store import SqlFhirStore
 from aifi.hub.orchestration.routing import StudyRouter
 from aifi.hub.orchestration.task_manager import HOUSEKEEPING_SECONDS, TaskManager
 from aifi.hub.persistence.database import Database
+from aifi.hub.priors.service import PriorRequests
 from aifi.hub.results.completion import ResultsHook
 from aifi.hub.results.gate import ResultGate
 from aifi.hub.settings import Settings
@@ -125,6 +126,8 @@ class Hub:
     worklist: SqlWorklist
     router: StudyRouter
     task_manager: TaskManager
+    priors: PriorRequests
+    """Prior-study requests of comparison products (issue 17), worked by the gateways."""
     base_url: BaseUrl
     fhir_store: SqlFhirStore
     projector: FhirProjector
@@ -289,9 +292,16 @@ def build_hub(settings: Settings) -> Hub:
         instances=store.instance_metadata,
     )
 
-    # 2. and 3. routing complete studies to products
+    # 2. and 3. routing complete studies to products; comparison products' priors (issue 17)
+    priors = PriorRequests(db, store, worklist, clock=clock)
     router = StudyRouter(
-        db, store, worklist, rules, clock=clock, study_seen=projector.note_routed_study
+        db,
+        store,
+        worklist,
+        rules,
+        clock=clock,
+        study_seen=projector.note_routed_study,
+        priors=priors,
     )
     requests = AiRequests(
         db,
@@ -303,7 +313,7 @@ def build_hub(settings: Settings) -> Hub:
         clock=clock,
     )
     task_manager = TaskManager(
-        db, worklist, rules, router, clock=clock, after_round=requests.after_round
+        db, worklist, rules, router, clock=clock, after_round=requests.after_round, priors=priors
     )
 
     def matches(session: Session, tenant: str, criteria: str, stored: StoredResource) -> bool:
@@ -349,6 +359,7 @@ def build_hub(settings: Settings) -> Hub:
         worklist=worklist,
         router=router,
         task_manager=task_manager,
+        priors=priors,
         base_url=base_url,
         fhir_store=fhir_store,
         projector=projector,

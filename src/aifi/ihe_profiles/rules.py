@@ -53,6 +53,7 @@ __all__ = [
     "Condition",
     "Decision",
     "InstanceRef",
+    "Priors",
     "Product",
     "RulesConfig",
     "SeriesFacts",
@@ -330,6 +331,38 @@ Condition = Annotated[
 _CODE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+class Priors(BaseModel):
+    """The earlier studies of the same patient a comparison product needs (issue 17): its
+    workitem is created with Input Readiness State INCOMPLETE (PS3.4 CC.2.5.1.3) while the
+    hospital's gateway looks for them, and runs without them after ``wait_seconds``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: Annotated[int, Field(ge=1)] = 1
+    """How many earlier studies, newest first."""
+    same_modality: bool = True
+    same_body_part: bool = True
+    within_days: Annotated[int, Field(ge=1)] = 1825
+    """How far back before the current study."""
+    wait_seconds: Annotated[float, Field(gt=0)] = 300
+    """How long the workitem waits for them (from routing), then is READY without."""
+
+    def describe(self) -> str:
+        what = [
+            s
+            for s, on in (
+                ("same modality", self.same_modality),
+                ("same body part", self.same_body_part),
+            )
+            if on
+        ]
+        return (
+            f"needs {self.count} prior stud{'y' if self.count == 1 else 'ies'}"
+            f"{' (' + ', '.join(what) + ')' if what else ''} within {self.within_days} days; "
+            f"waits {self.wait_seconds:g} s for them, then runs without"
+        )
+
+
 class Product(BaseModel):
     """An AI product the Task Manager can schedule, and when (AIW-I workitem template).
 
@@ -366,6 +399,8 @@ class Product(BaseModel):
     identification) of this product's results, when it is not the product's ``name``:
     tells the hub which workitem a result belongs to when several are IN PROGRESS for
     one study."""
+    priors: Priors | None = None
+    """Earlier studies of the patient this product compares with (:class:`Priors`)."""
 
     @model_validator(mode="after")
     def _push_url(self) -> Product:
@@ -553,5 +588,7 @@ def explain(decisions: Sequence[Decision]) -> str:
                 f"  inputs: {len(decision.input_series)} series, "
                 f"{len(decision.input_instances)} instances: {', '.join(decision.input_series)}"
             )
+            if product.priors is not None:
+                lines.append(f"  priors: {product.priors.describe()}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no products configured for this tenant"

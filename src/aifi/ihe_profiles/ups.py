@@ -136,6 +136,14 @@ class UpsStatus(enum.Enum):
     )
     """Update Workitem of a COMPLETED or CANCELED workitem: PS3.18 §11.6.2 asks for 400
     (Change Workitem State on one stays 409, §11.7)."""
+    INPUTS_NOT_READY = (
+        0xC300,
+        409,
+        "The request is inconsistent with the current state of the Target Workitem: "
+        "its inputs are not ready (Input Readiness State is not READY).",
+    )
+    """Claim of a workitem whose Input Readiness State (0040,4041) is INCOMPLETE or
+    UNAVAILABLE (PS3.4 CC.2.5.1.3): the hub refuses it until the inputs are READY."""
     MISSING_TRANSACTION_UID = (0xC301, 400, "The Transaction UID is missing.")
     WRONG_TRANSACTION_UID = (0xC301, 400, "The Transaction UID is incorrect.")
     ALREADY_IN_PROGRESS = (0xC302, 409, "The UPS is already IN PROGRESS.")

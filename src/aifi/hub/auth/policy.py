@@ -170,6 +170,10 @@ RULES: dict[tuple[str, str], Rule] = {
         "/api/v1/results/{workitem_uid}/deliveries/{destination}/retry",
     ): _dicom(ADMIN, "execute"),
     ("GET", "/api/v1/notifications"): _dicom(RESULTS_READ, "search"),
+    # prior studies for comparison products (issue 17): the hospital's gateway
+    ("GET", "/api/v1/prior-requests"): _dicom(REQUESTER, "search"),
+    ("POST", "/api/v1/prior-requests/{request_id}/studies"): _dicom(REQUESTER, "execute"),
+    ("POST", "/api/v1/prior-requests/{request_id}/answer"): _dicom(REQUESTER, "execute"),
     # FHIR R4: the CapabilityStatement is public (FHIR R4 http.html#capabilities)
     ("GET", "/fhir/metadata"): PUBLIC,
     ("GET", "/fhir/Subscription/{subscription_id}/$status"): Rule(

@@ -6,7 +6,8 @@
   complete studies (quiet period or completion signal), route them, follow late instances
   and keep deadlines, under a lease so one hub process leads.
 
-May import: :mod:`aifi.hub.persistence`, :mod:`aifi.hub.worklist`, :mod:`aifi.ihe_profiles`,
+May import: :mod:`aifi.hub.persistence`, :mod:`aifi.hub.worklist`, :mod:`aifi.hub.priors`,
+:mod:`aifi.ihe_profiles`,
 :mod:`aifi.dicomweb` (the store protocol), :mod:`aifi.dicom_json`, :mod:`aifi.clock`,
 :mod:`aifi.errors`.
 """

@@ -25,6 +25,12 @@ rules select, the Task Requester. One hub process at a time runs this loop (it h
    with the reason; if the product allows more attempts a new workitem replaces it
    (Replaced Procedure Step Sequence), else the reason says the attempts are exhausted.
 
+5. **Priors** (issue 17). A workitem of a product that compares with prior studies waits,
+   INCOMPLETE, for the hospital's gateway to send them; when its ``wait_seconds`` have
+   passed without an answer, the round makes it READY without them and says why
+   (:meth:`aifi.hub.priors.service.PriorRequests.expire`). A study registered as a prior
+   is never routed.
+
 Event reports already delivered are removed after :data:`EVENT_RETENTION` (checked every
 ten minutes), so the event queue does not grow without bound.
 
@@ -54,6 +60,7 @@ from aifi.errors import NotFound
 from aifi.hub.orchestration.routing import StudyRouter, routing_row
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.tables import HubLease, Study, StudyRouting
+from aifi.hub.priors.service import PriorRequests
 from aifi.hub.worklist.service import SqlWorklist, expiry
 from aifi.ihe_profiles.aiw import (
     INPUT_INFORMATION,
@@ -125,6 +132,8 @@ class TickReport:
     purged: int = 0
     leader: bool = False
     routed: int = 0
+    priors_expired: list[str] = field(default_factory=list)
+    """Prior requests whose wait ran out this round (their workitems went ahead)."""
 
 
 class TaskManager:
@@ -141,6 +150,7 @@ class TaskManager:
         clock: Clock = utc_now,
         lookback: timedelta = timedelta(hours=24),
         after_round: Callable[[datetime], None] | None = None,
+        priors: PriorRequests | None = None,
     ) -> None:
         self.db = db
         self.worklist = worklist
@@ -154,6 +164,8 @@ class TaskManager:
         self._lease_until: datetime | None = None
         self._next_purge: datetime | None = None
         self.after_round = after_round
+        self.priors = priors
+        """Prior-study requests whose deadlines the round keeps (issue 17)."""
         """Called at the end of each round this process leads (EPD requests for AI)."""
 
     # -- leadership ---------------------------------------------------------------------
@@ -236,6 +248,8 @@ class TaskManager:
                 report.updated += self._mark_incomplete(tenant, study_uid)
                 pending.marked = True
         if housekeeping:
+            if self.priors is not None:
+                report.priors_expired = self.priors.expire(now)
             report.expired = self.sweep(now)
             if self._next_purge is None or now >= self._next_purge:
                 report.purged = self.worklist.purge_delivered(now - EVENT_RETENTION)

@@ -15,7 +15,8 @@ Performers query (RAD-81), claim (RAD-82), read (RAD-83), update (RAD-84) and co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -135,7 +136,10 @@ class SqlWorklist(WorklistBase):
         product: str | None = None,
         attempt: int = 1,
         deadline: datetime | None = None,
+        also: Callable[[Session], None] | None = None,
     ) -> DicomJson:
+        """Create a workitem (PS3.4 CC.2.5). ``also`` adds rows that must exist exactly when
+        the workitem does (e.g. its prior request) in the same transaction."""
         ds = dict(attributes)
         given = dicom_json.text(ds, SOP_INSTANCE_UID)
         if given and given != uid:
@@ -184,6 +188,8 @@ class SqlWorklist(WorklistBase):
             except IntegrityError as exc:  # a concurrent create of the same UID won
                 raise Conflict(f"A workitem with SOP Instance UID {uid} already exists") from exc
             self._subscribe_new(session, tenant, uid, ds, product or _code_of(ds))
+            if also is not None:
+                also(session)
         return _public(ds)
 
     def retrieve(
@@ -292,6 +298,17 @@ class SqlWorklist(WorklistBase):
             if not transaction_uid:
                 raise UpsError(UpsStatus.MISSING_TRANSACTION_UID)
             outcome = self._apply(row, actions[state], transaction_uid)
+            if (
+                outcome.state is ProcedureStepState.IN_PROGRESS
+                and row.procedure_step_state == ProcedureStepState.SCHEDULED.value
+                and row.input_readiness_state in ("INCOMPLETE", "UNAVAILABLE")
+            ):
+                # PS3.4 CC.2.5.1.3: its inputs are still arriving (late instances, priors)
+                raise UpsError(
+                    UpsStatus.INPUTS_NOT_READY,
+                    f"Input Readiness State is {row.input_readiness_state}; "
+                    "claim it once it is READY",
+                )
             ds = unpack_json(row.attributes)
             if outcome.warning is not None:
                 return ActionResult(_public(ds), outcome.warning)
@@ -405,25 +422,53 @@ class SqlWorklist(WorklistBase):
             return list(rows)
 
     def set_inputs(
-        self, tenant: str, uid: str, readiness: str, inputs: list[DicomJson] | None = None
+        self,
+        tenant: str,
+        uid: str,
+        readiness: str,
+        inputs: list[DicomJson] | None = None,
+        *,
+        attributes: DicomJson | None = None,
     ) -> bool:
         """The Task Manager's own update of a SCHEDULED workitem: its Input Information
-        Sequence (instances that arrived late) and Input Readiness State. False when the
+        Sequence (instances that arrived late, prior studies) and Input Readiness State,
+        and other ``attributes`` it sets (why priors are missing). False when the
         workitem is no longer SCHEDULED (a performer claimed it meanwhile)."""
         with self._write() as session:
-            row = self._locked(session, tenant, uid)
-            if row.procedure_step_state != ProcedureStepState.SCHEDULED.value:
-                return False
-            ds = unpack_json(row.attributes)
-            before = dicom_json.text(ds, INPUT_READINESS_STATE)
-            if inputs is not None:
-                ds[INPUT_INFORMATION] = {"vr": "SQ", "Value": inputs}
-            _put(ds, INPUT_READINESS_STATE, "CS", readiness)
-            _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
-            self._store(row, ds)
-            if before != readiness:
-                self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds)
-            return True
+            return self.set_inputs_in(
+                session, tenant, uid, readiness, inputs, attributes=attributes
+            )
+
+    def writing(self) -> AbstractContextManager[Session]:
+        """A write transaction for :meth:`set_inputs_in` together with the caller's own
+        rows (event reports are sent once it commits)."""
+        return self._write()
+
+    def set_inputs_in(
+        self,
+        session: Session,
+        tenant: str,
+        uid: str,
+        readiness: str,
+        inputs: list[DicomJson] | None = None,
+        *,
+        attributes: DicomJson | None = None,
+    ) -> bool:
+        """:meth:`set_inputs` inside a transaction opened with :meth:`writing`."""
+        row = self._locked(session, tenant, uid)
+        if row.procedure_step_state != ProcedureStepState.SCHEDULED.value:
+            return False
+        ds = unpack_json(row.attributes)
+        before = dicom_json.text(ds, INPUT_READINESS_STATE)
+        if inputs is not None:
+            ds[INPUT_INFORMATION] = {"vr": "SQ", "Value": inputs}
+        ds.update(attributes or {})
+        _put(ds, INPUT_READINESS_STATE, "CS", readiness)
+        _put(ds, MODIFICATION_DATETIME, "DT", _dt(self.clock()))
+        self._store(row, ds)
+        if before != readiness:
+            self._emit(session, tenant, uid, [EventType.STATE_REPORT], ds)
+        return True
 
     def expired(self, now: datetime) -> list[Workitem]:
         """Workitems past their deadline (SCHEDULED not claimed, IN PROGRESS not done)."""

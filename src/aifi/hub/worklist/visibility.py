@@ -31,7 +31,7 @@ from aifi.dicom_json import unpack as unpack_json
 from aifi.dicomweb.store import IncomingInstance, StoreOutcome
 from aifi.dicomweb.visibility import Visible
 from aifi.hub.persistence.database import Database
-from aifi.hub.persistence.tables import ResultInstance, Workitem
+from aifi.hub.persistence.tables import PriorRequest, PriorStudy, ResultInstance, Workitem
 from aifi.hub.results.gate import ResultGate
 from aifi.hub.results.workitem import OUTPUT_INFORMATION, PERFORMED_PROCEDURE
 from aifi.hub.worklist.events import of_products
@@ -74,8 +74,21 @@ class HubVisibility:
         )
         if studies is not None:
             asked = sorted(set(studies))
-            # A result lives in its workitem's study (the gate refuses it elsewhere).
-            workitems = workitems.where(col(Workitem.study_instance_uid).in_(asked))
+            # A result lives in its workitem's study (the gate refuses it elsewhere); a prior
+            # study (issue 17) is asked for by the workitems it is a prior of, and only the
+            # instances in their Input Information Sequence become visible.
+            as_prior = (
+                select(PriorRequest.workitem_uid)
+                .join(PriorStudy, col(PriorStudy.request_pk) == col(PriorRequest.pk))
+                .where(
+                    col(PriorStudy.tenant) == tenant,
+                    col(PriorStudy.study_instance_uid).in_(asked),
+                )
+            )
+            workitems = workitems.where(
+                col(Workitem.study_instance_uid).in_(asked)
+                | col(Workitem.sop_instance_uid).in_(as_prior)
+            )
             results = results.where(col(Workitem.study_instance_uid).in_(asked))
         with self.db.read() as session:
             rows = session.exec(workitems).all()

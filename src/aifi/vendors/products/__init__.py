@@ -10,6 +10,9 @@ name                   product code    results (IHE AIR)
 ``fracture-detection`` AIFI-FRACTURE   TID 1500 SR, fracture present/absent with site,
                                        laterality and regions + GSPS overlay when present
 ``incidental-pe``      AIFI-IPE        TID 1500 SR, pulmonary embolism present/absent
+``bone-age-follow-up`` AIFI-BONEAGE-FU TID 1500 SR, bone age now, at the prior study, the
+                                       change and the interval (needs ``priors``, issue 17)
+                                       + Secondary Capture summary page
 =====================  ==============  =========================================================
 
 :data:`PRODUCTS` maps each name to its :class:`ReferenceProduct` (code, default AE title,
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from aifi.ihe_profiles.air import AlgorithmIdentity
 from aifi.vendors.performer import Analyzer
-from aifi.vendors.products import fracture, incidental_pe, skeletal_age
+from aifi.vendors.products import bone_age_followup, fracture, incidental_pe, skeletal_age
 
 __all__ = ["PRODUCTS", "ReferenceProduct", "reference_product"]
 
@@ -69,6 +72,14 @@ PRODUCTS: dict[str, ReferenceProduct] = {
             "Incidental pulmonary embolism on contrast chest CT",
             incidental_pe.ALGORITHM,
             incidental_pe.IncidentalPE,
+        ),
+        ReferenceProduct(
+            "bone-age-follow-up",
+            "AIFI-BONEAGE-FU",
+            "AIFI-BONEAGE-FU",
+            "Bone age change since the prior hand radiograph",
+            bone_age_followup.ALGORITHM,
+            bone_age_followup.BoneAgeFollowUp,
         ),
     )
 }

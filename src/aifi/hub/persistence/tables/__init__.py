@@ -18,6 +18,7 @@ from aifi.hub.persistence.tables.fhir import (
     FhirSubscriptionState,
 )
 from aifi.hub.persistence.tables.orchestration import HubLease, StudyRouting
+from aifi.hub.persistence.tables.priors import PriorRequest, PriorStudy
 from aifi.hub.persistence.tables.results import (
     AiResult,
     Notification,
@@ -43,6 +44,8 @@ __all__ = [
     "OAuthClient",
     "OAuthJti",
     "OAuthRevoked",
+    "PriorRequest",
+    "PriorStudy",
     "ResultInstance",
     "ResultProblem",
     "Series",

@@ -9,6 +9,7 @@ that crosses a module boundary, derives from :class:`AifiError`.
     │   │   └── UnsupportedMediaType 415  the request body's media type is not accepted
     │   ├── NotAcceptable           406  no representation the client accepts can be produced
     │   ├── NotFound                404  the addressed resource does not exist (for this tenant)
+    │   │   └── Unidentifiable      404  a hub answer the gateway cannot re-identify
     │   ├── Conflict                409  the request conflicts with the stored state
     │   ├── PreconditionFailed      412  a condition of the request (If-Match) does not hold
     │   ├── Unprocessable           422  well-formed but breaks a rule (e.g. an unknown reference)
@@ -16,8 +17,10 @@ that crosses a module boundary, derives from :class:`AifiError`.
     │   ├── Unauthorized            401  no valid credentials (WWW-Authenticate says why)
     │   ├── Forbidden               403  the principal may not do this
     │   ├── TooManyRequests         429  the client's rate limit is spent (Retry-After)
-    │   └── UpstreamError           502  a peer (PACS, EPD, AI product) failed
-    │       └── UpstreamTimeout     504  a peer did not answer in time
+    │   ├── UpstreamError           502  a peer (PACS, EPD, AI product) failed
+    │   │   ├── UpstreamTimeout     504  a peer did not answer in time
+    │   │   └── UpstreamUnavailable 503  a relayed-to peer is down or answered 5xx
+    │   └── UpstreamRefused         4xx  a relayed-to peer refused (its status passed on)
     ├── ConfigurationError      a process cannot start as configured (the message says what
     │                           to change): the gateway's ConfigError (also a ValueError) and
     │                           GatewayNotStartable, the hub's AuthNotConfigured (also a
@@ -86,6 +89,11 @@ class NotFound(HubError):
     status_code = 404
 
 
+class Unidentifiable(NotFound):
+    """A hub answer names a pseudonym the gateway's map cannot re-identify: it is never
+    passed on to the EPD (404 on read, dropped from a searchset)."""
+
+
 class Conflict(HubError):
     status_code = 409
 
@@ -131,6 +139,46 @@ class UpstreamError(HubError):
 
 class UpstreamTimeout(UpstreamError):
     status_code = 504
+
+
+class UpstreamUnavailable(UpstreamError):
+    """A peer relayed to (the hub behind the gateway's FHIR facade) cannot be reached, timed
+    out or answered 5xx: 503, OperationOutcome issue type ``transient`` (try again later)."""
+
+    status_code = 503
+    issue_code = "transient"
+
+
+class UpstreamRefused(HubError):
+    """A peer refused a relayed request with a 4xx: its status is passed on, and
+    :attr:`body` (its answer, e.g. an OperationOutcome already re-identified) when it sent
+    one."""
+
+    def __init__(self, reason: str, *, status_code: int, body: dict[str, object] | None = None):
+        super().__init__(reason)
+        self.status_code = status_code
+        self.body = body
+
+
+class PacsQueryError(UpstreamError):
+    """The PACS could not be queried or retrieved from (no connection, association rejected
+    or aborted, an unreadable answer): trying again later may help. :attr:`reason` names no
+    patient or study (it may leave the hospital); :attr:`detail` is what the PACS said, for
+    the hospital's own records only."""
+
+    def __init__(self, reason: str, *, detail: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
+
+
+class PacsRefused(PacsQueryError):
+    """The PACS answered a query or retrieve with a failure status (e.g. C-MOVE A801 move
+    destination unknown, HTTP 4xx): :attr:`status` and the message say which and what it
+    means; asking again will not help."""
+
+    def __init__(self, reason: str, *, status: int | None = None, detail: str = "") -> None:
+        super().__init__(reason, detail=detail)
+        self.status = status
 
 
 class ConfigurationError(AifiError):

@@ -396,7 +396,13 @@ def test_the_forwarder_is_woken_by_the_ingest_and_its_errors_show(
     if in_child:
         assert gateway.workers == [] and gateway.worker_process is not None
     else:
-        assert [w.name for w in gateway.workers] == ["forwarding", "results", "pacs-delivery"]
+        # priors only when ``priors:`` names a PACS; the EPD push only with ``fhir.epd_url``
+        assert [w.name for w in gateway.workers] == [
+            "forwarding",
+            "results",
+            "pacs-delivery",
+            "fhir-subscriptions",
+        ]
         assert gateway.worker_process is None
     assert [d.name for d in gateway.destinations] == ["pacs"]
     with run_live_server(gateway.app, lifespan=True) as server:

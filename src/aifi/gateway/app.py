@@ -38,8 +38,12 @@ from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import HubError
 from aifi.gateway.api import routes
 from aifi.gateway.api.status import StatusService
+from aifi.gateway.auth import GatewayAuth, build_auth, install_auth
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
 from aifi.gateway.deid import load_or_create_key
+from aifi.gateway.fhir.facade import build_facade, fhir_error_response, is_fhir_path, mount_facade
+from aifi.gateway.fhir.subscription_relay import fhir_base_url
+from aifi.gateway.fhir.subscriptions import GatewaySubscriptions, status_router
 from aifi.gateway.hub_connection import hub_client
 from aifi.gateway.ingest.dimse_scp import DimseScp
 from aifi.gateway.ingest.index import ingest_database
@@ -48,8 +52,10 @@ from aifi.gateway.ingest.store import InstanceStore
 from aifi.gateway.ingest.stow import PREFIX as STOW_PREFIX
 from aifi.gateway.ingest.stow import StowService
 from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
+from aifi.gateway.priors.build import priors_pacs
 from aifi.gateway.results import results_status
 from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_startable
+from aifi.gateway.wado import HeldInstances, wado_router
 from aifi.gateway.worker_process import WorkerProcess
 from aifi.gateway.workers import BackgroundWorker, background_workers, start_loops, stop_loops
 from aifi.hub.delivery.destinations import Destination
@@ -77,6 +83,8 @@ class Gateway:
     """The background workers when they run in this process (``worker_process`` off)."""
     worker_process: WorkerProcess | None = None
     """The child process they run in otherwise."""
+    auth: GatewayAuth | None = None
+    """OAuth2 for the EPD (SMART Backend Services): clients, tokens, the token check."""
     app: FastAPI = field(default_factory=FastAPI)
 
     def close(self) -> None:
@@ -111,6 +119,7 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
     config = load_config(settings.config_file)
     pacs = parse_pacs(settings.pacs, calling_ae=settings.ae_title) if settings.pacs else None
     destinations = config.destinations(pacs, calling_ae=settings.ae_title)
+    priors_pacs(config, destinations)  # a priors.pacs naming no PACS fails here, at start-up
     key = _private_data(settings)
     db = Database(settings.database_url, migrations=GATEWAY_MIGRATIONS)
     db.migrate()
@@ -144,8 +153,19 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
         if settings.workers and child is None
         else []
     )
+    auth = build_auth(settings, db, clock=clock)
     gateway = Gateway(
-        settings, config, db, store, ingest, scp, hub, destinations, workers, worker_process=child
+        settings,
+        config,
+        db,
+        store,
+        ingest,
+        scp,
+        hub,
+        destinations,
+        workers,
+        worker_process=child,
+        auth=auth,
     )
     gateway.app = _create_app(gateway)
     return gateway
@@ -168,6 +188,7 @@ def _create_app(gateway: Gateway) -> FastAPI:
             await stop_loops(tasks)
             await asyncio.to_thread(gateway.scp.stop)
             gateway.hub.close()
+            fhir.close()
             gateway.ingest.db.dispose()
             gateway.db.dispose()
 
@@ -192,6 +213,16 @@ def _create_app(gateway: Gateway) -> FastAPI:
     )
     app.include_router(routes.stow_router, prefix=STOW_PREFIX)
     app.include_router(routes.status_router, prefix=API_PREFIX)
+    app.state.dicom_store = HeldInstances(gateway.db, gateway.settings.data_dir)
+    app.include_router(wado_router(), prefix=STOW_PREFIX)  # WADO-RS (GET) beside STOW-RS
+    if gateway.auth is not None:
+        install_auth(app, gateway.auth)  # /oauth, discovery; guards /fhir and WADO-RS
+    # issue 17: the EPD's Subscriptions, held at the gateway (relayed by the worker process)
+    subscriptions = GatewaySubscriptions(
+        gateway.db, base_url=fhir_base_url(gateway.settings, gateway.config)
+    )
+    fhir = build_facade(gateway)  # the EPD's FHIR R4 facade at /fhir
+    mount_facade(app, fhir, subscriptions=subscriptions, routers=[status_router(subscriptions)])
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -201,6 +232,8 @@ def _create_app(gateway: Gateway) -> FastAPI:
     async def _hub_error(request: Request, error: HubError) -> Response:
         if request.url.path.startswith(STOW_PREFIX):
             return dicomweb_error_response(request, error)
+        if is_fhir_path(request):
+            return fhir_error_response(error)
         return JSONResponse({"detail": error.reason}, status_code=error.status_code)
 
     return app

@@ -13,11 +13,15 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from aifi.gateway.auth.cli import clients_app
+
 gateway_app = typer.Typer(
     help="The hospital gateway: DICOM in (C-STORE, STOW-RS), pseudonymised to the hub, "
     "re-identified results back into the PACS.",
     no_args_is_help=True,
 )
+
+gateway_app.add_typer(clients_app, name="clients")
 
 
 @gateway_app.command()

@@ -22,12 +22,17 @@ may send, no PACS besides ``--pacs``, the AIFI default profile, retention 0 h)::
         host: 10.1.2.3
         port: 104
         called_ae: RR_ARCHIVE
+    priors:                    # prior studies for comparison products (PriorsConfig)
+      pacs: main               # the pacs entry queried: QIDO/WADO-RS, or C-FIND + C-MOVE/C-GET
     pseudonymisation:          # PS3.15 Annex E options: aifi.gateway.deid.Profile
       options: [BASIC, RETAIN_LONGITUDINAL_MODIFIED_DATES]
     retention:
       forwarded_hours: 0       # originals kept after the hub acknowledged them (0: purge at once)
       quarantined_days: 30     # quarantined originals kept for inspection
       delivered_results_days: 7  # re-identified results kept once every PACS confirmed them
+    fhir:                      # the EPD's side (FhirConfig): push target, relay cadence
+      epd_url: https://epd.example/fhir   # final reports pushed here (absent: no push)
+      poll_seconds: 2          # how often subscriptions and the push follow the hub
 
 A file that cannot be read, is not YAML or has a bad value gives :class:`ConfigError`
 naming the file and the field (``gateway.yaml: dimse.allowed_addresses.0: ...``).
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -135,6 +140,66 @@ class RetentionConfig(_Section):
     a PACS has not confirmed, are kept."""
 
 
+class FhirConfig(_Section):
+    """The ``fhir:`` section: the gateway's FHIR side for the EPD (issue 17)::
+
+    fhir:
+      epd_url: https://epd.example/fhir   # final reports are pushed here (absent: no push)
+      epd_credentials: /etc/aifi/epd-client.json  # optional SMART Backend Services client
+      poll_seconds: 2          # how often the hub's changes are followed
+      base_url: https://gateway.example/fhir  # the facade as the EPD reaches it
+    """
+
+    epd_url: str | None = None
+    """The EPD's FHIR base URL: each final DiagnosticReport goes there as a transaction of
+    conditional creates, with the hospital's identities (:mod:`aifi.gateway.fhir.epd_push`).
+    With a gateway the hub's per-tenant ``epd_url`` stays empty."""
+    epd_credentials: Path | None = None
+    """Credentials file of the gateway's client at the EPD (``aifi.oauth_client``
+    ``Credentials``); absent: the push goes without a token."""
+    epd_scopes: tuple[str, ...] = ("system/DiagnosticReport.c", "system/Observation.c")
+    poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    """How often the subscriptions and the push follow the hub's changes (the hub never
+    calls into the hospital: this bounds how late a notification is)."""
+    base_url: str | None = None
+    """The gateway's FHIR base as the EPD reaches it (notifications name resources under
+    it); default ``http://<host>:<port>/fhir`` of the settings."""
+
+    @field_validator("epd_url", "base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
+
+
+class PriorsConfig(_Section):
+    """The ``priors:`` section: where prior studies are found for products that ask for
+    them (issue 17; :mod:`aifi.gateway.priors`)::
+
+        priors:
+          pacs: main               # the ``pacs`` entry queried (DICOMweb: QIDO/WADO-RS; DIMSE:
+                                   # C-FIND + C-MOVE/C-GET); absent: no priors
+          retrieve: move           # DIMSE: move (to move_destination) or get
+          move_destination: AIFI-GW  # default: the gateway's own AE title
+          poll_seconds: 0.5        # how often the hub's prior requests are looked at
+          retrieve_timeout_seconds: 600
+          forward_timeout_seconds: 600  # how long retrieved priors may take to reach the hub
+    """
+
+    pacs: str | None = None
+    retrieve: Literal["move", "get"] = "move"
+    move_destination: str | None = None
+    poll_seconds: float = Field(default=0.5, gt=0, le=3600)
+    retrieve_timeout_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+    forward_timeout_seconds: float = Field(default=600.0, gt=0, le=24 * 3600)
+
+    @field_validator("move_destination")
+    @classmethod
+    def _move_destination(cls, value: str | None) -> str | None:
+        return validate_ae_title(value) if value is not None else None
+
+
 class GatewayConfig(_Section):
     """The configuration file's content (see the module docstring)."""
 
@@ -146,6 +211,8 @@ class GatewayConfig(_Section):
     """The ``pseudonymisation:`` section as written; :func:`load_config` checks it with
     :class:`aifi.gateway.deid.Profile` and :meth:`profile` builds it."""
     retention: RetentionConfig = RetentionConfig()
+    fhir: FhirConfig = FhirConfig()
+    priors: PriorsConfig = PriorsConfig()
     source: Path | None = Field(default=None, exclude=True)
     """The file it was read from (for messages)."""
 

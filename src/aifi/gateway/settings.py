@@ -134,6 +134,28 @@ class GatewaySettings(BaseSettings):
         default=50, ge=1, le=10_000, description="Rows per list on the status page."
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
+    public_url: str | None = Field(
+        default=None,
+        description="The gateway's base URL as the EPD reaches it (FHIR paging links at "
+        "<public_url>/fhir, ImagingStudy endpoints at <public_url>/dicomweb); default: the "
+        "base URL each request came in on.",
+    )
+    auth: Literal["builtin", "off"] = Field(
+        default="builtin",
+        description="Who may read /fhir and /dicomweb (WADO-RS): builtin = the gateway's own "
+        "OAuth2 authorization server (SMART Backend Services; clients registered with 'aifi "
+        "gateway clients add'); off = everyone, only in development mode.",
+    )
+    tenant: str = Field(
+        default="default",
+        description="The gateway's one hospital, as its OAuth2 clients are registered for it.",
+    )
+    access_token_seconds: int = Field(
+        default=300, ge=60, le=3600, description="Lifetime of the access tokens it issues."
+    )
+    signing_key_days: int = Field(
+        default=30, ge=1, description="How long one key signs access tokens before a new one."
+    )
 
     @model_validator(mode="after")
     def _backoff(self) -> GatewaySettings:
@@ -174,6 +196,12 @@ class GatewaySettings(BaseSettings):
 def check_startable(settings: GatewaySettings) -> None:
     """Refuse unsafe settings before anything is built (CONVENTIONS: fail fast outside
     development mode). Raises :class:`GatewayNotStartable`."""
+    if settings.auth == "off" and not settings.dev_mode:
+        raise GatewayNotStartable(
+            "authentication is off (AIFI_GATEWAY_AUTH=off) outside development mode: set "
+            "AIFI_GATEWAY_AUTH=builtin and register the EPD with 'aifi gateway clients add', "
+            "or run in development mode (AIFI_DEV_MODE=true)"
+        )
     if settings.credentials is None:
         if not settings.dev_mode:
             raise GatewayNotStartable(

@@ -22,8 +22,10 @@ import httpx
 from aifi.dicomweb.worklist import Doorbell
 from aifi.gateway.config import GatewayConfig
 from aifi.gateway.deid import Pseudonymiser, Reidentifier
+from aifi.gateway.fhir.subscription_relay import relay_workers
 from aifi.gateway.forward import Forwarder
 from aifi.gateway.forward.pseudonym_map import SqlPseudonymLookup
+from aifi.gateway.priors.build import priors_worker
 from aifi.gateway.results import PacsDeliverer, ResultsWorker
 from aifi.gateway.settings import GatewaySettings
 from aifi.hub.delivery.destinations import Destination
@@ -38,6 +40,8 @@ class BackgroundWorker:
     name: str
     worker: OutboxWorker
     poll_seconds: float
+    close: Callable[[], None] | None = None
+    """Releases what the worker alone holds (its own HTTP clients), once its loop ended."""
 
 
 def background_workers(
@@ -51,7 +55,8 @@ def background_workers(
     clock: Callable[[], datetime],
 ) -> list[BackgroundWorker]:
     """The gateway's outbox workers: forwarding (and completion signals, purge), the
-    results feed, PACS delivery."""
+    results feed, PACS delivery, and priors from the PACS when ``priors:`` names one; the
+    FHIR relay to the EPD (subscriptions; the push when ``fhir.epd_url`` is set)."""
     poll = settings.worker_poll_seconds
     forwarder = Forwarder(
         db,
@@ -90,16 +95,35 @@ def background_workers(
         backoff_seconds=first,
         max_backoff_seconds=longest,
     )
+    priors = priors_worker(settings, config, db, key, hub, destinations, doorbell, clock)
     return [
         BackgroundWorker("forwarding", forwarder, poll),
         BackgroundWorker("results", results, settings.results_poll_seconds),
         BackgroundWorker("pacs-delivery", deliverer, poll),
+        *(
+            [BackgroundWorker("priors", priors, config.priors.poll_seconds, priors.close)]
+            if priors
+            else []
+        ),
+        *(
+            BackgroundWorker(name, relay, every, relay.close)
+            for name, relay, every in relay_workers(settings, config, db, key, clock)
+        ),
     ]
 
 
 def start_loops(workers: list[BackgroundWorker]) -> list[asyncio.Task[None]]:
-    """Each worker's loop as a task on the running event loop."""
-    return [asyncio.create_task(run_outbox_loop(w.worker, w.poll_seconds, w.name)) for w in workers]
+    """Each worker's loop as a task on the running event loop; its ``close`` (if any) runs
+    when the loop has ended."""
+    return [asyncio.create_task(_loop(w)) for w in workers]
+
+
+async def _loop(worker: BackgroundWorker) -> None:
+    try:
+        await run_outbox_loop(worker.worker, worker.poll_seconds, worker.name)
+    finally:
+        if worker.close is not None:
+            worker.close()
 
 
 async def stop_loops(tasks: list[asyncio.Task[None]]) -> None:

@@ -42,7 +42,8 @@ TENANT = "gateway"
 class IngestSink:
     """One STOW-RS request's view of the gateway as a :class:`~aifi.dicomweb.store.DicomStore`:
     ``put`` hands each checked part to :meth:`Ingest.receive_file` with the request's
-    origin. The gateway answers no retrieval (no WADO-RS, no QIDO-RS)."""
+    origin. Retrieval (WADO-RS of the re-identified results) is another service:
+    :mod:`aifi.gateway.wado`."""
 
     def __init__(self, ingest: Ingest, origin: Origin, *, fsync: bool = True) -> None:
         self.ingest = ingest

@@ -391,6 +391,24 @@ def bench_gateway(
     typer.echo(report(results))
 
 
+@bench_app.command("gateway-fhir")
+def bench_gateway_fhir(
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of every request at both.")] = 200,
+    workdir: Annotated[Path | None, typer.Option(help="Keep the servers' data here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """FHIR read and search through the gateway's facade against the same request at the
+    hub, in the same run (issue 17 target: p95 within 20 ms)."""
+    import json
+
+    from aifi.bench.gateway_fhir import GatewayFhirConfig, report, run, to_json
+
+    results = run(GatewayFhirConfig(rounds=rounds, workdir=workdir))
+    if json_out:
+        json_out.write_text(json.dumps(to_json(results), indent=2))
+    typer.echo(report(results))
+
+
 # --- audit trail (issue 6, aifi.hub.audit) ---
 audit_app = typer.Typer(
     help="The audit trail (IHE BALP): export it as DICOM audit messages over syslog (ATNA).",

@@ -112,7 +112,7 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 def app(settings: Settings) -> Iterator[FastAPI]:
     application = create_app(settings)
     yield application
-    application.state.hub.db.dispose()
+    application.state.hub.close()
 
 
 @dataclass
@@ -167,13 +167,13 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
 
 @contextlib.contextmanager
 def running_hub(settings: Settings, *, lifespan: bool = False) -> Iterator[LiveServer]:
-    """The app for ``settings`` under a real uvicorn server; its engines disposed after."""
+    """The app for ``settings`` under a real uvicorn server; closed after it stopped."""
     application = create_app(settings)
     try:
         with run_live_server(application, lifespan=lifespan) as server:
             yield server
     finally:
-        application.state.hub.db.dispose()
+        application.state.hub.close()
 
 
 @contextlib.contextmanager

@@ -175,7 +175,7 @@ def test_other_protocols_get_the_same_bytes_streamed(tmp_path: Path, pumped: lis
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        application.state.hub.db.dispose()
+        application.state.hub.close()
     assert status == 200
     assert int(headers["content-length"]) == len(body)
     assert _bodies(headers, body) == sorted(to_bytes(ds) for ds in study)

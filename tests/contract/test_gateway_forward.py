@@ -397,7 +397,7 @@ def test_the_hub_down_then_back_on_the_same_port(tmp_path: Path, gateway: Gatewa
                 server = LiveServer(f"http://127.0.0.1:{port}", app)
                 assert len(qido(server, f"/studies/{pseudo(original_study)}/instances")) == 4
         finally:
-            app.state.hub.db.dispose()
+            app.state.hub.close()
 
 
 def test_instances_the_hub_refuses_as_not_deidentified_fail_with_its_reason(

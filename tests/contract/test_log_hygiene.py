@@ -115,7 +115,7 @@ def served_like_aifi_serve(settings_dir: Path) -> Iterator[tuple[LiveServer, Cap
         for logger in watched:
             logger.removeHandler(capture)
         root.setLevel(old_level)
-        application.state.hub.db.dispose()
+        application.state.hub.close()
 
 
 def test_no_token_secret_or_identifier_reaches_the_logs(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def served(
             url = stack.enter_context(postgres_database())
         data = tmp_path_factory.mktemp("qido") / "data"
         app = create_app(Settings(data_dir=data, database_url=url, fsync=False))
-        stack.callback(app.state.hub.db.dispose)
+        stack.callback(app.state.hub.close)
         server = stack.enter_context(run_live_server(app))
         yield server, load(server)
 

@@ -142,6 +142,8 @@ class Hub:
     """The audit trail's export to an audit record repository (``audit_syslog_url``)."""
     tokens: TokenService | None = None
     """The built-in authorization server's tokens (``auth=builtin``)."""
+    closed: bool = False
+    """:meth:`close` ran."""
 
     @asynccontextmanager
     async def run_background(self) -> AsyncIterator[None]:
@@ -172,7 +174,11 @@ class Hub:
 
     def close(self) -> None:
         """After the loops stopped: write the audit trail's last queued rows, then close the
-        store's files and the database's engines."""
+        store's files and the database's engines. Closing twice does nothing more (the
+        app's lifespan closes it; whoever built an app whose lifespan never ran does)."""
+        if self.closed:
+            return
+        self.closed = True
         self.audit.close()
         self.store.close()
         self.db.dispose()

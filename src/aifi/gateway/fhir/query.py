@@ -57,9 +57,10 @@ class HubSearch:
     """A search as the hub must see it."""
 
     params: list[tuple[str, str]]
-    post_filter: Criterion | None = None
-    """An ImagingStudy ``started`` criterion (original dates) the re-identified matches must
-    still meet: the hub was asked a wider range; the backend pages itself."""
+    post_filter: tuple[Criterion, ...] | None = None
+    """The ImagingStudy ``started`` criteria (original dates) the re-identified matches must
+    all still meet (a repeated parameter is ANDed, search.html#combining): the hub was asked
+    a wider range; the backend pages itself."""
 
 
 def shift_fhir_datetime(text: str, days: int) -> str:
@@ -112,9 +113,12 @@ def serialise(criterion: Criterion) -> tuple[str, str]:
     return name, ",".join(parts)
 
 
-def matches_date(criterion: Criterion, value: str | None) -> bool:
+def matches_date(criterion: Criterion | tuple[Criterion, ...], value: str | None) -> bool:
     """Whether a date/dateTime ``value`` meets a parsed date criterion, as the hub's index
-    compares (search.html#prefix; the value's lower bound against the criterion's range)."""
+    compares (search.html#prefix; the value's lower bound against the criterion's range);
+    of several criteria (:attr:`HubSearch.post_filter`), each one."""
+    if isinstance(criterion, tuple):
+        return all(matches_date(one, value) for one in criterion)
     if value is None:
         return False
     try:
@@ -157,12 +161,12 @@ class SearchPseudonymiser:
         kind = query.resource_type
         offset = self._search_offset(query)
         params: list[tuple[str, str]] = []
-        post_filter: Criterion | None = None
+        post_filter: list[Criterion] = []
         for criterion in query.criteria:
             if kind == "ImagingStudy" and criterion.param == "started":
                 shifted = self._started(criterion, offset)
                 if shifted is None:
-                    post_filter = criterion
+                    post_filter.append(criterion)
                     params.extend(self._widened(criterion))
                     continue
                 criterion = shifted
@@ -172,16 +176,16 @@ class SearchPseudonymiser:
                     return None
                 criterion = translated
             params.append(serialise(criterion))
-        if post_filter is None:
+        if not post_filter:
             params.append(("_count", str(query.count)))
             if query.offset:
                 params.append(("_offset", str(query.offset)))
         params.extend(("_include", value) for value in query.include)
         if query.sort:
             params.append(("_sort", ",".join(query.sort)))
-        if query.summary_count and post_filter is None:
+        if query.summary_count and not post_filter:
             params.append(("_summary", "count"))
-        return HubSearch(params, post_filter)
+        return HubSearch(params, tuple(post_filter) or None)
 
     def _criterion(self, kind: str, criterion: Criterion) -> Criterion | None:
         """One criterion with pseudonyms; values that name nothing known are dropped, and

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from aifi.errors import Unidentifiable
+from aifi.errors import Unidentifiable, Unprocessable
 from aifi.fhir.codes import DICOM_UID_SYSTEM, PATIENT_ID_SYSTEM, patient_id_system
 from aifi.fhir.mapping.imaging import WADO_ENDPOINT_ID, patient_id
 from aifi.fhir.search import parse_search, reference_key
@@ -129,7 +129,7 @@ class FhirTranslator:
         self.dicomweb_base = dicomweb_base.rstrip("/")
         self.gateway_base = self.dicomweb_base.removesuffix("/dicomweb")
         self.hub_base = hub_base.rstrip("/") + "/" if hub_base else None
-        """Links into the hub (a report's rendered summary page, bundle entries' full URLs) are
+        """Links into the hub inside a resource (a report's rendered summary page) are
         re-based onto the gateway: the EPD never follows a link to the hub with an original
         identifier in it."""
         offsets = (profile.date_offset_min_days, profile.date_offset_max_days)
@@ -327,9 +327,15 @@ class FhirTranslator:
         ``Patient/<id>``, patient identifiers (system ``urn:aifi:patient-id[:issuer]``),
         Study UID identifiers (``urn:dicom:uid``/``urn:oid:``) and accession numbers (type
         ACSN) become pseudonyms; a Subscription's ``criteria`` is pseudonymised as a search.
-        A reference to a Patient the gateway does not know is dropped (its identifier, if
-        any, still pseudonymised)."""
+        A reference to a Patient the gateway does not know is dropped when the reference
+        also names the patient by identifier (pseudonymised), else refused (422).
+
+        Free text does not leave the hospital (it may name the patient, PS3.15 E.3.5's
+        reasoning for descriptors): the narrative, notes, descriptions, comments, patient
+        instructions, ``CodeableConcept.text`` and the ``display`` of references are left
+        out; codes and their displays (terminology) stay."""
         result = copy.deepcopy(resource)
+        result.pop("contained", None)  # a contained Patient would carry the demographics
         self._pseudonymise_node(result)
         if result.get("resourceType") == "Subscription" and isinstance(result.get("criteria"), str):
             result["criteria"] = self.pseudonymise_criteria(result["criteria"])
@@ -354,6 +360,10 @@ class FhirTranslator:
             return
         if not isinstance(node, dict):
             return
+        for free_text in _FREE_TEXT:
+            node.pop(free_text, None)
+        if "reference" in node or "identifier" in node:
+            node.pop("display", None)  # a Reference's display names its target in words
         if _is_patient_identifier(node) and node.get("value"):
             issuer = str(node.get("system") or "")[len(PATIENT_ID_SYSTEM) + 1 :]
             node["system"] = PATIENT_ID_SYSTEM
@@ -369,6 +379,11 @@ class FhirTranslator:
                 node["reference"] = "ImagingStudy/" + self.pseudo_uid(key.split("/", 1)[1])
             elif key and key.startswith("Patient/"):
                 patient = self.identities.patient_by_fhir_id(key.split("/", 1)[1], at_hub=False)
+                if patient is None and not node.get("identifier"):
+                    raise Unprocessable(
+                        f"{key} is not known at this gateway: name the patient by its "
+                        "identifier (system urn:aifi:patient-id[:<issuer>])"
+                    )
                 if patient is None:
                     del node["reference"]
                 else:
@@ -391,6 +406,11 @@ class FhirTranslator:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+_FREE_TEXT = ("text", "note", "description", "comment", "patientInstruction")
+"""Free-text elements of an EPD's body that are not sent to the hub (FHIR R4 Narrative
+``text``, Annotation ``note``, ``CodeableConcept.text``, Task/ServiceRequest descriptions)."""
 
 
 def _is_patient_identifier(node: Resource) -> bool:

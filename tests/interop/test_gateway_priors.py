@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -315,6 +315,8 @@ def test_the_study_level_filter_and_the_status_meanings() -> None:
         StudyMatch("1.6", "20260111", "", ("DX",), issuer="OTHER"),  # another patient domain
         StudyMatch("1.7", "20260115", "0700", ("DX",)),  # earlier the same day
     ]
+    studies = [replace(s, patient_id="P") for s in studies]  # the PACS answers the patient
+    studies.append(StudyMatch("1.8", "20260112", "", ("DX",), patient_id="Q"))  # another one
     assert [s.study_instance_uid for s in select_priors(query, studies)] == ["1.7", "1.3", "1.2"]
     assert PriorQuery("P", "", "1", None).date_range == ""
     assert parse_da("20260115") == date(2026, 1, 15)

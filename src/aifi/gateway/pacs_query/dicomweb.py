@@ -42,9 +42,11 @@ STUDY_FIELDS = (
     "StudyTime",
     "ModalitiesInStudy",
     "IssuerOfPatientID",
+    "PatientID",
 )
 _STUDY_UID, _STUDY_DATE, _STUDY_TIME = "0020000D", "00080020", "00080030"
 _MODALITIES, _ISSUER, _BODY_PART = "00080061", "00100021", "00180015"
+_PATIENT_ID = "00100020"
 _RETRY_STATUS = frozenset({408, 429})
 CHUNK = 256 * 1024
 
@@ -104,6 +106,7 @@ class DicomwebQueryRetrieve:
                 study_time=dicom_json.text(item, _STUDY_TIME) or "",
                 modalities=tuple(str(v) for v in dicom_json.values(item, _MODALITIES)),
                 issuer=dicom_json.text(item, _ISSUER) or "",
+                patient_id=dicom_json.text(item, _PATIENT_ID) or "",
             )
             for item in self._qido("/studies", params, "QIDO-RS (studies)")
         ]

@@ -219,6 +219,7 @@ class DimseQueryRetrieve:
                     study_time=str(match.get("StudyTime", "")),
                     modalities=tuple(str(m) for m in modalities),
                     issuer=str(match.get("IssuerOfPatientID", "") or ""),
+                    patient_id=str(match.get("PatientID", "") or ""),
                 )
             )
         return out

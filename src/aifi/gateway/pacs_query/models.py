@@ -11,7 +11,7 @@ days before the current study, the current study excluded, newest first, ``count
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Protocol
 
@@ -66,6 +66,10 @@ class StudyMatch:
     issuer: str = ""
     body_parts: frozenset[str] = field(default_factory=frozenset)
     """Filled by the series-level look (:meth:`PacsQueryRetrieve.series_body_parts`)."""
+    patient_id: str = ""
+    """The Patient ID the PACS answered with (a return key of the study-level query):
+    :func:`select_priors` keeps only the queried patient's studies, never trusting the
+    PACS's matching."""
 
     @property
     def sort_key(self) -> tuple[str, str]:
@@ -116,8 +120,10 @@ def _upper(values: Iterable[str]) -> set[str]:
 
 
 def select_priors(query: PriorQuery, candidates: Iterable[StudyMatch]) -> list[StudyMatch]:
-    """The study-level filter, tolerant of a PACS that ignored a matching key: not the
-    current study, another issuer only when both are known, within the window, one of the
+    """The study-level filter, tolerant of a PACS that ignored a matching key: the queried
+    Patient ID (a study answered without it, or with another, is dropped), not the current
+    study, another issuer only when both are known, within the window (a study without a
+    Study Date only when the current study has none either), one of the
     modalities; newest first (Study Date, Study Time), the current study's date counting
     (an earlier study the same day)."""
     wanted = _upper(query.modalities)
@@ -130,10 +136,12 @@ def select_priors(query: PriorQuery, candidates: Iterable[StudyMatch]) -> list[S
         uid = study.study_instance_uid
         if not uid or uid == query.current_study_uid or uid in seen:
             continue
+        if study.patient_id.strip() != query.patient_id.strip():
+            continue
         if query.issuer and study.issuer and study.issuer != query.issuer:
             continue
-        if low and study.study_date and not low <= study.study_date[:8] <= high:
-            continue
+        if low and not (study.study_date and low <= study.study_date[:8] <= high):
+            continue  # without a Study Date it cannot be known to be earlier
         if wanted and study.modalities and not wanted & _upper(study.modalities):
             continue
         seen.add(uid)
@@ -154,16 +162,7 @@ def find_priors(pacs: PacsQueryRetrieve, query: PriorQuery) -> list[StudyMatch]:
     for study in candidates:
         parts = pacs.series_body_parts(study.study_instance_uid)
         if wanted & parts:
-            out.append(
-                StudyMatch(
-                    study.study_instance_uid,
-                    study.study_date,
-                    study.study_time,
-                    study.modalities,
-                    study.issuer,
-                    frozenset(parts),
-                )
-            )
+            out.append(replace(study, body_parts=frozenset(parts)))
             if len(out) == query.count:
                 break
     return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -384,9 +385,13 @@ class PriorRequests:
         )
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+"""A UID (PS3.5 §9.1; ASCII digits only, as the API's body model checks)."""
+
+
 def _uids(study_uids: Sequence[str]) -> list[str]:
     out = list(dict.fromkeys(u.strip() for u in study_uids))
     for uid in out:
-        if not uid or len(uid) > 64 or not all(c.isdigit() or c == "." for c in uid):
+        if len(uid) > 64 or not _UID.fullmatch(uid):
             raise InvalidRequest(f"{uid!r} is not a Study Instance UID")
     return out

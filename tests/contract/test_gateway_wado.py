@@ -189,6 +189,13 @@ def test_retrieve_series_and_instance(held: Held):
     assert frame.status_code == 200
     [(_, pixels)] = parts_of(frame)
     assert len(pixels) == 16 * 16 * 2  # the 16x16 16-bit frame, as stored
+    # the link of a report's summary page, re-based onto the gateway (PS3.18 §10.4.1.1.3)
+    rendered = httpx.get(
+        f"{series_url}/instances/{sop}/rendered", headers={**held.headers, "Accept": "image/png"}
+    )
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.headers["content-type"] == "image/png"
+    assert rendered.content.startswith(b"\x89PNG")
 
 
 def test_dicomweb_client_reads_the_results_and_the_original(held: Held):

@@ -46,7 +46,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from aifi.dicomweb.instance_checks import transfer_syntax_supported
 from aifi.gateway.ingest.allowed import Network, address_allowed
 from aifi.gateway.ingest.part10 import encode_file_meta
-from aifi.gateway.ingest.pipeline import Ingest, Origin
+from aifi.gateway.ingest.pipeline import Ingest, IngestOutcome, Origin
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,40 @@ _SERVICE_USER = 0x01
 _NO_REASON = 0x01
 _CALLING_AE_NOT_RECOGNIZED = 0x03
 _ERROR_COMMENT_MAX = 64  # LO (PS3.5 Table 6.2-1)
+
+
+def receive_c_store(
+    ingest: Ingest, event: evt.Event, calling: str, origin: Origin
+) -> IngestOutcome:
+    """A C-STORE request's data set into the ingest as received (PS3.7 §9.1.1): the File
+    Meta Information built from the command (``calling`` as Source Application Entity
+    Title), the data set handed over as a view of pynetdicom's buffer, not a copy of it,
+    released before returning (a BytesIO with a view on it cannot be closed or resized).
+    Used by the SCP and by the C-GET SCU (:mod:`aifi.gateway.pacs_query.dimse`)."""
+    request = cast(C_STORE, event.request)
+    sop_class = str(request.AffectedSOPClassUID or "")
+    sop_instance = str(request.AffectedSOPInstanceUID or "")
+    transfer_syntax = str(event.context.transfer_syntax)
+    meta = encode_file_meta(sop_class, sop_instance, transfer_syntax, calling)
+    received = cast(BytesIO, request.DataSet)
+    with received.getbuffer() as dataset:
+        return ingest.receive_dataset(
+            meta,
+            dataset,
+            origin,
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            transfer_syntax_uid=transfer_syntax,
+        )
+
+
+def c_store_status(outcome: IngestOutcome) -> Dataset:
+    """The C-STORE response's Status (and Error Comment, LO) for an ingest outcome."""
+    status = Dataset()
+    status.Status = outcome.failure
+    if outcome.reason:
+        status.ErrorComment = outcome.reason[:_ERROR_COMMENT_MAX]
+    return status
 
 
 class DimseScp:
@@ -167,33 +201,12 @@ class DimseScp:
 
     def _on_store(self, event: evt.Event) -> Dataset:
         assoc = event.assoc
-        request = cast(C_STORE, event.request)
         calling = str(assoc.requestor.ae_title or "").strip()
         origin = Origin(
             source=f"dimse:{calling}@{assoc.requestor.address}",
             association=self._association_id(assoc),
         )
-        sop_class = str(request.AffectedSOPClassUID or "")
-        sop_instance = str(request.AffectedSOPInstanceUID or "")
-        transfer_syntax = str(event.context.transfer_syntax)
-        meta = encode_file_meta(sop_class, sop_instance, transfer_syntax, calling)
-        received = cast(BytesIO, request.DataSet)
-        # A view of pynetdicom's buffer, not a copy of it; released before returning (a
-        # BytesIO with a view on it cannot be closed or resized).
-        with received.getbuffer() as dataset:
-            outcome = self.ingest.receive_dataset(
-                meta,
-                dataset,
-                origin,
-                sop_class_uid=sop_class,
-                sop_instance_uid=sop_instance,
-                transfer_syntax_uid=transfer_syntax,
-            )
-        status = Dataset()
-        status.Status = outcome.failure
-        if outcome.reason:
-            status.ErrorComment = outcome.reason[:_ERROR_COMMENT_MAX]
-        return status
+        return c_store_status(receive_c_store(self.ingest, event, calling, origin))
 
     def _on_end(self, event: evt.Event) -> None:
         with self._ids_lock:

@@ -33,8 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from io import BytesIO
-from typing import Any, cast
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -51,7 +50,6 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt, status
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
@@ -59,7 +57,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from aifi.errors import PacsQueryError, PacsRefused
-from aifi.gateway.ingest.part10 import encode_file_meta
+from aifi.gateway.ingest.dimse_scp import c_store_status, receive_c_store
 from aifi.gateway.ingest.pipeline import Ingest, Origin
 from aifi.gateway.pacs_query.models import PriorQuery, Retrieved, StudyMatch
 from aifi.hub.delivery.destinations import DimseDestination
@@ -81,7 +79,6 @@ GET_TRANSFER_SYNTAXES = [
 """What a C-GET's storage contexts accept: the data sets are stored as they come."""
 MAX_STORAGE_CONTEXTS = 127
 """PS3.8 §9.3.2.2: at most 128 presentation contexts, one of them the C-GET's own."""
-_ERROR_COMMENT_MAX = 64
 
 _MEANINGS: dict[str, dict[int, tuple[str, str]]] = {
     "C-FIND": status.QR_FIND_SERVICE_CLASS_STATUS,
@@ -307,7 +304,7 @@ class DimseQueryRetrieve:
 
 class _StoreHandler:
     """EVT_C_STORE on a C-GET association: each data set into the ingest, as the SCP does
-    (:meth:`aifi.gateway.ingest.dimse_scp.DimseScp._on_store`)."""
+    (:func:`aifi.gateway.ingest.dimse_scp.receive_c_store`)."""
 
     def __init__(self, ingest: Ingest, association: str, pacs: str) -> None:
         self.ingest = ingest
@@ -317,28 +314,10 @@ class _StoreHandler:
         self._lock = threading.Lock()
 
     def __call__(self, event: evt.Event) -> Dataset:
-        request = cast(C_STORE, event.request)
         calling = str(event.assoc.acceptor.ae_title or "").strip()
         origin = Origin(source=f"pacs-get:{self.pacs}"[:200], association=self.association)
-        sop_class = str(request.AffectedSOPClassUID or "")
-        sop_instance = str(request.AffectedSOPInstanceUID or "")
-        transfer_syntax = str(event.context.transfer_syntax)
-        meta = encode_file_meta(sop_class, sop_instance, transfer_syntax, calling)
-        received = cast(BytesIO, request.DataSet)
-        with received.getbuffer() as dataset:
-            outcome = self.ingest.receive_dataset(
-                meta,
-                dataset,
-                origin,
-                sop_class_uid=sop_class,
-                sop_instance_uid=sop_instance,
-                transfer_syntax_uid=transfer_syntax,
-            )
+        outcome = receive_c_store(self.ingest, event, calling, origin)
         if outcome.status.acknowledged:
             with self._lock:
                 self.stored += 1
-        answer = Dataset()
-        answer.Status = outcome.failure
-        if outcome.reason:
-            answer.ErrorComment = outcome.reason[:_ERROR_COMMENT_MAX]
-        return answer
+        return c_store_status(outcome)

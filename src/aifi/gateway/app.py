@@ -6,8 +6,11 @@ constructors)::
       ─► pseudonym key ─► Pseudonymiser(Profile) / Reidentifier(lookup)
       ─► InstanceStore ─► Ingest(doorbell) ─► DimseScp, STOW-RS router
       ─► hub client ─► background workers: Forwarder(doorbell), PacsDeliverer,
-         ResultsWorker(deliverer) — here, or in the child process (WorkerProcess)
-      ─► FastAPI app (lifespan: SCP on, background workers on; off in reverse)
+         ResultsWorker(deliverer), priors, the FHIR relay to the EPD — here, or in the
+         child process (WorkerProcess)
+      ─► OAuth2 for the EPD (GatewayAuth) ─► FHIR facade (translator, client of the hub)
+      ─► FastAPI app: STOW-RS and WADO-RS, /fhir, /oauth, status (lifespan: SCP on,
+         background workers on; off in reverse)
 
 The background workers (:mod:`aifi.gateway.workers`) run in a child process of their own
 by default (:mod:`aifi.gateway.worker_process`: receiving never waits for them), and the
@@ -41,7 +44,13 @@ from aifi.gateway.api.status import StatusService
 from aifi.gateway.auth import GatewayAuth, build_auth, install_auth
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
 from aifi.gateway.deid import load_or_create_key
-from aifi.gateway.fhir.facade import build_facade, fhir_error_response, is_fhir_path, mount_facade
+from aifi.gateway.fhir.facade import (
+    FhirFacade,
+    build_facade,
+    fhir_error_response,
+    is_fhir_path,
+    mount_facade,
+)
 from aifi.gateway.fhir.subscription_relay import fhir_base_url
 from aifi.gateway.fhir.subscriptions import GatewaySubscriptions, status_router
 from aifi.gateway.hub_connection import hub_client
@@ -85,12 +94,16 @@ class Gateway:
     """The child process they run in otherwise."""
     auth: GatewayAuth | None = None
     """OAuth2 for the EPD (SMART Backend Services): clients, tokens, the token check."""
+    fhir: FhirFacade | None = None
+    """The EPD's FHIR R4 facade at ``/fhir`` (its translator and its client of the hub)."""
     app: FastAPI = field(default_factory=FastAPI)
 
     def close(self) -> None:
         """Release what was built (for a gateway whose app never ran its lifespan)."""
         self.scp.stop()
         self.hub.close()
+        if self.fhir is not None:
+            self.fhir.close()
         self.ingest.db.dispose()
         self.db.dispose()
 
@@ -154,6 +167,7 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
         else []
     )
     auth = build_auth(settings, db, clock=clock)
+    fhir = build_facade(settings, config, db, key)  # the EPD's FHIR R4 facade (issue 17)
     gateway = Gateway(
         settings,
         config,
@@ -166,6 +180,7 @@ def build_gateway(settings: GatewaySettings, *, clock: Clock = utc_now) -> Gatew
         workers,
         worker_process=child,
         auth=auth,
+        fhir=fhir,
     )
     gateway.app = _create_app(gateway)
     return gateway
@@ -188,7 +203,8 @@ def _create_app(gateway: Gateway) -> FastAPI:
             await stop_loops(tasks)
             await asyncio.to_thread(gateway.scp.stop)
             gateway.hub.close()
-            fhir.close()
+            if gateway.fhir is not None:
+                gateway.fhir.close()
             gateway.ingest.db.dispose()
             gateway.db.dispose()
 
@@ -221,8 +237,10 @@ def _create_app(gateway: Gateway) -> FastAPI:
     subscriptions = GatewaySubscriptions(
         gateway.db, base_url=fhir_base_url(gateway.settings, gateway.config)
     )
-    fhir = build_facade(gateway)  # the EPD's FHIR R4 facade at /fhir
-    mount_facade(app, fhir, subscriptions=subscriptions, routers=[status_router(subscriptions)])
+    if gateway.fhir is not None:  # the EPD's FHIR R4 facade at /fhir
+        mount_facade(
+            app, gateway.fhir, subscriptions=subscriptions, routers=[status_router(subscriptions)]
+        )
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

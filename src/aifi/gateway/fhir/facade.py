@@ -26,7 +26,6 @@ from aifi.errors import HubError, UpstreamRefused
 from aifi.fhir.api import FhirResponse, build_router, outcome_response
 from aifi.fhir.capability import capability_statement
 from aifi.fhir.types import FhirBackend, Resource
-from aifi.gateway.deid import load_or_create_key
 from aifi.gateway.fhir import addresses
 from aifi.gateway.fhir.addresses import DICOMWEB_PREFIX, FHIR_PREFIX
 from aifi.gateway.fhir.backend import GATEWAY_TYPES, GatewayFhirBackend, SqlFhirIdentities
@@ -35,7 +34,9 @@ from aifi.gateway.fhir.translate import FhirTranslator
 from aifi.principal import Principal
 
 if TYPE_CHECKING:
-    from aifi.gateway.app import Gateway
+    from aifi.gateway.config import GatewayConfig
+    from aifi.gateway.settings import GatewaySettings
+    from aifi.hub.persistence.database import Database
 
 
 @dataclass
@@ -51,26 +52,23 @@ class FhirFacade:
         self.hub.close()
 
 
-def public_base(gateway: Gateway) -> str | None:
-    """The gateway's public base URL (:func:`aifi.gateway.fhir.addresses.public_base`)."""
-    return addresses.public_base(gateway.settings, gateway.config)
-
-
-def build_facade(gateway: Gateway, *, hub: HubFhir | None = None) -> FhirFacade:
-    """The facade's parts for ``gateway`` (the subscription relay is built from them too).
-    The ImagingStudy Endpoint points at the
-    gateway's DICOMweb (``<public base>/dicomweb``; without a public base, at
-    ``http://<host>:<port>/dicomweb``)."""
-    settings = gateway.settings
-    given = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
-    key = load_or_create_key(settings.key_file, given)
-    base = public_base(gateway)
-    dicomweb = addresses.reachable_base(settings, gateway.config) + DICOMWEB_PREFIX
+def build_facade(
+    settings: GatewaySettings,
+    config: GatewayConfig,
+    db: Database,
+    key: bytes,
+    *,
+    hub: HubFhir | None = None,
+) -> FhirFacade:
+    """The facade's parts (the subscription relay builds its own translator the same way).
+    The ImagingStudy Endpoint points at the gateway's DICOMweb (``<public base>/dicomweb``;
+    without a public base, at ``http://<host>:<port>/dicomweb``)."""
+    dicomweb = addresses.reachable_base(settings, config) + DICOMWEB_PREFIX
     translator = FhirTranslator(
-        SqlFhirIdentities(gateway.db), key, gateway.config.profile(), dicomweb, settings.hub
+        SqlFhirIdentities(db), key, config.profile(), dicomweb, settings.hub
     )
     hub_fhir = hub or HubFhir.connect(settings.hub, settings.credentials)
-    return FhirFacade(translator, hub_fhir, base)
+    return FhirFacade(translator, hub_fhir, addresses.public_base(settings, config))
 
 
 def gateway_capability_statement(base_url: str, token_url: str | None) -> Resource:

@@ -85,13 +85,18 @@ class HubVisibility:
                     col(PriorStudy.study_instance_uid).in_(asked),
                 )
             )
-            workitems = workitems.where(
-                col(Workitem.study_instance_uid).in_(asked)
-                | col(Workitem.sop_instance_uid).in_(as_prior)
-            )
+            # Two indexed look-ups, not one OR (which SQLite answers by scanning every
+            # workitem of the tenant): by study (ix_workitem_study), then by UID.
+            lookups = [
+                workitems.where(col(Workitem.study_instance_uid).in_(asked)),
+                workitems.where(col(Workitem.sop_instance_uid).in_(as_prior)),
+            ]
             results = results.where(col(Workitem.study_instance_uid).in_(asked))
+        else:
+            lookups = [workitems]
         with self.db.read() as session:
-            rows = session.exec(workitems).all()
+            by_uid = {row[0]: row for lookup in lookups for row in session.exec(lookup).all()}
+            rows = list(by_uid.values())
             stored = session.exec(results).all() if rows else []
         study_uids: set[str] = set()
         series_uids: set[str] = set()

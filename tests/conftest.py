@@ -4,6 +4,8 @@ and the database backends (SQLite always; PostgreSQL when it answers at 127.0.0.
 from __future__ import annotations
 
 import contextlib
+import gc
+import logging
 import os
 import socket
 import threading
@@ -57,6 +59,29 @@ def postgres_available() -> str | None:
         return f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}"
 
 
+def _close_left_open(database: str) -> None:
+    """Close the connections to ``database`` still open when its test scope ends, and log
+    them. A thread that outlives its test by a moment (a request handler, the audit trail's
+    writer, a background round) can leave one checked out of a pool already disposed; left
+    to the garbage collector, psycopg reports it ("deleted while still open") in whatever
+    test runs then, which failed unrelated tests at random."""
+    import psycopg
+
+    left = []
+    for candidate in gc.get_objects():  # reachable or not yet collected
+        if isinstance(candidate, psycopg.Connection) and not candidate.closed:
+            with contextlib.suppress(Exception):
+                if candidate.info.dbname == database:
+                    left.append(candidate)
+    for connection in left:
+        with contextlib.suppress(Exception):
+            connection.close()
+    if left:
+        logging.getLogger("tests").warning(
+            "%d connection(s) to %s were still open at the end of the test", len(left), database
+        )
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test scope; dropped afterwards."""
@@ -69,6 +94,7 @@ def postgres_database() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
+        _close_left_open(name)
         with psycopg.connect(**admin) as conn:  # type: ignore[arg-type]
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

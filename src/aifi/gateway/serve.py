@@ -30,7 +30,7 @@ from aifi.gateway.app import Gateway, build_gateway
 from aifi.gateway.settings import GatewaySettings
 from aifi.hub.log_hygiene import install as install_log_hygiene
 from aifi.hub.log_hygiene import uvicorn_log_config
-from aifi.hub.serve import free_port, wait_for_port
+from aifi.hub.serve import free_ports, wait_for_port
 
 
 def prepare(settings: GatewaySettings) -> Gateway:
@@ -100,7 +100,7 @@ def gateway_subprocess(
     otherwise); without, at once (:meth:`GatewayProcess.ready`). Output is appended to
     ``log``; afterwards the process is stopped (SIGTERM, then SIGKILL). ``env``: the child's
     whole environment (default: this process's)."""
-    http_port, dimse_port = free_port(), free_port()
+    http_port, dimse_port = free_ports(2)
     command = [
         sys.executable,
         "-m",

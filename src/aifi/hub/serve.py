@@ -9,6 +9,7 @@ ones). The access log never shows identifiers (:mod:`aifi.hub.log_hygiene`).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
@@ -153,9 +154,20 @@ def run_server(
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports free on the loopback interface right now: each socket
+    stays bound until all are chosen (two calls of :func:`free_port` can give the same
+    port, the kernel handing out the one just released)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -69,10 +69,12 @@ def _close_left_open(database: str) -> None:
 
     left = []
     for candidate in gc.get_objects():  # reachable or not yet collected
-        if isinstance(candidate, psycopg.Connection) and not candidate.closed:
-            with contextlib.suppress(Exception):
-                if candidate.info.dbname == database:
-                    left.append(candidate)
+        # type(), not isinstance(): a dead weak proxy among the objects raises on any look
+        if not issubclass(type(candidate), psycopg.Connection):
+            continue
+        with contextlib.suppress(Exception):
+            if not candidate.closed and candidate.info.dbname == database:
+                left.append(candidate)
     for connection in left:
         with contextlib.suppress(Exception):
             connection.close()

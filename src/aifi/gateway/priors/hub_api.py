@@ -10,8 +10,9 @@ gateway's one ``httpx.Client`` (:func:`aifi.gateway.hub_connection.hub_client`, 
 - ``POST /api/v1/prior-requests/{id}/answer`` ``{"outcome", "reason",
   "study_instance_uids"}`` -> 204.
 
-Errors are translated here once: :class:`aifi.errors.UpstreamError` (no connection, a
-timeout, 5xx, 408, 429, no token: ask again later), :class:`aifi.errors.Conflict` (409: the
+Transport failures are translated by :func:`aifi.gateway.hub_connection.hub_request`
+(no connection, a timeout, no token); answers here: :class:`aifi.errors.UpstreamError`
+(5xx, 408, 429: ask again later), :class:`aifi.errors.Conflict` (409: the
 request is closed, its deadline passed), :class:`aifi.errors.NotFound` (404),
 :class:`aifi.errors.Unprocessable` (422: a named study has no instance at the hub),
 :class:`~aifi.gateway.results.hub_api.HubRefused` (any other 4xx).
@@ -24,12 +25,11 @@ from typing import Any
 
 import httpx
 
-from aifi.errors import Conflict, NotFound, Unprocessable, UpstreamError, UpstreamTimeout
+from aifi.errors import Conflict, NotFound, Unprocessable, UpstreamError
+from aifi.gateway.hub_connection import RETRY_STATUS, hub_request
 from aifi.gateway.results.hub_api import HubRefused
-from aifi.oauth_client import TokenError
 
 PATH = "/api/v1/prior-requests"
-_RETRY_STATUS = frozenset({408, 429})
 
 
 class HubPriors:
@@ -39,19 +39,12 @@ class HubPriors:
         self.client = client
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"the hub did not answer {method} {path} in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the hub cannot be reached ({method} {path}): {exc!r}") from exc
-        except TokenError as exc:
-            raise UpstreamError(f"no token for the hub: {exc}") from exc
+        response = hub_request(self.client, method, path, **kwargs)
         code = response.status_code
         if code < 400:
             return response
         what = f"{method} {path}: HTTP {code} {response.text[:300].strip()}".strip()
-        if code >= 500 or code in _RETRY_STATUS:
+        if code >= 500 or code in RETRY_STATUS:
             raise UpstreamError(f"the hub answered {what}")
         if code == 409:
             raise Conflict(f"the hub closed the request ({what})")

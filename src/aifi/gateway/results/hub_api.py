@@ -1,8 +1,8 @@
 """The gateway's client of the hub's results: the released-results feed and a result's
 detail (``/api/v1/results``), and the result instances over WADO-RS (PS3.18 §10.4).
 
-httpx and OAuth2 errors are translated here, once: :class:`~aifi.errors.UpstreamError`
-(the hub cannot be reached, or answers 5xx, 408 or 429: ask again later) and
+Transport and OAuth2 failures are translated by :func:`aifi.gateway.hub_connection.hub_request`;
+answers here: :class:`~aifi.errors.UpstreamError` (5xx, 408 or 429: ask again later) and
 :class:`HubRefused` (any other 4xx: asking again will not help).
 """
 
@@ -15,12 +15,11 @@ import httpx
 
 from aifi.dicomweb.media import parse_media_type
 from aifi.dicomweb.multipart_reader import read_parts
-from aifi.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from aifi.oauth_client import TokenError
+from aifi.errors import InvalidRequest, UpstreamError
+from aifi.gateway.hub_connection import RETRY_STATUS, hub_request
 
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 """Instances as the hub stores them (PS3.18 §8.7.3.5.2: ``*`` = no transcoding)."""
-_RETRY_STATUS = frozenset({408, 429})
 
 
 class HubRefused(UpstreamError):
@@ -46,21 +45,14 @@ class HubResults:
     def _get(
         self, path: str, *, params: dict[str, Any] | None = None, accept: str
     ) -> httpx.Response:
-        try:
-            response = self.client.get(path, params=params, headers={"Accept": accept})
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"the hub did not answer GET {path} in time: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"the hub cannot be reached (GET {path}): {exc!r}") from exc
-        except TokenError as exc:
-            raise UpstreamError(f"no token for the hub: {exc}") from exc
+        response = hub_request(self.client, "GET", path, params=params, headers={"Accept": accept})
         if response.status_code < 400:
             return response
         said = response.text[:200].strip()
         warning = response.headers.get("warning")
         what = f"GET {path}: HTTP {response.status_code}" + (f" ({warning})" if warning else "")
         what += f" {said}" if said else ""
-        if response.status_code >= 500 or response.status_code in _RETRY_STATUS:
+        if response.status_code >= 500 or response.status_code in RETRY_STATUS:
             raise UpstreamError(f"the hub answered {what}")
         raise HubRefused(f"the hub refused {what}")
 

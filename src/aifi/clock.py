@@ -42,6 +42,17 @@ class SettableClock:
         self.source = source
 
 
+def parse_utc(value: object) -> datetime | None:
+    """An ISO 8601 date-time as JSON carries it (``...Z`` or with an offset) as an aware UTC
+    datetime; None when it is absent, not a string or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value))  # Python 3.11 reads "Z" itself
+    except ValueError:
+        return None
+
+
 def as_utc_or_none(moment: datetime | None) -> datetime | None:
     """:func:`as_utc` of a moment that may be missing."""
     return as_utc(moment) if moment is not None else None

@@ -40,14 +40,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
 
 from aifi import dicom_json
-from aifi.clock import Clock, as_utc, utc_now
+from aifi.clock import Clock, as_utc, parse_utc, utc_now
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import (
     Conflict,
@@ -157,7 +157,7 @@ class PriorsWorker:
                         pseudo_study_uid=str(item.get("study_instance_uid", "")),
                         product=str(item.get("product", ""))[:64],
                         request_json=json.dumps(item),
-                        deadline=_parse_time(item.get("deadline")),
+                        deadline=parse_utc(item.get("deadline")),
                         seen_at=now,
                         next_attempt_at=now,
                     )
@@ -415,12 +415,3 @@ class PriorsWorker:
             row.request_id, state=PriorState.ANSWERED, answered_at=self.clock(), last_error=None
         )
         log.info("prior request %s answered: %s", row.request_id, outcome.value)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None

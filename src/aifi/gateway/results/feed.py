@@ -37,13 +37,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from sqlmodel import col, select
 
-from aifi.clock import Clock, as_utc, utc_now
+from aifi.clock import Clock, as_utc, parse_utc, utc_now
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import UpstreamError
 from aifi.gateway.deid.types import NotReidentifiable, PseudonymLookup, StudyIdentity
@@ -71,15 +71,6 @@ NOT_PERFORMED_OUTCOMES = frozenset({"failed", "cancelled"})
 NO_RESULT_OBJECTS = "no result objects"
 RESULTS_DIR = "results"
 _ERROR_CHARS = 4000
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -199,7 +190,7 @@ class ResultsWorker:
                         product=str(item.get("product") or "")[:64],
                         outcome=str(item.get("outcome") or "")[:16],
                         hub_reason=item.get("reason") or None,
-                        released_at=_parse_time(item.get("released_at")),
+                        released_at=parse_utc(item.get("released_at")),
                         next_attempt_at=now,
                         received_at=now,
                     )

@@ -24,13 +24,8 @@ import httpx
 import pydicom
 import pytest
 import yaml
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from sqlalchemy import inspect
 from sqlmodel import col, select
 
 from aifi.conformance.orthanc import OrthancPeer
@@ -46,7 +41,7 @@ from aifi.gateway.deid import (
 )
 from aifi.gateway.forward.pseudonym_map import SqlPseudonymLookup, record
 from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.persistence.tables import GatewayModel, StudyMap
+from aifi.gateway.persistence.tables import StudyMap
 from aifi.gateway.results import (
     GatewayResult,
     PacsDeliverer,
@@ -69,6 +64,7 @@ from aifi.vendors.transport import read_multipart_dicom
 from tests.conftest import LiveServer, free_port, running_hub
 from tests.support.clock import Clock
 from tests.support.dicom import multipart_related
+from tests.support.migrations import downgrade, migrated_gateway_database, schema_differences
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.filterwarnings(
@@ -578,24 +574,10 @@ def test_delivered_results_are_purged_after_retention_and_undelivered_ones_kept(
 
 
 def test_the_migration_builds_exactly_the_results_tables_and_goes_back(tmp_path: Path):
-    db = Database(f"sqlite:///{tmp_path / 'gateway.db'}", migrations=GATEWAY_MIGRATIONS)
-    db.migrate()
-    try:
-        with db.writer.connect() as connection:
-            differences = compare_metadata(
-                MigrationContext.configure(connection), GatewayModel.metadata
-            )
-        assert differences == []
-        config = Config()
-        config.set_main_option("script_location", str(GATEWAY_MIGRATIONS))
-        config.set_main_option("sqlalchemy.url", db.url)
-        with db.writer.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0001")
-        tables = set(inspect(db.writer).get_table_names())
+    with migrated_gateway_database(tmp_path) as db:
+        assert schema_differences(db) == []
+        tables = downgrade(db, "0001")
         assert "gw_instance" in tables and not any(t.startswith("gw_result") for t in tables)
-    finally:
-        db.dispose()
 
 
 class HalfReidentifier:

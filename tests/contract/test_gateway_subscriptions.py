@@ -25,12 +25,7 @@ import httpx
 import pytest
 import uvicorn
 import yaml
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from fastapi import FastAPI
-from sqlalchemy import inspect
 from sqlmodel import select
 
 from aifi.errors import NotFound, Unprocessable
@@ -48,13 +43,13 @@ from aifi.gateway.fhir.subscriptions import GatewaySubscriptions
 from aifi.gateway.fhir.translate import FhirTranslator, hub_patient_id
 from aifi.gateway.persistence.fhir_tables import EpdPushRow, RelayState
 from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.persistence.tables import GatewayModel
 from aifi.gateway.settings import GatewaySettings
 from aifi.hub.persistence.database import Database
 from aifi.hub.settings import Settings
 from tests.conftest import LiveServer, free_port, run_live_server, running_hub
 from tests.contract.test_gateway_results import KEY, Sent, perform, send_study
 from tests.support.epd import FakeEpd, Recorded, running_epd
+from tests.support.migrations import downgrade, migrated_gateway_database, schema_differences
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.filterwarnings(
@@ -513,22 +508,9 @@ def test_the_epd_subscribes_through_the_gateways_fhir_api(
 
 
 def test_the_migration_builds_exactly_the_relay_tables_and_goes_back(tmp_path: Path):
-    db = Database(f"sqlite:///{tmp_path / 'gateway.db'}", migrations=GATEWAY_MIGRATIONS)
-    db.migrate()
-    try:
-        with db.writer.connect() as connection:
-            differences = compare_metadata(
-                MigrationContext.configure(connection), GatewayModel.metadata
-            )
+    with migrated_gateway_database(tmp_path) as db:
         relay_tables = ("gw_fhir_", "gw_epd_push")
+        differences = schema_differences(db)
         assert [d for d in differences if any(t in str(d) for t in relay_tables)] == []
-        config = Config()
-        config.set_main_option("script_location", str(GATEWAY_MIGRATIONS))
-        config.set_main_option("sqlalchemy.url", db.url)
-        with db.writer.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0004")
-        tables = set(inspect(db.writer).get_table_names())
+        tables = downgrade(db, "0004")
         assert "gw_result" in tables and not any(t.startswith(relay_tables) for t in tables)
-    finally:
-        db.dispose()

@@ -36,14 +36,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from sqlalchemy import inspect
 
 from aifi.conformance.orthanc import OrthancPeer
 from aifi.conformance.pilot_studies import Patient, hand_xray
@@ -65,7 +60,6 @@ from aifi.gateway.pacs_query import (
     status_meaning,
 )
 from aifi.gateway.persistence.migrations import GATEWAY_MIGRATIONS
-from aifi.gateway.persistence.tables import GatewayModel
 from aifi.hub.admin.local_clients import LocalClients, register_local_clients
 from aifi.hub.delivery.destinations import DicomwebDestination, DimseDestination
 from aifi.hub.persistence.database import Database
@@ -75,6 +69,7 @@ from aifi.vendors.performer import Performer
 from aifi.vendors.products import PRODUCTS
 from tests.conftest import free_port
 from tests.support.gateway import GatewayProcess, HubProcess, gateway_process
+from tests.support.migrations import downgrade, migrated_gateway_database, schema_differences
 from tests.support.orthanc import orthanc  # noqa: F401  (fixture)
 from tests.support.wait import wait_until
 
@@ -329,24 +324,10 @@ def test_the_study_level_filter_and_the_status_meanings() -> None:
 
 
 def test_the_migration_builds_exactly_the_priors_table_and_goes_back(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'gateway.db'}", migrations=GATEWAY_MIGRATIONS)
-    db.migrate()
-    try:
-        with db.writer.connect() as connection:
-            differences = compare_metadata(
-                MigrationContext.configure(connection), GatewayModel.metadata
-            )
-        assert differences == []
-        config = Config()
-        config.set_main_option("script_location", str(GATEWAY_MIGRATIONS))
-        config.set_main_option("sqlalchemy.url", db.url)
-        with db.writer.begin() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0005")
-        tables = set(inspect(db.writer).get_table_names())
+    with migrated_gateway_database(tmp_path) as db:
+        assert schema_differences(db) == []
+        tables = downgrade(db, "0005")
         assert "gw_instance" in tables and "gw_prior_request" not in tables
-    finally:
-        db.dispose()
 
 
 # -- part 2: the whole chain ------------------------------------------------------------------

@@ -202,6 +202,7 @@ def test_nothing_the_epd_reads_carries_a_pseudonym(chain: FhirChain) -> None:
                 if read.json()["meta"]["versionId"] == version:
                     assert read.json() == resource
                 else:  # the chain changed it since the search (e.g. a result arrived)
+                    assert version is not None
                     assert int(read.json()["meta"]["versionId"]) > int(version)
                 _no_pseudonym_in(chain, read.text)
 

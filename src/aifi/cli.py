@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 import aifi
+from aifi.conformance_kit.cli import conformance_app
 from aifi.gateway.cli import gateway_app
 from aifi.hub.admin.clients_cli import clients_app
 from aifi.hub.admin.tenants_cli import tenants_app
@@ -37,6 +38,7 @@ app.add_typer(products_app, name="vendors")
 app.add_typer(clients_app, name="clients")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(conformance_app, name="conformance")
 
 DataDirOpt = Annotated[
     Path | None,
@@ -407,6 +409,25 @@ def bench_gateway_fhir(
     if json_out:
         json_out.write_text(json.dumps(to_json(results), indent=2))
     typer.echo(report(results))
+
+
+@bench_app.command("conformance")
+def bench_conformance(
+    product: Annotated[
+        list[str] | None, typer.Option("--product", help="Only these product codes.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+) -> None:
+    """The performer kit's own cost beyond the product's time, for each reference product
+    (issue 18 targets: a run within 60 s plus the product's time; under 1 s per case)."""
+    import json
+
+    from aifi.bench.conformance import report, run, to_json
+
+    runs = run(product)
+    if json_out:
+        json_out.write_text(json.dumps(to_json(runs), indent=2))
+    typer.echo(report(runs))
 
 
 # --- audit trail (issue 6, aifi.hub.audit) ---

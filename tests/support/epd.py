@@ -5,8 +5,15 @@ loopback port) that records every request and answers like a hospital's FHIR ser
   (http.html#transaction) that honours conditional creates (``request.ifNoneExist =
   identifier=<system>|<value>``: one match → ``200 OK`` and nothing created, else
   ``201 Created``), resolves ``urn:uuid`` references between the entries to the ids it
-  assigns, and answers a ``transaction-response`` Bundle.
-- Any other POST (a subscriber's rest-hook endpoint) is recorded and answered 200.
+  assigns, and answers a ``transaction-response`` Bundle. A DiagnosticReport or Observation
+  without ``status`` or ``code`` (both 1..1) fails the whole transaction with 400 and an
+  OperationOutcome. With ``duplicates=True`` it ignores ``ifNoneExist`` and always creates (a
+  server that duplicates on a second push).
+- ``GET {base}/metadata``: a CapabilityStatement (FHIR 4.0.1, ``transaction``, create and
+  search of DiagnosticReport and Observation); ``GET {base}/{type}?identifier=…``: a
+  ``searchset`` of every resource with that identifier.
+- Any other POST (a subscriber's rest-hook endpoint) is recorded and answered 200, or with
+  the status given for its path in ``hook_status`` (a hook that answers 500 or refuses).
 - :meth:`FakeEpd.down` answers 503 (or, with ``close=True``, drops the connection without an
   answer), :meth:`FakeEpd.slow` delays every answer, :meth:`FakeEpd.up` is back to normal;
   paths in ``failing`` are answered 503 whatever the mode (one subscriber down).
@@ -46,6 +53,10 @@ class FakeEpd:
     delay: float = 0.0
     failing: set[str] = field(default_factory=set)
     """Paths answered 503 whatever the mode (one subscriber down, the others up)."""
+    duplicates: bool = False
+    """Conditional creates always create (``ifNoneExist`` ignored)."""
+    hook_status: dict[str, int] = field(default_factory=dict)
+    """Rest-hook path → the status it answers (default 200)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -84,20 +95,41 @@ class FakeEpd:
 
     # -- the transaction ---------------------------------------------------------------
 
-    def _find(self, kind: str, criteria: str) -> dict[str, Any] | None:
+    def _matches(self, kind: str, criteria: str) -> list[dict[str, Any]]:
         wanted = dict(parse_qsl(criteria))
         token = wanted.get("identifier", "")
         system, sep, value = token.partition("|")
         if not sep:
             system, value = "", token
         value = value.replace("\\|", "|").replace("\\,", ",").replace("\\\\", "\\")
-        for resource in self.resources.get(kind, {}).values():
-            for identifier in resource.get("identifier") or []:
-                if identifier.get("value") == value and (
-                    not sep or (identifier.get("system") or "") == system
-                ):
-                    return resource
-        return None
+        return [
+            resource
+            for resource in self.resources.get(kind, {}).values()
+            if any(
+                identifier.get("value") == value
+                and (not sep or (identifier.get("system") or "") == system)
+                for identifier in resource.get("identifier") or []
+            )
+        ]
+
+    def _find(self, kind: str, criteria: str) -> dict[str, Any] | None:
+        if self.duplicates:
+            return None
+        found = self._matches(kind, criteria)
+        return found[0] if found else None
+
+    def search(self, kind: str, query: str) -> dict[str, Any]:
+        """A ``searchset`` of the resources of ``kind`` with the identifier in ``query``."""
+        with self._lock:
+            found = self._matches(kind, query)
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "entry": [
+                {"fullUrl": f"{self.fhir_base}/{kind}/{r['id']}", "resource": r} for r in found
+            ],
+        }
 
     def transaction(self, bundle: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
@@ -110,6 +142,14 @@ class FakeEpd:
                 kind = str(request.get("url") or "")
                 if request.get("method") != "POST" or "/" in kind:
                     return 400, _outcome(f"only POST [type] is supported, not {request}")
+                missing = [
+                    name
+                    for name in ("status", "code")
+                    if kind in ("DiagnosticReport", "Observation")
+                    and not (entry.get("resource") or {}).get(name)
+                ]
+                if missing:
+                    return 400, _outcome(f"{kind}.{missing[0]} is required (1..1)")
                 found = (
                     self._find(kind, str(request["ifNoneExist"]))
                     if request.get("ifNoneExist")
@@ -156,6 +196,31 @@ def _resolve(node: Any, assigned: dict[str, str]) -> Any:
     return node
 
 
+def capability_statement() -> dict[str, Any]:
+    """What the fake EPD says it does (capabilitystatement.html)."""
+    resources = [
+        {
+            "type": kind,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{kind}",
+            "interaction": [{"code": "create"}, {"code": "search-type"}],
+            "conditionalCreate": True,
+            "searchParam": [{"name": "identifier", "type": "token"}],
+        }
+        for kind in ("DiagnosticReport", "Observation")
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json"],
+        "rest": [
+            {"mode": "server", "resource": resources, "interaction": [{"code": "transaction"}]}
+        ],
+    }
+
+
 def _outcome(text: str) -> dict[str, Any]:
     return {
         "resourceType": "OperationOutcome",
@@ -177,6 +242,17 @@ def _handler(epd: FakeEpd) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            epd._record(Recorded("GET", parts.path, dict(self.headers), None))
+            kind = parts.path.rstrip("/").removeprefix(BASE_PATH + "/")
+            if kind == "metadata":
+                self._answer(200, capability_statement())
+            elif kind in ("DiagnosticReport", "Observation"):
+                self._answer(200, epd.search(kind, parts.query))
+            else:
+                self._answer(404, _outcome(f"no such resource type: {kind}"))
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -203,16 +279,17 @@ def _handler(epd: FakeEpd) -> type[BaseHTTPRequestHandler]:
                 self._answer(status, answer)
                 return
             epd._record(Recorded("POST", path, dict(self.headers), body))
-            self._answer(200, None)
+            self._answer(epd.hook_status.get(path, 200), None)
 
     return Handler
 
 
 @contextmanager
-def running_epd() -> Iterator[FakeEpd]:
-    """The fake EPD on a free loopback port, for the block's duration."""
+def running_epd(*, duplicates: bool = False) -> Iterator[FakeEpd]:
+    """The fake EPD on a free loopback port, for the block's duration (``duplicates``:
+    :attr:`FakeEpd.duplicates`)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeEpd(url="")))
-    epd = FakeEpd(url=f"http://127.0.0.1:{server.server_address[1]}")
+    epd = FakeEpd(url=f"http://127.0.0.1:{server.server_address[1]}", duplicates=duplicates)
     server.RequestHandlerClass = _handler(epd)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

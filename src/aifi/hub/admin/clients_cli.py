@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aifi.hub.admin.options import DatabaseUrl, DataDir, open_database
+
+if TYPE_CHECKING:
+    from aifi.hub.persistence.database import Database
 
 clients_app = typer.Typer(
     help="OAuth2 clients (SMART Backend Services): add, list, rotate, revoke.",
@@ -38,6 +41,50 @@ def _registry(data_dir: Path | None, database_url: str | None):  # type: ignore[
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
+
+
+def _check_conformance(db: Database, role: str, products: list[str], reports: list[Path]) -> None:
+    """Issue 18 point 4: record each ``--conformance-report`` of a performer (refused, with
+    the reason, when it is not a performer report of one of ``products`` or did not pass) and
+    warn for each product without a passing report recorded. Raises to refuse."""
+    from aifi.hub.admin.conformance_records import parse_report, passing_report, record_report
+
+    if role != "performer":
+        if reports:
+            raise _fail("--conformance-report is for --role performer (an AI product's report)")
+        return
+    read = []
+    for path in reports:
+        try:
+            raw = path.read_bytes()
+            parsed = parse_report(raw)
+        except (OSError, ValueError) as exc:
+            raise _fail(f"{path}: {exc}") from exc
+        if parsed.kind != "performer":
+            raise _fail(f"{path}: a {parsed.kind} report, not a performer report")
+        if parsed.product not in products:
+            raise _fail(f"{path}: a report for product {parsed.product}, not {', '.join(products)}")
+        read.append((path, parsed, raw))
+    for path, parsed, raw in read:
+        record_report(db, parsed, raw)
+        if not parsed.passed:
+            why = f"required cases not shown: {', '.join(parsed.not_shown)}"
+            raise _fail(
+                f"{path}: the report for {parsed.product} did not pass "
+                f"({why if parsed.not_shown else 'it has no cases'}); "
+                "recorded as not passing, client not registered"
+            )
+        typer.echo(f"conformance report for {parsed.product} recorded: passed ({path})")
+    reported = {parsed.product for _, parsed, _ in read}
+    for code in products:
+        if code not in reported and passing_report(db, code) is None:
+            typer.echo(
+                f"WARNING: no passing conformance report is recorded for product {code}. "
+                f'The vendor makes one with `aifi conformance performer --product {code} --run "…" '
+                "--report DIR`; record it with --conformance-report DIR/report.json. "
+                "Registering anyway.",
+                err=True,
+            )
 
 
 @clients_app.command("add")
@@ -86,6 +133,16 @@ def add(
     ] = None,
     client_id: Annotated[str | None, typer.Option(help="Choose the client id.")] = None,
     description: Annotated[str, typer.Option(help="Free text, e.g. 'PACS of ward 3'.")] = "",
+    conformance_report: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--conformance-report",
+            help="A performer: the report.json of `aifi conformance performer` for a "
+            "--product (repeat for several), recorded at the hub; refused unless it passed. "
+            "Without one, a product with no passing report recorded is registered with a "
+            "warning.",
+        ),
+    ] = None,
     rate_limit: Annotated[
         int | None, typer.Option(help="Requests per minute (default: the hub's).")
     ] = None,
@@ -112,6 +169,7 @@ def add(
     elif jwks is not None:
         key_set = jwks.read_text()
     try:
+        _check_conformance(db, role, product or [], conformance_report or [])
         registration = registry.add(
             tenant=tenant,
             role=role,
@@ -154,18 +212,32 @@ def list_clients(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """List the registered clients (never a secret or key)."""
+    """List the registered clients (never a secret or key); for a performer, whether a
+    passing conformance report is recorded for each of its products."""
+    from aifi.hub.admin.conformance_records import passing_report
+
     registry, db, _ = _registry(data_dir, database_url)
     try:
         clients = registry.list(tenant)
+        codes = {code for client in clients for code in client.products}
+        reported = {code: passing_report(db, code) is not None for code in codes}
     finally:
         db.dispose()
     for client in clients:
+        conformance = {code: reported[code] for code in client.products}
         if as_json:
-            typer.echo(json.dumps(client.public()))
+            shown = client.public()
+            if conformance:
+                shown["conformance_passed"] = conformance
+            typer.echo(json.dumps(shown))
             continue
         state = "revoked" if client.revoked_at else "active"
         products = f" products={','.join(client.products)}" if client.products else ""
+        if conformance:
+            marks = ",".join(
+                f"{code}:{'passed' if ok else 'none'}" for code, ok in conformance.items()
+            )
+            products += f" conformance={marks}"
         typer.echo(
             f"{client.client_id}\t{client.tenant}\t{client.role}\t{client.auth_method}\t"
             f"{state}{products}\t{' '.join(client.scopes)}"

@@ -7,6 +7,7 @@ The columns indexed here are the QIDO-RS required matching keys (PS3.18 §10.6.1
 
 from aifi.hub.persistence.tables.audit import AuditCursor, AuditRecord
 from aifi.hub.persistence.tables.auth import OAuthClient, OAuthJti, OAuthRevoked, SigningKey
+from aifi.hub.persistence.tables.conformance import ConformanceReport
 from aifi.hub.persistence.tables.delivery import Delivery
 from aifi.hub.persistence.tables.dicom import Instance, Series, Study, Tenant
 from aifi.hub.persistence.tables.fhir import (
@@ -32,6 +33,7 @@ __all__ = [
     "AiResult",
     "AuditCursor",
     "AuditRecord",
+    "ConformanceReport",
     "Delivery",
     "FhirOutbox",
     "FhirPending",

@@ -14,7 +14,7 @@ It is a driver, like :mod:`aifi.demo`: it starts and watches the product, so it 
 :mod:`aifi.hub` (the performer kit's private hub and the hub's own clients for PACS and EPD,
 so the kit tests exactly what the hub will do), :mod:`aifi.vendors` (the push adapter),
 :mod:`aifi.conformance` (generated studies, DCMTK, Orthanc), :mod:`aifi.ihe_profiles`,
-:mod:`aifi.fhir`, :mod:`aifi.dicomweb` and the leaves. Nothing imports it but
-:mod:`aifi.cli`; the hub reads only its report format
-(:mod:`aifi.conformance_kit.report.model`) to record a passing report.
+:mod:`aifi.fhir`, :mod:`aifi.gateway` (the pseudonymiser, the EPD push's builders),
+:mod:`aifi.dicomweb` and the leaves. Nothing imports it but :mod:`aifi.cli`: the hub reads a
+report's JSON with its own code (:mod:`aifi.hub.admin.conformance_records`) to record it.
 """

@@ -173,7 +173,7 @@ class Report:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
-        """A report read back (``aifi clients add --conformance-report``); raises
+        """A report read back (tools and tests; the hub has its own reader); raises
         :class:`ValueError` for anything that is not a report of this format."""
         if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
             raise ValueError(f"not an aifi conformance report (format {REPORT_FORMAT})")

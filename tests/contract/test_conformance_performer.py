@@ -231,3 +231,60 @@ def test_options_that_cannot_work_are_refused_before_anything_starts(tmp_path: P
         check=False,
     )
     assert run.returncode == 2 and "no product NO-SUCH" in run.stderr
+
+
+def test_wait_prints_what_the_vendor_needs_and_waits_for_the_product(tmp_path: Path) -> None:
+    kit_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aifi",
+            "conformance",
+            "performer",
+            "--product",
+            "AIFI-BONEAGE",
+            "--wait",
+            "--cases",
+            "main",
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert kit_process.stdout is not None
+    seen: dict[str, str] = {}
+    for line in kit_process.stdout:
+        if line.startswith("kit hub: "):
+            seen["dicomweb"] = line.split("(DICOMweb ", 1)[1].rstrip(")\n")
+        elif line.startswith("credentials: "):
+            seen["credentials"] = line.split(": ", 1)[1].strip()
+        if line.startswith("start the product"):
+            break
+    assert set(seen) == {"dicomweb", "credentials"}, seen
+    product = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aifi",
+            "vendors",
+            "run",
+            "skeletal-age",
+            "--hub",
+            seen["dicomweb"],
+            "--credentials",
+            seen["credentials"],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        rest = kit_process.communicate(timeout=180)[0]
+    finally:
+        product.terminate()
+        product.wait(timeout=30)
+    assert kit_process.returncode == 0, rest
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["target"]["mode"] == "wait" and report["passed"]

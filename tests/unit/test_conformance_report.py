@@ -82,3 +82,11 @@ def test_html_is_self_contained_and_escapes_the_targets_answers() -> None:
     assert "<img src=x" not in page
     assert "http://" not in page.replace("http://pacs/&lt;x&gt;", "")  # no external asset
     assert 'id="summary"' in page and "FAILED" in page
+
+
+def test_every_performer_case_is_documented() -> None:
+    from aifi.conformance_kit.performer.scenarios import SCENARIOS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance-kit.md").read_text()
+    ids = {"connect", "push.answer"} | {case for cases in SCENARIOS.values() for case in cases}
+    assert all(f"`{case}`" in doc for case in ids), sorted(c for c in ids if f"`{c}`" not in doc)

@@ -23,6 +23,7 @@ import uvicorn
 
 from aifi.conformance_kit.performer.recorder import KIT_AGENT, Recorder
 from aifi.dicomweb.dicomjson import configure_pydicom
+from aifi.errors import AifiError
 from aifi.hub.admin.local_clients import LocalClients, register_local_clients
 from aifi.hub.app import create_app
 from aifi.hub.persistence.database import Database
@@ -35,7 +36,7 @@ HOST = "127.0.0.1"
 START_SECONDS = 30.0
 
 
-class KitError(RuntimeError):
+class KitError(AifiError):
     """The kit could not test at all (its hub did not start, no test study fits the
     product's rules): exit code 2, not a finding about the product."""
 

@@ -97,6 +97,9 @@ def test_a_pacs_report_names_no_product() -> None:
         (raw(report(format="aifi-conformance-report/2")), "format 'aifi-conformance-report/2'"),
         (raw(report(kind="scanner")), "unknown report kind 'scanner'"),
         (raw(report(target={})), "names no product"),
+        (raw(report(target={"product": 123})), "names no product"),
+        (raw(report(target=["AIFI-BONEAGE"])), "'target' is not an object"),
+        (raw(report(cases=[1])), "case 1 is not an object"),
         (raw(report(cases={"a": 1})), "'cases' is not a list"),
         (raw(report({"id": "a", "status": "pass"})), "case 1 has no 'id' or 'required'"),
         (raw(report(case("a", "passed"))), "case a has status 'passed'"),
@@ -125,7 +128,7 @@ def test_recording_keeps_one_row_per_file_and_finds_the_newest_passing_report(
         older = raw(report(case("a", "pass"), finished="2026-12-01T10:00:00+00:00"))
         newer = raw(report(case("a", "pass"), finished="2026-12-08T10:00:00+00:00"))
         failed = raw(report(case("a", "fail"), finished="2026-12-09T10:00:00+00:00"))
-        for content in (older, newer, failed):
+        for content in (newer, older, failed):  # recorded out of order: newest by its time
             path = tmp_path / "report.json"
             path.write_bytes(content)
             record_report(db, read_report(path), content, recorded_by="operator")
@@ -136,7 +139,7 @@ def test_recording_keeps_one_row_per_file_and_finds_the_newest_passing_report(
             assert len(session.exec(select(ConformanceReport)).all()) == 3
         found = passing_report(db, "AIFI-BONEAGE")
         assert found is not None and found.report == newer.decode()
-        assert found.recorded_by == "operator"
+        assert found.recorded_by == "operator" and found.recorded_at is not None
         assert passing_report(db, "AIFI-IPE") is None
         with pytest.raises(ValueError, match="not the report that was read"):
             record_report(db, parse_report(older), newer)

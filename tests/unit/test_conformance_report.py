@@ -90,3 +90,62 @@ def test_every_performer_case_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance-kit.md").read_text()
     ids = {"connect", "push.answer"} | {case for cases in SCENARIOS.values() for case in cases}
     assert all(f"`{case}`" in doc for case in ids), sorted(c for c in ids if f"`{c}`" not in doc)
+
+
+def test_a_report_reads_back_field_for_field(tmp_path: Path) -> None:
+    report = _report()
+    report.cases[0].timings = {"claim_latency": 0.5, "processing": 1.25}
+    report.cases[0].seconds = 2.5
+    report.cases[1].note(answer="slow", took=12.0)
+    report.finish()
+    report.write_json(tmp_path / "r.json")
+    text = (tmp_path / "r.json").read_text()
+    assert text.endswith("}\n") and '\n  "kind": "performer"' in text
+    again = Report.from_json(json.loads(text))
+    assert again.to_json() == report.to_json()
+    assert again.tool == "aifi conformance" and again.finished == report.finished
+    assert again.environment == report.environment and again.started == report.started
+    assert again.cases[0].timings == {"claim_latency": 0.5, "processing": 1.25}
+    assert again.cases[0].seconds == 2.5 and again.cases[1].evidence[-1]["took"] == 12.0
+    assert [c.required for c in again.cases] == [True, True, False]
+    assert [c.message for c in again.cases] == ["fine", "slow", "not offered"]
+    assert report.finished.endswith("+00:00") and "T" in report.finished
+
+
+def test_every_verdict_keeps_its_evidence_and_the_json_says_status_and_ok() -> None:
+    report = Report(kind=Kind.EPD, target={})
+    made = [
+        report.case("a", "A", ["x"]).failed("no", status=500),
+        report.case("b", "B", ["x"]).warned("slow", seconds=12),
+        report.case("c", "C", ["x"]).skipped("not offered", reason="405"),
+    ]
+    assert [case.evidence for case in made] == [
+        [{"status": 500}],
+        [{"seconds": 12}],
+        [{"reason": "405"}],
+    ]
+    assert made[2].message == "not offered"
+    assert report.find("b") is made[1]
+    with pytest.raises(KeyError, match="z"):
+        report.find("z")
+    data = report.to_json()
+    assert data["counts"] == {"pass": 0, "fail": 1, "warn": 1, "skip": 1}
+    assert [(c["status"], c["ok"]) for c in data["cases"]] == [
+        ("fail", False),
+        ("warn", True),
+        ("skip", False),
+    ]
+    minimal = {
+        **data,
+        "environment": None,
+        "cases": [{"id": "m", "title": "M", "cites": [], "required": True, "status": "pass"}],
+    }
+    del minimal["environment"]
+    again = Report.from_json(minimal)
+    case = again.cases[0]
+    assert (case.message, case.evidence, case.timings, case.seconds) == ("", [], {}, 0.0)
+    assert again.environment == {} and again.tool_version == data["tool_version"]
+    with pytest.raises(ValueError, match="not an aifi conformance report"):
+        Report.from_json([])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a complete aifi conformance report: 'kind'"):
+        Report.from_json({k: v for k, v in data.items() if k != "kind"})

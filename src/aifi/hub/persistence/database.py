@@ -29,6 +29,8 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 CommitHook = Callable[[Session], None]
+EngineWatcher = Callable[[Engine], None]
+"""Given each engine once, when it is made (e.g. the metrics' query timer, issue 19)."""
 
 
 @event.listens_for(Session, "after_flush")
@@ -102,6 +104,7 @@ class Database:
         poll_write_lock: bool = False,
         before_commit: Sequence[CommitHook] = (),
         after_commit: Sequence[CommitHook] = (),
+        engine_watchers: Sequence[EngineWatcher] = (),
     ) -> None:
         self.url = url
         self.migrations = migrations
@@ -120,6 +123,9 @@ class Database:
         else:
             self.reader = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self.writer = self.reader
+        for watch in engine_watchers:
+            for engine in {id(e): e for e in (self.reader, self.writer)}.values():
+                watch(engine)
         self.before_commit: tuple[CommitHook, ...] = tuple(before_commit)
         """Called with each write session before it commits (see the module docstring)."""
         self.after_commit: tuple[CommitHook, ...] = tuple(after_commit)

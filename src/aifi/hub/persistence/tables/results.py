@@ -115,6 +115,15 @@ class AiResult(SQLModel, table=True):
         Index("ix_ai_result_review", "tenant", "review_state"),
         Index("ix_ai_result_study", "tenant", "study_instance_uid"),
         Index("ix_ai_result_released", "tenant", "released_at", "pk"),
+        # /metrics: results by outcome and the turnaround histogram from this index alone
+        Index(
+            "ix_ai_result_metrics",
+            "tenant",
+            "product",
+            "outcome",
+            "workitem_created_at",
+            "completed_at",
+        ),
     )
 
     pk: int | None = Field(default=None, primary_key=True)

@@ -24,6 +24,8 @@ class Workitem(SQLModel, table=True):
         Index("ix_workitem_state", "tenant", "procedure_step_state", "priority"),
         Index("ix_workitem_study", "tenant", "study_instance_uid"),
         Index("ix_workitem_deadline", "procedure_step_state", "deadline"),
+        # /metrics counts workitems by tenant, product and state from this index alone
+        Index("ix_workitem_product_state", "tenant", "product", "procedure_step_state"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)

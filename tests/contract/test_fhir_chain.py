@@ -507,6 +507,7 @@ def test_the_capability_statement_tells_what_the_hub_does(epd: Epd):
         "ImagingStudy",
         "DiagnosticReport",
         "Observation",
+        "Communication",
         "Device",
         "Provenance",
         "Patient",

@@ -192,7 +192,7 @@ def test_nothing_the_epd_reads_carries_a_pseudonym(chain: FhirChain) -> None:
             bundle = epd.get(f"/{kind}", params={"_count": "500"})
             assert bundle.status_code == 200, bundle.text
             resources = entries(bundle.json())
-            if kind != "Device":
+            if kind not in {"Device", "Communication"}:  # the chain's product flags no finding
                 assert resources, f"the chain made no {kind}"
             _no_pseudonym_in(chain, bundle.text)
             for resource in resources:

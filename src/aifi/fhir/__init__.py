@@ -2,7 +2,8 @@
 the REST API, search, subscriptions and the EPD client.
 
 * :mod:`~aifi.fhir.mapping` — the hub's state (the views of :mod:`~aifi.fhir.views`) as
-  resources: Patient, Device, ImagingStudy, Task, DiagnosticReport, Observation, Provenance;
+  resources: Patient, Device, ImagingStudy, Task, DiagnosticReport, Observation, Provenance,
+  Communication (an urgent finding);
 * :mod:`~aifi.fhir.api` — the RESTful API (read, vread, search, create, update, delete) on a
   :class:`~aifi.fhir.types.FhirBackend` it is given; :mod:`~aifi.fhir.capability` (the
   CapabilityStatement), :mod:`~aifi.fhir.search` (search parameters, parsing, index values),

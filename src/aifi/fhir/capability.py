@@ -19,6 +19,7 @@ INTERACTIONS: Mapping[str, frozenset[str]] = {
     "ImagingStudy": _READ_SEARCH,
     "DiagnosticReport": _READ_SEARCH,
     "Observation": _READ_SEARCH,
+    "Communication": _READ_SEARCH,
     "Device": _READ_SEARCH,
     "Provenance": _READ_SEARCH,
     "Patient": _READ_SEARCH,
@@ -39,6 +40,13 @@ _DOCUMENTATION: Mapping[str, str] = {
     ),
     "DiagnosticReport": "One report per AI result; its Observations are the findings.",
     "Observation": "Findings and measurements of an AI result.",
+    "Communication": (
+        "One Communication per urgent AI finding (communication.html): status completed, "
+        "priority urgent, category alert, about the DiagnosticReport and the ImagingStudy, "
+        "recipient the hospital (Organization by identifier urn:aifi:tenant), payload the "
+        "finding in words. 'about' and 'priority' are search parameters of the hub (not "
+        "defined by R4)."
+    ),
     "ImagingStudy": "Studies the hub routed to AI (identifier: urn:dicom:uid / accession).",
     "Device": "The AI products (identifier system urn:aifi:product).",
     "Provenance": "Who produced and who reviewed an AI result.",
@@ -48,7 +56,7 @@ _DOCUMENTATION: Mapping[str, str] = {
         "R4 Subscription with the R5 Subscriptions Backport IG notifications: channel type "
         "rest-hook only; payload application/fhir+json; the Backport IG extension "
         "backport-payload-content chooses id-only, full-resource or empty. Criteria: a search "
-        "on Task, DiagnosticReport, Observation or ImagingStudy."
+        "on Task, DiagnosticReport, Observation, ImagingStudy or Communication."
     ),
     "AuditEvent": (
         "The audit trail (IHE Basic Audit Log Patterns): one AuditEvent per access to "

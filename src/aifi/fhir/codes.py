@@ -48,6 +48,11 @@ OBSERVATION_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-Observati
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 PROVENANCE_PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 ENDPOINT_CONNECTION_TYPE = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+COMMUNICATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
+"""Communication.category (``alert`` for an urgent finding; communication.html)."""
+TENANT_SYSTEM = "urn:aifi:tenant"
+"""The hospital (the hub's tenant id): the identifier of a logical Organization reference
+(Communication.recipient)."""
 
 BUSINESS_STATUS: dict[str, str] = {
     "waiting-for-study": "Waiting for the study",

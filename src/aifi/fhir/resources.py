@@ -5,8 +5,8 @@ The models are those of ``fhir.resources`` (8.x) for **FHIR R4B** (4.3.0,
 speaks R4 (4.0.1). R4B is a wire-compatible superset of R4 for the resources the hub emits
 or accepts — checked element by element against the R4 models of ``fhirclient`` 4.4.0:
 
-- Task, DiagnosticReport, Observation, ImagingStudy, Device, Provenance, Patient,
-  Subscription, ServiceRequest, Bundle, OperationOutcome and Endpoint have the same
+- Task, DiagnosticReport, Observation, Communication, ImagingStudy, Device, Provenance,
+  Patient, Subscription, ServiceRequest, Bundle, OperationOutcome and Endpoint have the same
   elements, types and cardinalities in R4B as in R4 (R4B's changes are elsewhere: the
   medication definition resources, new resources such as SubscriptionTopic,
   SubscriptionStatus, Citation, Evidence*). The R4 Subscriptions Backport IG is what R4
@@ -122,6 +122,21 @@ REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
     },
     "DiagnosticReport": {"status": _REPORT_STATUS},
     "Observation": {"status": _REPORT_STATUS - {"partial", "appended"}},
+    "Communication": {
+        "status": frozenset(
+            {
+                "preparation",
+                "in-progress",
+                "not-done",
+                "on-hold",
+                "stopped",
+                "completed",
+                "entered-in-error",
+                "unknown",
+            }
+        ),
+        "priority": _REQUEST_PRIORITY,
+    },
     "ImagingStudy": {
         "status": frozenset({"registered", "available", "cancelled", "entered-in-error", "unknown"})
     },
@@ -149,7 +164,7 @@ REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
 }
 """Type → element path → the codes of its R4 *required* binding (the element pages of
 task.html, servicerequest.html, subscription.html, diagnosticreport.html, observation.html,
-imagingstudy.html, device.html, endpoint.html, patient.html, bundle.html,
+communication.html, imagingstudy.html, device.html, endpoint.html, patient.html, bundle.html,
 operationoutcome.html). Codes that R4B added (``Bundle.type`` subscription-notification)
 are left out on purpose: R4 clients reject them."""
 

@@ -118,6 +118,18 @@ SEARCH_PARAMS: Mapping[str, Mapping[str, ParamDef]] = {
         _p("device", "reference", "device", doc="The AI product's Device"),
         _p("value-concept", "token", "valueCodeableConcept", doc="Coded value"),
     ),
+    "Communication": _table(
+        _p("status", "token", "status", doc="Communication status"),
+        _p("priority", "token", "priority", doc="Priority (hub parameter; urgent findings)"),
+        _p("category", "token", "category", doc="Message category (alert)"),
+        _p("about", "reference", "about", doc="What it is about (hub parameter; the report)"),
+        _p("patient", "reference", "subject", targets=_PATIENT, doc="The patient"),
+        _p("subject", "reference", "subject", doc="The subject of the message"),
+        _p("recipient", "reference", "recipient", doc="The hospital (Organization by identifier)"),
+        _p("sender", "reference", "sender", doc="Who sent it (the AI product's Device)"),
+        _p("sent", "date", "sent", doc="When it was sent"),
+        _p("identifier", "token", "identifier", doc="Business identifier (workitem UID)"),
+    ),
     "ImagingStudy": _table(
         _p("identifier", "token", "identifier", doc="Study Instance UID or Accession Number"),
         _p("patient", "reference", "subject", targets=_PATIENT, doc="The patient"),

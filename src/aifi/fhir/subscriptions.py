@@ -56,7 +56,7 @@ MAX_COUNT_URL = BACKPORT + "backport-max-count"
 STATUS_PROFILE = BACKPORT + "backport-subscription-status-r4"
 NOTIFICATION_PROFILE = BACKPORT + "backport-subscription-notification-r4"
 
-SUBSCRIBABLE = ("Task", "DiagnosticReport", "Observation", "ImagingStudy")
+SUBSCRIBABLE = ("Task", "DiagnosticReport", "Observation", "ImagingStudy", "Communication")
 """Resource types a Subscription's criteria may search."""
 
 PayloadContent = Literal["empty", "id-only", "full-resource"]

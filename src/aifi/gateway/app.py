@@ -40,6 +40,7 @@ from aifi.dicomweb.errors import dicomweb_error_response
 from aifi.dicomweb.worklist import Doorbell
 from aifi.errors import HubError
 from aifi.gateway.api import routes
+from aifi.gateway.api.metrics import build_metrics_router
 from aifi.gateway.api.status import StatusService
 from aifi.gateway.auth import GatewayAuth, build_auth, install_auth
 from aifi.gateway.config import GatewayConfig, load_config, parse_pacs
@@ -67,7 +68,9 @@ from aifi.gateway.settings import GatewayNotStartable, GatewaySettings, check_st
 from aifi.gateway.wado import HeldInstances, wado_router
 from aifi.gateway.worker_process import WorkerProcess
 from aifi.gateway.workers import BackgroundWorker, background_workers, start_loops, stop_loops
+from aifi.hub.api_docs import install_api_docs
 from aifi.hub.delivery.destinations import Destination
+from aifi.hub.json_logs import RequestLog
 from aifi.hub.persistence.database import Database
 
 log = logging.getLogger(__name__)
@@ -213,7 +216,10 @@ def _create_app(gateway: Gateway) -> FastAPI:
         version=aifi.__version__,
         summary="The hospital gateway: DICOM in, pseudonymised to the hub, results back",
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_api_docs (issue 19 point 5)
+        redoc_url=None,
     )
+    install_api_docs(app)
     app.state.gateway = gateway
     app.state.stow = StowService(
         gateway.ingest,
@@ -229,6 +235,8 @@ def _create_app(gateway: Gateway) -> FastAPI:
     )
     app.include_router(routes.stow_router, prefix=STOW_PREFIX)
     app.include_router(routes.status_router, prefix=API_PREFIX)
+    # issue 19: Prometheus metrics, for the status page's readers
+    app.include_router(build_metrics_router(gateway.db, gateway.config.status.allowed_addresses))
     app.state.dicom_store = HeldInstances(gateway.db, gateway.settings.data_dir)
     app.include_router(wado_router(), prefix=STOW_PREFIX)  # WADO-RS (GET) beside STOW-RS
     if gateway.auth is not None:
@@ -254,4 +262,6 @@ def _create_app(gateway: Gateway) -> FastAPI:
             return fhir_error_response(error)
         return JSONResponse({"detail": error.reason}, status_code=error.status_code)
 
+    # request ids and, with log_format=json, access lines (issue 19): around everything
+    app.add_middleware(RequestLog, access_lines=gateway.settings.log_format == "json")
     return app

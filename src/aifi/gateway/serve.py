@@ -28,6 +28,7 @@ import uvicorn
 from aifi.dicomweb.dicomjson import configure_pydicom
 from aifi.gateway.app import Gateway, build_gateway
 from aifi.gateway.settings import GatewaySettings
+from aifi.hub.json_logs import json_handler
 from aifi.hub.log_hygiene import install as install_log_hygiene
 from aifi.hub.log_hygiene import uvicorn_log_config
 from aifi.hub.serve import free_ports, wait_for_port
@@ -37,7 +38,8 @@ def prepare(settings: GatewaySettings) -> Gateway:
     """Configure pydicom (tolerant reading) and the log filters, build the gateway."""
     configure_pydicom()
     install_log_hygiene()
-    logging.basicConfig(level=settings.log_level.upper())
+    handlers = [json_handler()] if settings.log_format == "json" else None
+    logging.basicConfig(level=settings.log_level.upper(), handlers=handlers)
     return build_gateway(settings)
 
 
@@ -49,7 +51,7 @@ def run(gateway: Gateway) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        log_config=uvicorn_log_config(),
+        log_config=uvicorn_log_config(log_format=settings.log_format),
     )
 
 

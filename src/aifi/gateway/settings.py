@@ -134,6 +134,11 @@ class GatewaySettings(BaseSettings):
         default=50, ge=1, le=10_000, description="Rows per list on the status page."
     )
     log_level: str = Field(default="info", description="uvicorn log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as one JSON object per line with the route "
+        "template, status, duration and request id of each request (aifi.hub.json_logs).",
+    )
     public_url: str | None = Field(
         default=None,
         description="The gateway's base URL as the EPD reaches it (FHIR paging links at "

@@ -3,9 +3,10 @@ builds from :class:`~aifi.hub.settings.Settings`.
 
 The routers: DICOMweb at ``/dicomweb`` (STOW-RS through the IHE AIR result gate, QIDO-RS,
 WADO-RS, UPS-RS), the hub's own API at ``/api/v1``, FHIR R4 at ``/fhir``, OAuth2 at
-``/oauth`` (the built-in authorization server); the middleware (the audit trail's recording
-outermost, the base URL, the body limit); the error mapping (DICOMweb paths answer with a
-status and ``Warning: 299``, PS3.18 §8.7.3; FHIR paths with an OperationOutcome); the
+``/oauth`` (the built-in authorization server), Prometheus metrics at ``/metrics``; the
+middleware (the request metrics outermost, then the audit trail's recording, the base URL,
+the body limit); the error mapping (DICOMweb paths answer with a status and
+``Warning: 299``, PS3.18 §8.7.3; FHIR paths with an OperationOutcome); the
 authorizer every route declares its scope to; the hub's background loops while it runs.
 """
 
@@ -30,6 +31,7 @@ from aifi.fhir.api import build_router as build_fhir_router
 from aifi.hub import direct_send
 from aifi.hub.api import results as results_api
 from aifi.hub.api import studies as studies_api
+from aifi.hub.api_docs import install_api_docs
 from aifi.hub.audit.loop import start_audit_loop
 from aifi.hub.audit.recording import AuditMiddleware
 from aifi.hub.auth import policy
@@ -38,6 +40,9 @@ from aifi.hub.auth.server import AuthorizationServer
 from aifi.hub.auth.server import build_router as build_oauth_router
 from aifi.hub.fhir.notify import FhirNotifier
 from aifi.hub.fhir.projection import FhirProjector
+from aifi.hub.json_logs import RequestLog
+from aifi.hub.metrics import RequestMetricsMiddleware
+from aifi.hub.metrics import build_router as build_metrics_router
 from aifi.hub.priors import api as priors_api
 from aifi.hub.settings import Settings
 from aifi.hub.wiring import DICOMWEB_PREFIX, FHIR_PREFIX, BaseUrl, Hub, build_hub
@@ -130,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Standards-based integration hub for radiology AI",
         lifespan=lifespan,
         dependencies=[Depends(authorizer)],
+        docs_url=None,  # served offline by install_api_docs (issue 19 point 5)
+        redoc_url=None,
     )
     app.state.hub = hub
     _serve_standard_routers(app, hub)
@@ -145,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(priors_api.router, prefix=API_PREFIX)  # issue 17
     app.include_router(_subscription_status(hub.notifier, hub.projector), prefix=FHIR_PREFIX)
     app.include_router(build_fhir_router(), prefix=FHIR_PREFIX)
+    app.include_router(build_metrics_router(hub.metrics))  # issue 19: GET /metrics
 
     app.add_middleware(BodyLimit)
 
@@ -179,6 +187,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(_NoteBaseUrl, base_url=hub.base_url, state=app.state)
 
+    install_api_docs(app)
+
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": aifi.__version__}
@@ -210,6 +220,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     # the audit trail records patient-data access (issue 6): the outermost middleware
     app.add_middleware(AuditMiddleware, trail=hub.audit)
+    # request ids and, with log_format=json, access lines (issue 19): around the audit
+    app.add_middleware(RequestLog, access_lines=settings.log_format == "json")
+    # request counts and server time by route template (issue 19), around everything else
+    app.add_middleware(RequestMetricsMiddleware, metrics=hub.metrics.requests)
 
     # every route, healthz included, must have declared its scope by now
     authorizer.rules.update(policy.bind(app))

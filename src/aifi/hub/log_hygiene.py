@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn.config
@@ -105,7 +105,9 @@ def install() -> None:
             logger.addFilter(_FILTER)
 
 
-def uvicorn_log_config(aifi_level: str | None = None) -> dict[str, Any]:
+def uvicorn_log_config(
+    aifi_level: str | None = None, log_format: Literal["text", "json"] = "text"
+) -> dict[str, Any]:
     """uvicorn's logging configuration with the filter on ``uvicorn.access`` and ``httpx``,
     for ``uvicorn.run(log_config=…)``: each worker process configures it itself.
 
@@ -130,7 +132,26 @@ def uvicorn_log_config(aifi_level: str | None = None) -> dict[str, Any]:
             "stream": "ext://sys.stderr",
         }
         config["loggers"]["aifi"] = {"handlers": ["aifi"], "level": aifi_level.upper()}
+    if log_format == "json":
+        _as_json_lines(config, aifi_level)
     return config
+
+
+def _as_json_lines(config: dict[str, Any], aifi_level: str | None) -> None:
+    """``log_format="json"`` (:mod:`aifi.hub.json_logs`): every handler writes JSON lines;
+    uvicorn's access log is off (the app's :class:`~aifi.hub.json_logs.RequestLog` writes
+    access lines with the route template instead); the root logger gets the JSON handler,
+    at WARNING when the hub's own loggers have theirs (``aifi_level``), so that no library
+    falls back to a plain-text line."""
+    json_formatter = {"()": "aifi.hub.json_logs.JsonFormatter"}
+    for name in list(config["formatters"]):
+        config["formatters"][name] = json_formatter
+    config["loggers"]["uvicorn.access"].update(handlers=[], propagate=False)
+    root: dict[str, Any] = {"handlers": ["default"]}
+    if aifi_level is not None:
+        config["loggers"]["aifi"]["propagate"] = False
+        root["level"] = "WARNING"
+    config["root"] = root
 
 
 __all__ = ["RedactingFilter", "install", "redact_path", "uvicorn_log_config"]

@@ -134,7 +134,7 @@ def run_server(
             port=port,
             workers=workers,
             log_level=log_level,
-            log_config=uvicorn_log_config(log_level),
+            log_config=uvicorn_log_config(log_level, settings.log_format),
             **options,  # type: ignore[arg-type]
         )
         return
@@ -147,7 +147,7 @@ def run_server(
         host=host,
         port=port,
         log_level=log_level,
-        log_config=uvicorn_log_config(log_level),
+        log_config=uvicorn_log_config(log_level, settings.log_format),
         **options,  # type: ignore[arg-type]
     )
 

@@ -162,6 +162,17 @@ class Settings(BaseSettings):
         "(with its Observations) is pushed to as a transaction Bundle, e.g. "
         '\'{"default": "https://epd.example/fhir"}\'; default: no push.',
     )
+    notify_webhook_url: str | None = Field(
+        default=None,
+        description="Webhook every tenant's urgent AI findings are POSTed to (a small JSON "
+        "object with pseudonymous ids only: type, tenant, product, communication, "
+        "diagnosticReport, sent), retried on the FHIR outbox; default: none.",
+    )
+    notify_webhook_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per tenant, the urgent-finding webhook (over notify_webhook_url), e.g. "
+        '\'{"default": "https://pager.example/hooks/aifi"}\'.',
+    )
     fhir_notify: bool = Field(
         default=True,
         description="Run the FHIR notification loop (subscriptions, EPD push) in this process.",
@@ -196,6 +207,11 @@ class Settings(BaseSettings):
         description="How often the audit loop sends the new audit records to syslog.",
     )
     # --- end audit trail ---------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as one JSON object per line with the route "
+        "template, status, duration and request id of each request (aifi.hub.json_logs).",
+    )
 
     @field_validator("default_tenant")
     @classmethod

@@ -16,7 +16,8 @@ of ARCHITECTURE.md:
 The background loops of these parts run while the app runs: :meth:`Hub.run_background`.
 Nothing is attached to a part after it is built, with one exception written down where it
 happens: the FHIR store's subscription notifier reads from the store it listens to, so it is
-subscribed to it once both exist.
+subscribed to it once both exist. (The metrics' query timer is given to the database as an
+engine watcher; the metrics read the database it then builds.)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from aifi.hub.fhir.notify import FhirNotifier, run_fhir_notify_loop
 from aifi.hub.fhir.projection import FhirProjector, project_devices, run_projection_loop
 from aifi.hub.fhir.requests import AiRequests
 from aifi.hub.fhir.store import SqlFhirStore
+from aifi.hub.metrics import HubMetrics
 from aifi.hub.orchestration.routing import StudyRouter
 from aifi.hub.orchestration.task_manager import HOUSEKEEPING_SECONDS, TaskManager
 from aifi.hub.persistence.database import Database
@@ -140,6 +142,8 @@ class Hub:
     audit: AuditTrail
     audit_exporter: SyslogExporter | None
     """The audit trail's export to an audit record repository (``audit_syslog_url``)."""
+    metrics: HubMetrics
+    """``GET /metrics`` (issue 19): this app's Prometheus registry."""
     tokens: TokenService | None = None
     """The built-in authorization server's tokens (``auth=builtin``)."""
     closed: bool = False
@@ -242,12 +246,15 @@ def build_hub(settings: Settings) -> Hub:
 
     # 1. storage; the commit hooks note what the FHIR projection must follow (step 5/6)
     notes = ChangeNotes()
+    metrics = HubMetrics(operator_tenant=settings.default_tenant)
     db = Database(
         settings.resolved_database_url,
         before_commit=[notes.before_commit],
         after_commit=[notes.after_commit],
+        engine_watchers=[metrics.queries.listen_to],
     )
     db.migrate()
+    metrics.read_from(db)
     store = SqlDicomStore(db, settings.dicom_dir, fsync=settings.fsync)
     swept = store.sweep_staging()
     if swept:
@@ -334,10 +341,16 @@ def build_hub(settings: Settings) -> Hub:
         fhir_store,
         base_url=lambda: base_url.value + FHIR_PREFIX,
         push_targets=settings.epd_fhir_urls,
+        webhook_url=settings.notify_webhook_url,
+        webhook_urls=settings.notify_webhook_urls,
         max_attempts=settings.fhir_notify_max_attempts,
         backoff_seconds=settings.fhir_notify_backoff_seconds,
         matcher=matches,
-        audit=FhirExportAudit(audit, settings.epd_fhir_urls),
+        audit=FhirExportAudit(
+            audit,
+            settings.epd_fhir_urls,
+            lambda tenant: settings.notify_webhook_urls.get(tenant) or settings.notify_webhook_url,
+        ),
     )
     # The one registration after construction: the notifier reads the store it listens to.
     fhir_store.subscribe(notifier)
@@ -374,6 +387,7 @@ def build_hub(settings: Settings) -> Hub:
         fhir_backend=fhir_backend,
         audit=audit,
         audit_exporter=audit_exporter,
+        metrics=metrics,
         dicomweb_config=DicomwebConfig(
             prefix=DICOMWEB_PREFIX,
             public_url=settings.public_url,

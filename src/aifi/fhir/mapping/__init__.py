@@ -3,7 +3,8 @@
 :func:`aifi.fhir.resources.validated`), one module per group of resources:
 :mod:`~aifi.fhir.mapping.imaging` (Patient, Device, ImagingStudy),
 :mod:`~aifi.fhir.mapping.tasks` (Task), :mod:`~aifi.fhir.mapping.reports` (DiagnosticReport,
-Observations, Provenance), on the shared pieces of :mod:`~aifi.fhir.mapping.elements`.
+Observations, Provenance), :mod:`~aifi.fhir.mapping.communications` (the Communication of an
+urgent finding), on the shared pieces of :mod:`~aifi.fhir.mapping.elements`.
 
 Resource ids and identifiers follow the shared conventions of :mod:`aifi.fhir.codes`:
 Task = workitem UID (or the EPD's Task id), DiagnosticReport and Provenance = workitem UID,
@@ -29,9 +30,11 @@ Standards followed:
   groups holds one finding or one measurement, so the group adds nothing.
 - FHIR R4 diagnosticreport.html (imaging report: category RAD, ``imagingStudy``,
   ``presentedForm``), imagingstudy.html (identifiers, ``urn:ietf:rfc:3986`` SOP classes,
-  the WADO-RS Endpoint), provenance.html, device.html.
+  the WADO-RS Endpoint), provenance.html, device.html, communication.html (an urgent
+  finding: category alert, priority urgent, about the report).
 """
 
+from aifi.fhir.mapping.communications import urgent_communication
 from aifi.fhir.mapping.elements import NO_RESULT, fhir_datetime
 from aifi.fhir.mapping.imaging import (
     WADO_ENDPOINT_ID,
@@ -70,4 +73,5 @@ __all__ = [
     "result_status",
     "task",
     "task_status",
+    "urgent_communication",
 ]

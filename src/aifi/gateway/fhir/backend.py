@@ -12,10 +12,12 @@ nothing the hub needs: criteria are written back exactly (dates at their own pre
 :mod:`aifi.gateway.fhir.query`), and what the parser skipped is reported by the gateway
 as the hub would (never sent: its value may be an original identifier).
 
-Interactions: read and search of Task, DiagnosticReport, Observation, ImagingStudy, Patient,
-Device, Provenance, ServiceRequest; create of Task and ServiceRequest (conditional with
-``If-None-Exist``); update of a Task (the hub allows only ``cancelled``); Subscription is
-handed to the subscription relay (:mod:`aifi.gateway.fhir.subscriptions`).
+Interactions: read and search of Task, DiagnosticReport, Observation, Communication (an urgent
+AI finding: its subject and its ImagingStudy in ``about`` re-identified like a report's),
+ImagingStudy, Patient, Device, Provenance, ServiceRequest; create of Task and
+ServiceRequest (conditional with ``If-None-Exist``); update of a Task (the hub allows only
+``cancelled``); Subscription is handed to the subscription relay
+(:mod:`aifi.gateway.fhir.subscriptions`).
 
 Paging: the hub pages; when a ``started`` criterion had to be widened (no single patient,
 see :mod:`aifi.gateway.fhir.translate`), the gateway reads up to :data:`MAX_FILTERED`
@@ -64,6 +66,7 @@ GATEWAY_TYPES = frozenset(
         "Task",
         "DiagnosticReport",
         "Observation",
+        "Communication",
         "ImagingStudy",
         "Patient",
         "Device",

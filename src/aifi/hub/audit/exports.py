@@ -8,7 +8,8 @@ Each sender receives its reporter in its constructor (the composition root build
   called after each recorded attempt to deliver an AI result to a PACS: DCM 110104 DICOM
   Instances Transferred, the instances confirmed by that attempt.
 - :class:`FhirExportAudit` — the ``audit`` of :class:`aifi.hub.fhir.notify.FhirNotifier`,
-  called after each attempt to send a resource (EPD push, subscription event notification):
+  called after each attempt to send a resource (EPD push, urgent-finding webhook, subscription
+  event notification):
   DCM 110106 Export.
 
 Both are plain callables with the signature their sender calls; they never raise for a row
@@ -17,7 +18,7 @@ that could not be written (the trail logs and counts it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aifi.hub.audit.events import EXPORT, TRANSFERRED, AuditEntry
@@ -128,9 +129,16 @@ class FhirExportAudit:
     ``push_targets`` are the EPD base URLs per tenant (``settings.epd_fhir_urls``), the
     address of an EPD push."""
 
-    def __init__(self, trail: AuditTrail, push_targets: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        trail: AuditTrail,
+        push_targets: Mapping[str, str],
+        webhook_for: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.trail = trail
         self.push_targets = dict(push_targets)
+        self.webhook_for = webhook_for
+        """Tenant → its urgent-finding webhook URL (the address of a ``webhook`` call)."""
 
     def __call__(
         self,
@@ -149,12 +157,20 @@ class FhirExportAudit:
         if subscription_id:
             entities.append({"kind": "subscription", "id": subscription_id})
         push = channel == "epd-push"
+        if channel == "webhook":
+            label, destination = "urgent-finding webhook", "webhook"
+            address = self.webhook_for(tenant) if self.webhook_for is not None else None
+        elif push:
+            label, destination, address = "EPD push", "EPD", self.push_targets.get(tenant)
+        else:
+            label, destination = "subscription notification", f"Subscription/{subscription_id}"
+            address = None
         record_export(
             self.trail,
             tenant=tenant,
-            channel="EPD push" if push else "subscription notification",
-            destination="EPD" if push else f"Subscription/{subscription_id}",
-            address=self.push_targets.get(tenant) if push else None,
+            channel=label,
+            destination=destination,
+            address=address,
             outcome=0 if error is None else 4 if retryable else 8,
             entities=tuple(entities),
             error=error,

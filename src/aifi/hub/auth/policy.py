@@ -18,7 +18,8 @@ statement §10):
                        study is complete
 ``results.read``       the AI results and notifications API
 ``results.review``     accept or reject a supervised result
-``admin``              delivery retries, routing explanations, the audit trail
+``admin``              delivery retries, routing explanations, the audit trail,
+                       ``/metrics`` (an operator's client: the hub's default tenant)
 ``system/T.cruds``     FHIR R4 (SMART v2 system scopes; ``system/*.rs`` for every type;
                        SMART v1 ``.read``/``.write``/``.*`` are accepted as well)
 ===================== ================================================================
@@ -103,10 +104,13 @@ _S = "/dicomweb/studies/{study}/series/{series}"
 RULES: dict[tuple[str, str], Rule] = {
     # operations and discovery: public
     ("GET", "/healthz"): PUBLIC,
+    # Prometheus metrics (issue 19): an operator's client (aifi.hub.metrics.router)
+    ("GET", "/metrics"): Rule(scopes=(ADMIN,), action="read"),
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{asset}"): PUBLIC,  # the pages' scripts and styles (api_docs)
     ("GET", "/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/oauth/jwks"): PUBLIC,

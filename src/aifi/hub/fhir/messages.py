@@ -1,8 +1,9 @@
-"""What the two FHIR channels out of the hub (subscription notifications,
-:mod:`aifi.hub.fhir.subscription_channel`; the EPD push, :mod:`aifi.hub.fhir.epd_push`)
-share: the ``fhir_outbox`` rows' channels, kinds and states, a claimed row
-(:class:`Message`), queueing one in the caller's transaction, the HTTP clients, and what
-they use of the FHIR store. :mod:`aifi.hub.fhir.notify` works the outbox off.
+"""What the FHIR channels out of the hub (subscription notifications,
+:mod:`aifi.hub.fhir.subscription_channel`; the EPD push, :mod:`aifi.hub.fhir.epd_push`; the
+urgent-finding webhook, :mod:`aifi.hub.fhir.webhook`) share: the ``fhir_outbox`` rows'
+channels, kinds and states, a claimed row (:class:`Message`), queueing one in the caller's
+transaction, the HTTP clients, and what they use of the FHIR store.
+:mod:`aifi.hub.fhir.notify` works the outbox off.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aifi.hub.persistence.tables.fhir import FhirOutboxState
 
 SUBSCRIPTION = "subscription"
 EPD_PUSH = "epd-push"
+WEBHOOK = "webhook"
 HANDSHAKE = "handshake"
 HEARTBEAT = "heartbeat"
 EVENT = "event-notification"
@@ -137,6 +139,7 @@ __all__ = [
     "PUSH",
     "STATES",
     "SUBSCRIPTION",
+    "WEBHOOK",
     "Clients",
     "Matcher",
     "Message",

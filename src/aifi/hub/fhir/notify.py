@@ -1,12 +1,14 @@
 """FHIR notifications out of the hub: rest-hook Subscriptions (HL7 Subscriptions R5 Backport
-IG for R4; :mod:`aifi.hub.fhir.subscription_channel`) and the push of final DiagnosticReports
-to each hospital's EPD (:mod:`aifi.hub.fhir.epd_push`). One durable outbox (``fhir_outbox``)
+IG for R4; :mod:`aifi.hub.fhir.subscription_channel`), the push of final DiagnosticReports
+to each hospital's EPD (:mod:`aifi.hub.fhir.epd_push`) and the urgent-finding webhook
+(:mod:`aifi.hub.fhir.webhook`). One durable outbox (``fhir_outbox``)
 worked with the outbox engine (:class:`aifi.hub.persistence.outbox.Outbox`), like the PACS
 outbox of :mod:`aifi.hub.delivery.deliverer`.
 
 **Queueing** (in the transaction that changes the resource, so nothing is lost by a restart):
 :meth:`FhirNotifier.on_change` is a ChangeListener of the FHIR store and hands the change to
-both channels (an event per matching Subscription; a push per report that becomes final);
+each channel (an event per matching Subscription; a push per report that becomes final; a
+webhook call per new urgent-finding Communication);
 :meth:`FhirNotifier.subscription_created` / :meth:`FhirNotifier.subscription_removed` keep a
 Subscription's state and queue its handshake; heartbeats are queued at the start of each
 tick.
@@ -54,12 +56,14 @@ from aifi.hub.fhir.messages import (
     SENDING,
     STATES,
     SUBSCRIPTION,
+    WEBHOOK,
     Clients,
     Matcher,
     Message,
     ResourceStore,
 )
 from aifi.hub.fhir.subscription_channel import SubscriptionChannel
+from aifi.hub.fhir.webhook import WebhookChannel
 from aifi.hub.persistence.database import Database
 from aifi.hub.persistence.outbox import Failure, Outbox, run_each, run_outbox_loop
 from aifi.hub.persistence.tables import FhirOutbox
@@ -73,7 +77,7 @@ MAX_ROUNDS = 20
 
 class NotifyAudit(Protocol):
     """The audit trail's hook (issue 6, :class:`aifi.hub.audit.exports.FhirExportAudit`),
-    called after each attempt to send a resource out (EPD push, event notification) with
+    called after each attempt to send a resource out (EPD push, webhook, event notification) with
     ``(tenant, channel, subscription id, focus (type, id), error, retryable)``: DCM 110106
     Export, PS3.15 A.5.3.6."""
 
@@ -100,6 +104,8 @@ class FhirNotifier:
         *,
         base_url: str | Callable[[], str],
         push_targets: Mapping[str, str] | None = None,
+        webhook_url: str | None = None,
+        webhook_urls: Mapping[str, str] | None = None,
         matcher: Matcher,
         clock: Clock = utc_now,
         max_attempts: int = 10,
@@ -150,6 +156,16 @@ class FhirNotifier:
         )
         self.push_targets = self.epd.targets
         """Tenant → the FHIR base URL of its EPD."""
+        self.webhook = WebhookChannel(
+            db,
+            store,
+            self.outbox,
+            default_url=webhook_url,
+            urls=webhook_urls or {},
+            clock=clock,
+            client=self._clients,
+        )
+        """The urgent-finding webhook (:mod:`aifi.hub.fhir.webhook`)."""
         self.audit = audit
 
     @property
@@ -177,6 +193,7 @@ class FhirNotifier:
             return
         self.subscriptions.on_change(session, tenant, stored)
         self.epd.on_change(session, tenant, stored, previous)
+        self.webhook.on_change(session, tenant, stored, previous)
         session.flush()
 
     def subscription_created(self, session: Session, tenant: str, stored: StoredResource) -> None:
@@ -241,6 +258,8 @@ class FhirNotifier:
         try:
             if message.channel == SUBSCRIPTION:
                 self.subscriptions.send(message)
+            elif message.channel == WEBHOOK:
+                self.webhook.send(message)
             else:
                 self.epd.send(message)
         except DeliveryFailed as exc:
@@ -255,8 +274,9 @@ class FhirNotifier:
 
     def _audit(self, message: Message, failure: DeliveryFailed | None) -> None:
         """Tell the audit trail (:class:`NotifyAudit`) about an attempt that sent a resource
-        out (EPD push, event notification)."""
-        if self.audit is None or (message.channel != EPD_PUSH and message.kind != EVENT):
+        out (EPD push, webhook call, event notification)."""
+        exported = message.channel in (EPD_PUSH, WEBHOOK) or message.kind == EVENT
+        if self.audit is None or not exported:
             return
         focus = (
             (message.focus_type, message.focus_id)
@@ -285,6 +305,8 @@ class FhirNotifier:
             what = (
                 self.subscriptions.describe(message)
                 if message.channel == SUBSCRIPTION
+                else self.webhook.describe(message)
+                if message.channel == WEBHOOK
                 else self.epd.describe(message)
             )
             if failure is None:
@@ -339,6 +361,7 @@ __all__ = [
     "PENDING",
     "SENDING",
     "SUBSCRIPTION",
+    "WEBHOOK",
     "FhirNotifier",
     "Matcher",
     "NotifyAudit",

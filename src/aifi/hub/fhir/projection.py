@@ -1,7 +1,8 @@
 """The hub's state as FHIR R4 resources, kept in step with it.
 
 ARCHITECTURE.md step 3 and 5: every UPS workitem has a Task that mirrors it; every AI result
-becomes a DiagnosticReport + Observations + Provenance, with a Device per product; every
+becomes a DiagnosticReport + Observations + Provenance, with a Device per product (and an
+urgent finding a Communication, FHIR R4 communication.html); every
 routed study an ImagingStudy (and its Patient, identifier only). The mapping itself is pure
 (:mod:`aifi.fhir.mapping`); this module reads the hub's rows into the mapping's views
 (:mod:`aifi.fhir.views`) and writes the resources with :meth:`SqlFhirStore.put`, which
@@ -295,6 +296,11 @@ class FhirProjector:
                 orders=orders,
             ):
                 self.store.put(session, tenant, resource, workitem_uid=uid)
+            # an urgent finding: the Communication that tells the hospital (subscriptions
+            # and the webhook follow it through the store's listeners)
+            message = mapping.urgent_communication(result, tenant=tenant, patient=patient)
+            if message is not None:
+                self.store.put(session, tenant, message, workitem_uid=uid)
 
     def refresh_request(self, session: Session, request: AiRequest) -> None:
         """The Task of an EPD request that has no workitem (yet): waiting for its study,

@@ -426,7 +426,10 @@ def test_association_end_makes_its_studies_due(gw: Running) -> None:
 # -- refused peers and refused data ---------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_calling_ae_not_allowed_is_rejected(tmp_path: Path) -> None:
+    """(pynetdicom 3.0.4 may leave the rejected association's socket to the garbage
+    collector, as tests/interop/test_pacs_clients.py notes; CI met it once.)"""
     config = "dimse:\n  allowed_calling_ae_titles: [CT_ROOM_1]\n"
     with running_gateway(tmp_path / "gw", config) as gw:
         stranger = pynetdicom_ae("INTRUDER").associate("127.0.0.1", gw.port, ae_title=AE_TITLE)

@@ -7,7 +7,6 @@ operations and opens the "Authorize" dialog with the client-credentials flow, an
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,9 @@ import pytest
 
 from tests.conftest import LiveServer
 from tests.support.auth import secured_hub
+from tests.support.browser import chromium as chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser tests: /usr/bin/chromium is not installed")
-        pytest.skip("Debian's chromium is not installed")
-    pytest.importorskip("playwright")
-    return str(CHROMIUM)
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,10 @@ case, and loads nothing from anywhere else (it opens offline, from a file)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
 from aifi.conformance_kit.report import Kind, Report, write_report
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser tests: /usr/bin/chromium is not installed")
-        pytest.skip("Debian's chromium is not installed")
-    pytest.importorskip("playwright")
-    return str(CHROMIUM)
+from tests.support.browser import chromium as chromium
 
 
 def test_the_summary_shows_in_chromium_and_nothing_loads_from_elsewhere(
